@@ -1,0 +1,1 @@
+"""alphapo.analysis (under construction)."""

@@ -1,0 +1,1 @@
+"""alphapo.data (under construction)."""

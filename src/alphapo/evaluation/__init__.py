@@ -1,0 +1,1 @@
+"""alphapo.evaluation (under construction)."""

@@ -1,0 +1,1 @@
+"""alphapo.generation (under construction)."""

@@ -1,0 +1,1 @@
+"""alphapo.losses (under construction)."""

@@ -1,0 +1,1 @@
+"""alphapo.toyworld (under construction)."""

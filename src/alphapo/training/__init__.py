@@ -1,0 +1,1 @@
+"""alphapo.training (under construction)."""

@@ -1,0 +1,43 @@
+"""Cheap guard: every module of the package imports, and the CLI builds its parser."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import alphapo
+
+
+def _all_modules():
+    yield "alphapo"
+    for info in pkgutil.walk_packages(alphapo.__path__, prefix="alphapo."):
+        yield info.name
+
+
+def test_every_module_imports():
+    names = list(_all_modules())
+    assert "alphapo.cli" in names and "alphapo.testing" in names
+    for name in names:
+        importlib.import_module(name)
+
+
+def test_cli_help_lists_commands(capsys):
+    from alphapo.cli import build_parser
+
+    parser = build_parser()
+    help_text = parser.format_help()
+    assert "COMMAND" in help_text
+
+
+def test_tiny_model_loads_like_a_hub_model(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert tok.eos_token == "<|end|>" and tok.pad_token_id == model.config.pad_token_id
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert text == "<|bos|><|user|>\nhi<|end|>\n<|assistant|>\n"
+    out = model(torch.tensor([[1, 5, 6]]))
+    assert out.logits.shape == (1, 3, len(tok))
