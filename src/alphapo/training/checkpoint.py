@@ -1,0 +1,203 @@
+"""Atomic, pickle-free training checkpoints.
+
+Layout under ``OUT/checkpoints/``::
+
+    step-000010/            one complete checkpoint
+        model.safetensors       trainable parameters (all of them, or only the LoRA adapters)
+        optimizer.safetensors   optimizer state tensors, keyed "<param index>.<name>"
+        rng.safetensors         torch CPU (and CUDA) RNG states as uint8 tensors
+        state.json              trainer state, optimizer param groups, scheduler state, "complete": true
+    latest                  text file naming the newest complete checkpoint ("step-000010")
+
+Why this shape: a checkpoint is first written into a hidden temporary folder, every file is fsync'ed,
+then the folder is renamed into place (atomic on POSIX) and only then ``latest`` is replaced through a
+temp file + ``os.replace``. A kill at any instant leaves either the previous ``latest`` or the new one,
+never a half-written checkpoint under a final name. Loading uses ``safetensors`` for tensors and JSON for
+everything else, so nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """``mkdtemp`` with the permissions of a normal ``mkdir`` (mkdtemp alone makes it 0700)."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(path, 0o777 & ~_umask())
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a fsync'ed temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_umask())
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _optimizer_to_flat(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {}
+    for idx, pstate in state_dict["state"].items():
+        for name, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{idx}.{name}"] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+              for g in state_dict["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters by name, detached CPU copies (safetensors-ready)."""
+    return {name: p.detach().cpu().contiguous().clone() for name, p in model.named_parameters()
+            if p.requires_grad}
+
+
+def save_checkpoint(ckpt_root: Path, step: int, *, model: torch.nn.Module, optimizer, scheduler,
+                    trainer_state: dict[str, Any], keep: int = 2, protect: tuple[str, ...] = ()) -> Path:
+    """Write ``ckpt_root/step-<step>`` atomically, point ``latest`` at it, prune older ones."""
+    ckpt_root = Path(ckpt_root)
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:06d}"
+    final = ckpt_root / name
+    tmp = make_temp_dir(ckpt_root, f".tmp-{name}-")
+    try:
+        save_file(trainable_state(model), tmp / "model.safetensors")
+        opt_tensors, opt_meta = _optimizer_to_flat(optimizer.state_dict())
+        save_file(opt_tensors, tmp / "optimizer.safetensors")
+        rng = {"torch_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                rng[f"torch_cuda_{i}"] = s
+        save_file(rng, tmp / "rng.safetensors")
+        sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+        state = {"step": step, "trainer": trainer_state, "optimizer": opt_meta, "scheduler": sched,
+                 "complete": True}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        for f in tmp.iterdir():
+            _fsync_file(f)
+        _fsync_dir(tmp)
+        if final.exists():  # a re-save of the same step (e.g. after resume): replace it
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(ckpt_root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(ckpt_root / "latest", name + "\n")
+    _prune(ckpt_root, keep=keep, protect=(name, *protect))
+    return final
+
+
+def _prune(ckpt_root: Path, *, keep: int, protect: tuple[str, ...]) -> None:
+    steps = sorted((p for p in ckpt_root.iterdir() if _STEP_DIR.match(p.name)), key=lambda p: p.name)
+    for old in steps[: max(len(steps) - max(keep, 1), 0)]:
+        if old.name not in protect:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in ckpt_root.glob(".tmp-step-*"):  # leftovers of a save killed midway
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(state.get("complete")) and all(
+        (path / f).is_file() for f in ("model.safetensors", "optimizer.safetensors", "rng.safetensors"))
+
+
+def find_latest(ckpt_root: Path) -> Path | None:
+    """The checkpoint named by ``latest`` if complete, else the newest complete ``step-*`` folder."""
+    ckpt_root = Path(ckpt_root)
+    if not ckpt_root.is_dir():
+        return None
+    pointer = ckpt_root / "latest"
+    if pointer.is_file():
+        candidate = ckpt_root / pointer.read_text().strip()
+        if _is_complete(candidate):
+            return candidate
+    steps = sorted((p for p in ckpt_root.iterdir() if _STEP_DIR.match(p.name)), key=lambda p: p.name,
+                   reverse=True)
+    return next((p for p in steps if _is_complete(p)), None)
+
+
+def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
+    """Restore model parameters, optimizer, scheduler and RNG state in place; returns the trainer state."""
+    path = Path(path)
+    state = json.loads((path / "state.json").read_text())
+    weights = load_file(path / "model.safetensors")
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    unknown = [n for n in weights if n not in params]
+    if missing or unknown:
+        raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing[:3]}, "
+                           f"unexpected {unknown[:3]}")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor.to(params[name].device))
+    opt = _optimizer_from_flat(load_file(path / "optimizer.safetensors"), state["optimizer"])
+    optimizer.load_state_dict(opt)
+    scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
+    rng = load_file(path / "rng.safetensors")
+    torch.set_rng_state(rng["torch_cpu"])
+    if torch.cuda.is_available():
+        cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
+        if cuda_states:
+            torch.cuda.set_rng_state_all(cuda_states)
+    return state["trainer"]

@@ -1,0 +1,172 @@
+"""Training data: load + tokenise through ``alphapo.data``, split off eval, and plan length-grouped batches.
+
+Records and tokenised examples follow the data contract (BRIEF, contract 2): a pairwise example has
+``id``, ``prompt_input_ids``, ``chosen_input_ids``, ``rejected_input_ids`` (completion tokens, EOS
+included) and optional ``chosen_score`` / ``rejected_score``; a multi-response example has
+``responses_input_ids`` (k lists) and ``scores`` (k floats).
+
+``alphapo.data.load_preferences`` / ``tokenize_preferences`` do the reading and tokenising. Until that
+package exists, :func:`_fallback_load` / :func:`_fallback_tokenize` read the always-valid JSONL form
+(``prompt``, ``chosen``, ``rejected`` strings; optional ``score_chosen``, ``score_rejected``; or
+``responses`` + ``scores``) so the trainer is usable on its own.
+
+Batch plan (:func:`plan_epoch`): the epoch order is a permutation drawn from
+``torch.Generator().manual_seed(seed + epoch)``, a pure function of (seed, epoch), which is what makes
+resume exact: a resumed run replays the same plan and skips the batches already done. Global batches
+(``per_device x accumulation x processes`` examples, one optimizer step) are cut from that order; with
+``group_by_length`` the order is first split into mega-batches of 16 global batches, each sorted by
+length so that a global batch holds examples of similar length, and the global batches of a mega-batch
+are shuffled again so long batches do not always come first. Inside a global batch, examples are sorted
+by length and dealt into micro-batches, so padding is cut further. The *set* of examples of each
+optimizer step depends only on the global batch size, never on how it is split into micro-batches or
+processes: per-device 4 x accumulation 1 and 1 x 4 train on identical steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alphapo.errors import UserError
+
+MEGA_BATCH = 16  # global batches per length-sorting window
+
+
+def is_multi(example: dict[str, Any]) -> bool:
+    return "responses_input_ids" in example
+
+
+def example_length(example: dict[str, Any]) -> int:
+    """Tokens the example costs in a forward (prompt repeated for each response)."""
+    p = len(example["prompt_input_ids"])
+    if is_multi(example):
+        return sum(p + len(r) for r in example["responses_input_ids"])
+    return 2 * p + len(example["chosen_input_ids"]) + len(example["rejected_input_ids"])
+
+
+def load_examples(path: str, tokenizer, *, split: str, columns, skip_invalid: bool, max_length,
+                  max_prompt_length, prompt_truncation: str) -> list[dict[str, Any]]:
+    """Read and tokenise a preference source into examples (via ``alphapo.data`` when available)."""
+    try:
+        from alphapo.data import load_preferences, tokenize_preferences
+    except ImportError:
+        load_preferences = tokenize_preferences = None
+    if load_preferences is None:
+        records = _fallback_load(path)
+        return _fallback_tokenize(records, tokenizer, max_length=max_length)
+    records = load_preferences(path, columns=columns, split=split, skip_invalid=skip_invalid)
+    examples, _report = tokenize_preferences(records, tokenizer, max_length=max_length,
+                                             max_prompt_length=max_prompt_length,
+                                             prompt_truncation=prompt_truncation)
+    return [dict(e) for e in examples]
+
+
+def _fallback_load(path: str) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"data file {path!r} does not exist")
+    records = []
+    with p.open() as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{lineno}: invalid JSON: {err}") from None
+            row.setdefault("id", str(lineno - 1))
+            records.append(row)
+    return records
+
+
+def _fallback_tokenize(records, tokenizer, *, max_length=None) -> list[dict[str, Any]]:
+    eos = tokenizer.eos_token_id
+
+    def prompt_ids(prompt):
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        if tokenizer.chat_template:
+            return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                      return_dict=False))
+        return tokenizer(" ".join(m["content"] for m in messages), add_special_tokens=False)["input_ids"]
+
+    def completion_ids(completion):
+        text = completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
+        return tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
+
+    out = []
+    for row in records:
+        ex = {"id": str(row["id"]), "prompt_input_ids": prompt_ids(row["prompt"])}
+        if "responses" in row:
+            ex["responses_input_ids"] = [completion_ids(r) for r in row["responses"]]
+            ex["scores"] = [float(s) for s in row["scores"]]
+        else:
+            ex["chosen_input_ids"] = completion_ids(row["chosen"])
+            ex["rejected_input_ids"] = completion_ids(row["rejected"])
+            for src, dst in (("score_chosen", "chosen_score"), ("score_rejected", "rejected_score"),
+                             ("chosen_score", "chosen_score"), ("rejected_score", "rejected_score")):
+                if row.get(src) is not None:
+                    ex[dst] = float(row[src])
+        if max_length is not None:
+            ex["prompt_input_ids"] = ex["prompt_input_ids"][-max_length // 2:]
+        out.append(ex)
+    return out
+
+
+def split_eval(examples: list[dict[str, Any]], fraction: float, seed: int):
+    """Hold out ``round(fraction * n)`` examples (at least 1 when fraction > 0), chosen by ``seed``."""
+    if fraction <= 0:
+        return examples, []
+    n = len(examples)
+    n_eval = max(1, round(fraction * n))
+    if n_eval >= n:
+        raise UserError(f"data.eval_fraction={fraction} leaves no training examples out of {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    held = set(perm[:n_eval])
+    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
+
+
+def data_fingerprint(examples: list[dict[str, Any]]) -> str:
+    """SHA-256 of the tokenised examples (ids and token lists), order-sensitive."""
+    h = hashlib.sha256()
+    for ex in examples:
+        keys = ("id", "prompt_input_ids", "chosen_input_ids", "rejected_input_ids", "responses_input_ids")
+        h.update(json.dumps({k: ex.get(k) for k in keys}, separators=(",", ":")).encode())
+    return h.hexdigest()
+
+
+def steps_per_epoch(n_examples: int, global_batch: int) -> int:
+    """Optimizer steps per epoch; a final partial global batch is kept (it is never dropped)."""
+    return -(-n_examples // global_batch)
+
+
+def plan_epoch(lengths: list[int], *, global_batch: int, seed: int, epoch: int,
+               group_by_length: bool) -> list[list[int]]:
+    """The epoch's global batches as lists of example indices (pure function of its arguments)."""
+    gen = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(len(lengths), generator=gen).tolist()
+    if not group_by_length:
+        return [order[i: i + global_batch] for i in range(0, len(order), global_batch)]
+    batches: list[list[int]] = []
+    window = global_batch * MEGA_BATCH
+    for start in range(0, len(order), window):
+        mega = sorted(order[start: start + window], key=lambda i: -lengths[i])  # stable: ties keep order
+        chunk = [mega[i: i + global_batch] for i in range(0, len(mega), global_batch)]
+        shuffle = torch.randperm(len(chunk), generator=gen).tolist()
+        batches.extend(chunk[j] for j in shuffle)
+    return batches
+
+
+def split_global_batch(batch: list[int], lengths: list[int], *, micro_batch: int, process_index: int,
+                       num_processes: int) -> list[list[int]]:
+    """This process's micro-batches of one global batch: length-sorted, dealt round-robin by process.
+
+    The global batch (at most ``micro_batch x accumulation x num_processes`` indices) is sorted by length
+    and cut into micro-batches of ``micro_batch``; micro-batch ``j`` goes to process ``j % num_processes``.
+    """
+    ordered = sorted(batch, key=lambda i: -lengths[i])
+    micro = [ordered[i: i + micro_batch] for i in range(0, len(ordered), micro_batch)]
+    return micro[process_index::num_processes]

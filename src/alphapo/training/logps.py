@@ -1,0 +1,123 @@
+"""Sequence log-probabilities of completions: collation, one forward pass, gather at completion labels.
+
+The preference losses consume, per response ``y`` to prompt ``x``, the summed completion log-likelihood
+``logp(y) = sum_t log pi(y_t | x, y_<t)`` and the completion length ``|y|`` (spec/losses.md,
+"Conventions"). This module computes them:
+
+- :func:`collate_sequences` right-pads ``prompt + completion`` token lists into ``input_ids``,
+  ``attention_mask`` and a boolean ``completion_mask`` marking the positions whose *label* is a
+  completion token (EOS included, prompt and padding excluded).
+- :func:`gather_logps` turns logits into per-sequence sums. It never builds a full ``(B, T, V)``
+  float32 log-softmax: it first selects the ``M`` rows of the logits where the label is a completion
+  token (``logits[mask]``, shape ``(M, V)``), then takes ``logit[label] - logsumexp(logits)`` on those
+  rows only, upcast to float32 row by row. Memory is ``O(M V)`` instead of ``O(B T V)``.
+- :func:`sequence_logps` runs the model once over all sequences of a batch (chosen and rejected
+  concatenated along the batch axis, or the ``k`` responses of each prompt flattened) and, when the
+  model's forward accepts ``logits_to_keep``, asks it for logits of the trailing positions only
+  (everything from the earliest completion start on), so prompt-only positions never reach the LM head.
+
+Pairwise batches are laid out ``[chosen_1..chosen_B, rejected_1..rejected_B]``; multi-response batches
+``[y_11..y_1k, y_21..y_2k, ...]`` (row-major ``(B, k)``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SequenceBatch:
+    """Right-padded sequences. ``completion_mask[i, t]`` is True when token ``t`` is a completion token."""
+
+    input_ids: torch.Tensor  # (N, T) long
+    attention_mask: torch.Tensor  # (N, T) long
+    completion_mask: torch.Tensor  # (N, T) bool
+    num_tokens: int  # non-pad tokens (throughput accounting)
+
+
+def collate_sequences(prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> SequenceBatch:
+    """Concatenate each prompt with its completion and right-pad to the longest sequence.
+
+    Shapes: N = len(prompts) sequences, T = max(len(prompt) + len(completion)).
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
+    width = max(lengths)
+    n = len(prompts)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    completion = torch.zeros((n, width), dtype=torch.bool)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        if not c:
+            raise ValueError(f"sequence {i} has an empty completion")
+        ids = list(p) + list(c)
+        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention[i, : len(ids)] = 1
+        completion[i, len(p): len(ids)] = True
+    return SequenceBatch(input_ids, attention, completion, int(sum(lengths)))
+
+
+def gather_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor,
+                 offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs and completion lengths from next-token logits.
+
+    ``logits`` is ``(N, L, V)`` and holds the predictions for positions ``offset .. offset+L-1`` of the
+    ``(N, T)`` sequences, i.e. ``logits[:, j]`` predicts token ``offset + j + 1``. Only rows whose label
+    is a completion token are normalised (``logsumexp`` over ``V``, in float32).
+
+    Returns ``(logps, lengths)``, each ``(N,)`` float32: ``logps[i] = sum_t log p(x_it | x_i<t)`` over
+    completion tokens ``t``, ``lengths[i]`` their count.
+    """
+    n, seq_len = input_ids.shape
+    labels = input_ids[:, offset + 1: offset + 1 + logits.shape[1]]
+    label_mask = completion_mask[:, offset + 1: offset + 1 + logits.shape[1]]
+    if labels.shape[1] < logits.shape[1]:  # the last position predicts nothing
+        logits = logits[:, : labels.shape[1]]
+    rows = logits[label_mask].float()  # (M, V): only completion-label rows, upcast row-wise
+    targets = labels[label_mask]
+    token_logps = rows.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(rows, dim=-1)
+    seq_index = torch.arange(n, device=input_ids.device)[:, None].expand_as(label_mask)[label_mask]
+    logps = torch.zeros(n, dtype=torch.float32, device=logits.device).index_add(0, seq_index, token_logps)
+    lengths = completion_mask.sum(dim=1).to(torch.float32)
+    return logps, lengths
+
+
+def accepts_logits_to_keep(model) -> bool:
+    """True when ``model.forward`` (or a peft model's base model) takes ``logits_to_keep``."""
+    base = getattr(model, "get_base_model", None)
+    model = base() if callable(base) else model
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+    return "logits_to_keep" in params
+
+
+def sequence_logps(model, batch: SequenceBatch, *,
+                   trim: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over all ``N`` sequences; returns summed completion logps ``(N,)`` and lengths ``(N,)``.
+
+    When the model's forward accepts ``logits_to_keep`` the LM head runs only on positions from the
+    earliest completion start (minus one) to the end, which is exact: earlier positions have prompt
+    labels and are never used. ``trim`` forces that choice (pass it when ``model`` is a DDP/FSDP wrapper
+    whose forward signature hides the argument); None detects it.
+    """
+    device = next(model.parameters()).device
+    input_ids = batch.input_ids.to(device)
+    attention_mask = batch.attention_mask.to(device)
+    completion_mask = batch.completion_mask.to(device)
+    first = int(batch.completion_mask.float().argmax(dim=1).min())  # earliest completion token
+    offset = max(first - 1, 0)
+    kwargs = {}
+    if trim is None:
+        trim = accepts_logits_to_keep(model)
+    if offset > 0 and trim:
+        kwargs["logits_to_keep"] = input_ids.shape[1] - offset
+    else:
+        offset = 0
+    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+    return gather_logps(out.logits, input_ids, completion_mask, offset=offset)

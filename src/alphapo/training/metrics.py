@@ -1,0 +1,117 @@
+"""Training diagnostics as pure functions of per-example tensors (no model, no I/O).
+
+Names follow TRL where TRL logs the same quantity (``rewards/chosen``, ``rewards/rejected``,
+``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``); ``loss``,
+``grad_norm``, ``learning_rate`` and throughput are added by the loop. AlphaPO (section 3.3, Figure 2)
+tracks three *length-normalised* quantities over an epoch, and so do we, per logging window:
+
+- ``lnorm/chosen``   = ``logp(y_w) / |y_w|``  (preferred likelihood),
+- ``lnorm/rejected`` = ``logp(y_l) / |y_l|``  (dispreferred likelihood),
+- ``lnorm/margin``   = ``lnorm/chosen - lnorm/rejected`` (the length-normalised margin of section 3.1),
+
+each summarised by :func:`robust_summary`: ``/mean``, ``/q1``, ``/median``, ``/q3`` (linear
+interpolation, ``torch.quantile``'s default) and ``/min``, ``/max`` *after outlier removal* with Tukey's
+rule: values outside ``[q1 - 1.5 IQR, q3 + 1.5 IQR]`` are dropped before taking min and max (the paper's
+Figure 2 says "min and max are computed after removing outliers" without naming the rule; Tukey's
+fences are the box-plot convention of its Figures 15-16). The mean and quartiles use all values.
+
+KL(policy || reference) on the batch's responses (``kl/...``, only when reference log-probs exist),
+with ``d = logp(y) - logp_ref(y)`` per response (chosen and rejected pooled):
+
+- ``kl/seq_k1`` = ``mean(d)``: the k1 estimator, unbiased for KL(pi || pi_ref) when ``y ~ pi``;
+- ``kl/seq_k3`` = ``mean(exp(-d) - 1 + d)``: Schulman's k3 estimator, >= 0 per sample, lower variance;
+- ``kl/token_k1`` = ``sum(d) / sum(|y|)``: the k1 estimate per completion token.
+
+Deviations: the responses come from the preference data, not from the current policy, so these are
+importance-free estimates on an off-policy sample; they track drift from the reference, not the exact
+KL. k3 uses ``exp(-d)`` with ``d`` clamped to ``>= -50`` to stay finite.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+SUMMARY_STATS = ("mean", "q1", "median", "q3", "min", "max")
+LNORM_KEYS = ("lnorm/chosen", "lnorm/rejected", "lnorm/margin")
+
+
+def tukey_fences(values: torch.Tensor, k: float = 1.5) -> tuple[float, float]:
+    """``(q1 - k*IQR, q3 + k*IQR)`` of a 1-D tensor (linear-interpolated quartiles)."""
+    v = values.detach().double().flatten()
+    q1, q3 = torch.quantile(v, torch.tensor([0.25, 0.75], dtype=v.dtype)).tolist()
+    iqr = q3 - q1
+    return q1 - k * iqr, q3 + k * iqr
+
+
+def robust_summary(values: torch.Tensor, k: float = 1.5) -> dict[str, float]:
+    """Mean, quartiles and Tukey-trimmed min/max of a 1-D tensor of ``n >= 1`` values.
+
+    Example (hand-computed): values ``[1, 2, 3, 4, 100]`` -> q1 = 2, median = 3, q3 = 4 (linear
+    interpolation at positions 1, 2, 3 of the sorted list), IQR = 2, fences ``[-1, 7]``, so 100 is an
+    outlier: min = 1, max = 4; mean = 110 / 5 = 22.
+    """
+    v = values.detach().double().flatten()
+    if v.numel() == 0:
+        return {s: float("nan") for s in SUMMARY_STATS}
+    q1, med, q3 = torch.quantile(v, torch.tensor([0.25, 0.5, 0.75], dtype=v.dtype)).tolist()
+    lo, hi = q1 - k * (q3 - q1), q3 + k * (q3 - q1)
+    kept = v[(v >= lo) & (v <= hi)]
+    if kept.numel() == 0:  # only when quantiles are non-finite
+        kept = v
+    return {"mean": v.mean().item(), "q1": q1, "median": med, "q3": q3,
+            "min": kept.min().item(), "max": kept.max().item()}
+
+
+def preference_metrics(*, chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,
+                       chosen_lengths: torch.Tensor, rejected_lengths: torch.Tensor,
+                       chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
+                       losses: torch.Tensor, ref_chosen_logps: torch.Tensor | None = None,
+                       ref_rejected_logps: torch.Tensor | None = None) -> dict[str, float]:
+    """All per-batch diagnostics from ``(B,)`` tensors (pairwise; for k responses pass best/worst).
+
+    Example (hand-computed, B = 2): chosen_logps = [-2, -6], lengths [2, 3]; rejected_logps = [-3, -4],
+    lengths [1, 4]; rewards chosen [1, 0], rejected [0, 1]; losses [0.5, 1.5]:
+    loss = 1.0; rewards/chosen = 0.5, rewards/rejected = 0.5, rewards/margins = 0, accuracies = 0.5;
+    logps/chosen = -4, logps/rejected = -3.5; lnorm/chosen = [-1, -2] (mean -1.5),
+    lnorm/rejected = [-3, -1] (mean -2), lnorm/margin = [2, -1] (mean 0.5).
+    """
+    f = torch.float64
+    cl, rl = chosen_logps.detach().to(f), rejected_logps.detach().to(f)
+    cr, rr = chosen_rewards.detach().to(f), rejected_rewards.detach().to(f)
+    ln_c = cl / chosen_lengths.detach().to(f)
+    ln_r = rl / rejected_lengths.detach().to(f)
+    out = {
+        "loss": losses.detach().to(f).mean().item(),
+        "rewards/chosen": cr.mean().item(),
+        "rewards/rejected": rr.mean().item(),
+        "rewards/margins": (cr - rr).mean().item(),
+        "rewards/accuracies": (cr > rr).to(f).mean().item(),
+        "logps/chosen": cl.mean().item(),
+        "logps/rejected": rl.mean().item(),
+    }
+    for name, vals in (("lnorm/chosen", ln_c), ("lnorm/rejected", ln_r), ("lnorm/margin", ln_c - ln_r)):
+        for stat, value in robust_summary(vals).items():
+            out[f"{name}/{stat}"] = value
+    if ref_chosen_logps is not None and ref_rejected_logps is not None:
+        d = torch.cat([cl - ref_chosen_logps.detach().to(f), rl - ref_rejected_logps.detach().to(f)])
+        n_tokens = chosen_lengths.detach().to(f).sum() + rejected_lengths.detach().to(f).sum()
+        out.update(kl_estimates(d, n_tokens.item()))
+    return out
+
+
+def kl_estimates(log_ratios: torch.Tensor, num_tokens: float) -> dict[str, float]:
+    """k1 / k3 / per-token k1 estimates of KL(pi || pi_ref) from per-response log-ratios ``d`` (N,).
+
+    Example: d = [0, ln 2] -> k1 = ln(2)/2 = 0.34657; k3 = mean(0, 1/2 - 1 + ln 2) = 0.09657;
+    with 4 tokens, token_k1 = ln(2)/4 = 0.17329.
+    """
+    d = log_ratios.detach().double()
+    k3 = torch.exp(-d.clamp(min=-50.0)) - 1.0 + d
+    return {"kl/seq_k1": d.mean().item(), "kl/seq_k3": k3.mean().item(),
+            "kl/token_k1": d.sum().item() / max(num_tokens, 1.0)}
+
+
+def all_finite(metrics: dict[str, float]) -> bool:
+    return all(math.isfinite(v) for v in metrics.values())

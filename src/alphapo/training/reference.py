@@ -1,0 +1,135 @@
+"""Reference log-probs: computed once, cached on disk by model and data fingerprints.
+
+Losses whose ``requires`` names ``ref_chosen_logps`` / ``ref_rejected_logps`` (or ``ref_logps`` for
+k-response losses) need ``logp_ref(y)`` for every training and eval response. The reference model is
+frozen, so these numbers are a pure function of (reference weights, tokenised examples): we compute them
+in one pass before training, free the reference model, and store them in
+``<cache_dir>/<key>.safetensors`` with ``key = sha256(model fingerprint, data fingerprint, dtype)``. A
+second run with the same inputs reads the file and loads no reference model at all. Reference-free
+losses (simpo, alphapo, cpo, ...) never reach this module.
+
+The model fingerprint hashes ``config.json`` and, for each weight file, its name, size and SHA-256 of
+its first and last MiB (hashing every byte of a 15 GB checkpoint would cost more than the forward it
+saves); pass a folder path. A hub id without a local folder is fingerprinted by its name only.
+
+Deviations from TRL: TRL (``precompute_ref_log_probs=True``) recomputes the values for every run; we do
+not. The cached values come from forwards in eval mode on length-sorted batches, so padding differs from
+the training batches; the difference is float rounding (~1e-7 relative on CPU float32).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from alphapo.training.data import is_multi
+from alphapo.training.logps import collate_sequences, sequence_logps
+
+_CHUNK = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("ALPHAPO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "alphapo")
+    return Path(root) / "reference"
+
+
+def model_fingerprint(name_or_path: str) -> str:
+    """Cheap, content-based fingerprint of a local model folder (see module docstring)."""
+    h = hashlib.sha256()
+    path = Path(name_or_path)
+    if not path.is_dir():
+        h.update(f"name:{name_or_path}".encode())
+        return h.hexdigest()
+    for f in sorted(path.iterdir()):
+        if f.name == "config.json":
+            h.update(f.read_bytes())
+        elif f.suffix in (".safetensors", ".bin", ".pt") and f.is_file():
+            size = f.stat().st_size
+            h.update(f"{f.name}:{size}".encode())
+            with f.open("rb") as fh:
+                h.update(fh.read(_CHUNK))
+                if size > _CHUNK:
+                    fh.seek(max(size - _CHUNK, _CHUNK))
+                    h.update(fh.read(_CHUNK))
+    return h.hexdigest()
+
+
+def cache_key(model_fp: str, data_fp: str, dtype: str) -> str:
+    return hashlib.sha256(f"{model_fp}|{data_fp}|{dtype}".encode()).hexdigest()[:32]
+
+
+def compute_reference_logps(model, examples: list[dict[str, Any]], *, pad_id: int, batch_size: int,
+                            progress: bool = False) -> dict[str, torch.Tensor]:
+    """Reference logps for every example: ``ref_chosen_logps`` / ``ref_rejected_logps`` ``(N,)`` or
+    ``ref_logps`` ``(N, k)`` for multi-response data. Batches are length-sorted to cut padding."""
+    from tqdm.auto import tqdm
+
+    multi = is_multi(examples[0])
+    n = len(examples)
+    order = sorted(range(n), key=lambda i: -len(examples[i]["prompt_input_ids"]) - max(
+        len(c) for c in _completions(examples[i])))
+    if multi:
+        k = len(examples[0]["responses_input_ids"])
+        ref = torch.zeros(n, k, dtype=torch.float32)
+    else:
+        chosen = torch.zeros(n, dtype=torch.float32)
+        rejected = torch.zeros(n, dtype=torch.float32)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in tqdm(range(0, n, batch_size), desc="reference logps", disable=not progress,
+                          leave=False):
+            idx = order[start: start + batch_size]
+            prompts, comps = [], []
+            for i in idx:
+                for c in _completions(examples[i]):
+                    prompts.append(examples[i]["prompt_input_ids"])
+                    comps.append(c)
+            logps, _ = sequence_logps(model, collate_sequences(prompts, comps, pad_id))
+            logps = logps.float().cpu()
+            if multi:
+                ref[idx] = logps.view(len(idx), k)
+            else:
+                chosen[idx] = logps[0::2]
+                rejected[idx] = logps[1::2]
+    model.train(was_training)
+    if multi:
+        return {"ref_logps": ref}
+    return {"ref_chosen_logps": chosen, "ref_rejected_logps": rejected}
+
+
+def _completions(example: dict[str, Any]) -> list[list[int]]:
+    if is_multi(example):
+        return example["responses_input_ids"]
+    return [example["chosen_input_ids"], example["rejected_input_ids"]]
+
+
+def load_cached(cache_dir: Path, key: str, n: int) -> dict[str, torch.Tensor] | None:
+    path = Path(cache_dir) / f"{key}.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(path)
+    except Exception:  # a corrupt cache entry is recomputed, never trusted
+        return None
+    if any(t.shape[0] != n for t in tensors.values()):
+        return None
+    return tensors
+
+
+def store_cached(cache_dir: Path, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Path:
+    """Write the cache entry atomically (temp file + rename)."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{key}.safetensors"
+    tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
+              metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
+    os.replace(tmp, path)
+    return path

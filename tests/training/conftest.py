@@ -1,0 +1,82 @@
+"""Fixtures for trainer tests: tiny preference data and (when needed) a hand-written fake loss registry.
+
+``fake_losses`` swaps ``alphapo.losses.LOSSES`` for two small, hand-written losses (DPO and SimPO,
+spec/losses.md) so the loop can be tested independently of the losses package; tests of the real
+registry use ``alphapo.losses`` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+
+def _fake_dpo(*, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, ref_chosen_logps,
+              ref_rejected_logps, beta=0.1):
+    cr = beta * (chosen_logps - ref_chosen_logps)
+    rr = beta * (rejected_logps - ref_rejected_logps)
+    return SimpleNamespace(losses=-F.logsigmoid(cr - rr), chosen_rewards=cr.detach(), rejected_rewards=rr.detach())
+
+
+def _fake_simpo(*, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, beta=2.0, gamma=0.5):
+    cr = beta * chosen_logps / chosen_lengths
+    rr = beta * rejected_logps / rejected_lengths
+    return SimpleNamespace(losses=-F.logsigmoid(cr - rr - gamma), chosen_rewards=cr.detach(),
+                           rejected_rewards=rr.detach())
+
+
+_fake_dpo.requires = frozenset({"ref_chosen_logps", "ref_rejected_logps"})
+_fake_simpo.requires = frozenset()
+_fake_dpo.multi_response = _fake_simpo.multi_response = False
+
+
+@pytest.fixture
+def fake_losses(monkeypatch):
+    import alphapo.losses as losses_mod
+
+    registry = {"dpo": _fake_dpo, "simpo": _fake_simpo}
+    monkeypatch.setattr(losses_mod, "LOSSES", registry, raising=False)
+    monkeypatch.setattr(losses_mod, "get_loss", lambda name: registry[name], raising=False)
+    return registry
+
+
+def write_pairs(path, n: int = 16, seed: int = 0, multi_k: int | None = None):
+    """Synthetic preference pairs: chosen answers the arithmetic, rejected babbles (varied lengths)."""
+    rng = random.Random(seed)
+    with open(path, "w") as fh:
+        for i in range(n):
+            prompt = f"What is {i} plus {i}?"
+            good = f"The answer is {2 * i}."
+            bad = "no " * rng.randint(1, 6)
+            if multi_k:
+                responses = [good, bad] + [f"maybe {rng.randint(0, 99)}" for _ in range(multi_k - 2)]
+                row = {"prompt": prompt, "responses": responses,
+                       "scores": [1.0, 0.0] + [round(rng.random() * 0.8 + 0.1, 3) for _ in range(multi_k - 2)]}
+            else:
+                row = {"prompt": prompt, "chosen": good, "rejected": bad,
+                       "score_chosen": 8.0 + rng.random(), "score_rejected": 2.0 + rng.random()}
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+@pytest.fixture
+def pairs_path(tmp_path):
+    return write_pairs(tmp_path / "pairs.jsonl")
+
+
+@pytest.fixture
+def multi_path(tmp_path):
+    return write_pairs(tmp_path / "multi.jsonl", multi_k=3)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine is shared; tiny models do not benefit from threads
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,73 @@
+"""Diagnostics are pure functions; expected values are derived by hand in the docstrings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from alphapo.training.metrics import kl_estimates, preference_metrics, robust_summary, tukey_fences
+from alphapo.training.trainer import lr_factor
+
+
+def test_robust_summary_drops_tukey_outliers():
+    """[1, 2, 3, 4, 100]: q1 = 2, median 3, q3 = 4, IQR 2, fences [-1, 7] -> 100 dropped from min/max."""
+    s = robust_summary(torch.tensor([1.0, 2.0, 3.0, 4.0, 100.0]))
+    assert s == {"mean": 22.0, "q1": 2.0, "median": 3.0, "q3": 4.0, "min": 1.0, "max": 4.0}
+    assert tukey_fences(torch.tensor([1.0, 2.0, 3.0, 4.0, 100.0])) == (-1.0, 7.0)
+
+
+def test_robust_summary_single_value():
+    assert robust_summary(torch.tensor([-2.5])) == {s: -2.5 for s in ("mean", "q1", "median", "q3", "min", "max")}
+
+
+def test_preference_metrics_hand_computed():
+    """See the docstring of preference_metrics for the arithmetic."""
+    m = preference_metrics(
+        chosen_logps=torch.tensor([-2.0, -6.0]), rejected_logps=torch.tensor([-3.0, -4.0]),
+        chosen_lengths=torch.tensor([2.0, 3.0]), rejected_lengths=torch.tensor([1.0, 4.0]),
+        chosen_rewards=torch.tensor([1.0, 0.0]), rejected_rewards=torch.tensor([0.0, 1.0]),
+        losses=torch.tensor([0.5, 1.5]))
+    assert m["loss"] == 1.0
+    assert (m["rewards/chosen"], m["rewards/rejected"], m["rewards/margins"]) == (0.5, 0.5, 0.0)
+    assert m["rewards/accuracies"] == 0.5
+    assert (m["logps/chosen"], m["logps/rejected"]) == (-4.0, -3.5)
+    assert m["lnorm/chosen/mean"] == -1.5 and m["lnorm/rejected/mean"] == -2.0
+    assert m["lnorm/margin/mean"] == 0.5
+    # two values [-1, 2]: q1 = -1 + 0.25 * 3 = -0.25, median 0.5, q3 = 1.25; no outliers
+    assert m["lnorm/margin/q1"] == -0.25 and m["lnorm/margin/q3"] == 1.25
+    assert (m["lnorm/margin/min"], m["lnorm/margin/max"]) == (-1.0, 2.0)
+    assert not any(k.startswith("kl/") for k in m)  # no reference, no KL
+
+
+def test_kl_estimates_hand_computed():
+    """d = [0, ln 2]: k1 = ln2/2; k3 = mean(0, 1/2 - 1 + ln 2); per token over 4 tokens: ln2/4."""
+    m = kl_estimates(torch.tensor([0.0, math.log(2.0)]), 4.0)
+    assert m["kl/seq_k1"] == pytest.approx(math.log(2) / 2)
+    assert m["kl/seq_k3"] == pytest.approx((0.5 - 1 + math.log(2)) / 2)
+    assert m["kl/token_k1"] == pytest.approx(math.log(2) / 4)
+
+
+def test_kl_zero_when_policy_is_reference():
+    lp = torch.tensor([-3.0, -7.0])
+    m = preference_metrics(chosen_logps=lp, rejected_logps=lp, chosen_lengths=torch.ones(2),
+                           rejected_lengths=torch.ones(2), chosen_rewards=torch.zeros(2),
+                           rejected_rewards=torch.zeros(2), losses=torch.zeros(2),
+                           ref_chosen_logps=lp, ref_rejected_logps=lp)
+    assert m["kl/seq_k1"] == 0.0 and m["kl/seq_k3"] == 0.0 and m["kl/token_k1"] == 0.0
+
+
+def test_lr_schedule_matches_transformers():
+    """total 10, warmup 1: step 0 -> 0, step 1 -> 1, step 4 -> 0.5 (1 + cos(pi/3)) = 0.75."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    assert lr_factor(0, total=10, warmup=1, kind="cosine") == 0.0
+    assert lr_factor(1, total=10, warmup=1, kind="cosine") == 1.0
+    assert lr_factor(4, total=10, warmup=1, kind="cosine") == pytest.approx(0.75)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = get_cosine_schedule_with_warmup(opt, 3, 17)
+    for step in range(17):
+        assert opt.param_groups[0]["lr"] == pytest.approx(lr_factor(step, total=17, warmup=3, kind="cosine"))
+        opt.step()
+        sched.step()

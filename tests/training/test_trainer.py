@@ -1,0 +1,80 @@
+"""End-to-end runs of the loop on a tiny Llama with hand-written fake losses (see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from alphapo.training import load_config
+from alphapo.training.trainer import NonFiniteLossError, train
+
+TRL_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+            "logps/chosen", "logps/rejected", "grad_norm", "learning_rate")
+LNORM_KEYS = tuple(f"lnorm/{q}/{s}" for q in ("chosen", "rejected", "margin")
+                   for s in ("mean", "q1", "median", "q3", "min", "max"))
+
+
+def _config(model_dir, data, out, *overrides):
+    return load_config(None, [f"model.name_or_path={model_dir}", f"data.train_path={data}", f"output_dir={out}",
+                              "train.learning_rate=1e-3", "train.per_device_batch_size=2",
+                              "train.global_batch_size=4", "logging.progress_bar=false",
+                              "logging.tensorboard=false", f"reference.cache_dir={out}/../refcache",
+                              *overrides])
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_reference_free_run_logs_every_diagnostic_and_saves_hf_model(fake_losses, tiny_model_dir, pairs_path,
+                                                                     tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    result = train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "data.eval_fraction=0.25",
+                           "logging.eval_steps=1", "logging.tensorboard=true"))
+    assert result.reference_forwards == 0  # simpo: no reference model is loaded
+    recs = _records(out)
+    train_recs = [r for r in recs if r["split"] == "train"]
+    eval_recs = [r for r in recs if r["split"] == "eval"]
+    assert [r["step"] for r in train_recs] == [1, 2, 3]  # 12 train examples / global batch 4
+    for key in TRL_KEYS + LNORM_KEYS + ("tokens_per_second",):
+        assert key in train_recs[-1], key
+    for key in TRL_KEYS[:7] + LNORM_KEYS:
+        assert "eval/" + key in eval_recs[-1], key
+    assert not any(k.startswith("kl/") for k in train_recs[-1])
+    assert (out / "config.yaml").is_file() and any((out / "tensorboard").iterdir())
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert "simpo" in (out / "final" / "README.md").read_text()
+    assert (out / "best" / "best.json").is_file()
+    # the saved model is the trained one: its eval logps are those of the last eval record
+    assert not torch.equal(model.lm_head.weight,
+                           AutoModelForCausalLM.from_pretrained(tiny_model_dir).lm_head.weight)
+
+
+def test_reference_logps_cached_second_run_does_no_reference_forward(fake_losses, tiny_model_dir, pairs_path,
+                                                                     tmp_path):
+    first = train(_config(tiny_model_dir, pairs_path, tmp_path / "a", "loss.name=dpo", "train.max_steps=1"))
+    second = train(_config(tiny_model_dir, pairs_path, tmp_path / "b", "loss.name=dpo", "train.max_steps=1"))
+    assert first.reference_forwards > 0 and second.reference_forwards == 0
+    rec = _records(tmp_path / "a")[0]
+    # step 1: policy == reference, so DPO's loss is ln 2 and the KL estimates vanish (up to padding noise)
+    assert rec["loss"] == pytest.approx(0.6931472, abs=1e-5)
+    assert abs(rec["kl/seq_k1"]) < 1e-4 and "kl/seq_k3" in rec and "kl/token_k1" in rec
+    assert _records(tmp_path / "b")[0]["loss"] == rec["loss"]
+
+
+def test_non_finite_loss_stops_with_step_and_ids_and_keeps_checkpoint(fake_losses, tiny_model_dir, pairs_path,
+                                                                      tmp_path):
+    # an absurd constant learning rate, no clipping: step 1 is finite, its update blows the weights up
+    out = tmp_path / "nan"
+    cfg = _config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.learning_rate=1e30",
+                  "train.lr_scheduler=constant", "train.warmup_ratio=0", "train.max_grad_norm=none",
+                  "logging.save_steps=1", "train.per_device_batch_size=4")
+    with pytest.raises(NonFiniteLossError, match=r"step 2 .*example id\(s\) \['\d+'") as err:
+        train(cfg)
+    assert "checkpoints" in str(err.value)
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    assert latest == "step-000001" and not (out / "final").exists()
