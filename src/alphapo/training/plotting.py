@@ -1,0 +1,126 @@
+"""``alphapo plot-run OUT``: a run's diagnostics as PNG curves, in the style of AlphaPO's Figure 2.
+
+AlphaPO Figure 2 tracks, over one epoch, statistics of the length-normalised preferred likelihood,
+dispreferred likelihood and margin (mean, quartiles, min/max after outlier removal). We draw the same
+from ``OUT/metrics.jsonl``: one panel per quantity, x = epoch, a solid mean line, a dotted median, a
+shaded band between the first and third quartiles and thin dashed min/max lines (Tukey-trimmed, see
+``metrics.py``). Files written to ``OUT/plots/`` (or ``--out``):
+
+- ``lnorm_train.png``, ``lnorm_eval.png`` (when the run evaluated): the Figure 2 panels;
+- ``training.png``: loss, reward margins and accuracies, summed logps, KL estimates, grad norm,
+  learning rate and tokens/s, train and eval overlaid.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from alphapo.errors import UserError
+
+_QUANTITIES = (("chosen", "preferred  (1/|y_w|) log pi_w"), ("rejected", "dispreferred  (1/|y_l|) log pi_l"),
+               ("margin", "margin"))
+_PANELS = (("loss", "loss"), ("rewards/margins", "reward margin"), ("rewards/accuracies", "reward accuracy"),
+           ("logps/chosen", "logps chosen (sum)"), ("logps/rejected", "logps rejected (sum)"),
+           ("kl/seq_k1", "KL(pi||ref) k1 per response"), ("grad_norm", "grad norm"),
+           ("learning_rate", "learning rate"), ("tokens_per_second", "tokens / s"))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: pass the output_dir of a training run")
+    records = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{lineno}: invalid JSON ({err})") from None
+    if not records:
+        raise UserError(f"{path} has no records yet")
+    return records
+
+
+def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
+    pts = [(r["epoch"], r[key]) for r in records if key in r and r[key] is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _lnorm_figure(records: list[dict], prefix: str, title: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (name, label) in zip(axes, _QUANTITIES):
+        key = f"{prefix}lnorm/{name}"
+        x, mean = _series(records, f"{key}/mean")
+        _, q1 = _series(records, f"{key}/q1")
+        _, med = _series(records, f"{key}/median")
+        _, q3 = _series(records, f"{key}/q3")
+        _, lo = _series(records, f"{key}/min")
+        _, hi = _series(records, f"{key}/max")
+        if x:
+            ax.fill_between(x, q1, q3, alpha=0.25, color="C0", label="q1-q3")
+            ax.plot(x, mean, color="C0", lw=1.8, label="mean")
+            ax.plot(x, med, color="C0", lw=1.0, ls=":", label="median")
+            ax.plot(x, lo, color="C3", lw=0.8, ls="--", label="min (outliers removed)")
+            ax.plot(x, hi, color="C2", lw=0.8, ls="--", label="max (outliers removed)")
+        if name == "margin":
+            ax.axhline(0.0, color="grey", lw=0.6)
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _training_figure(train: list[dict], evals: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 3, figsize=(14, 10))
+    for ax, (key, label) in zip(axes.flat, _PANELS):
+        x, y = _series(train, key)
+        if x:
+            ax.plot(x, y, color="C0", lw=1.4, label="train")
+        ex, ey = _series(evals, f"eval/{key}")
+        if ex:
+            ax.plot(ex, ey, color="C1", lw=1.4, marker="o", ms=3, label="eval")
+        if not x and not ex:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Write the PNGs for the run in ``run_dir``; returns their paths."""
+    records = read_metrics(run_dir)
+    out = Path(out_dir) if out_dir else Path(run_dir) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    train = [r for r in records if r.get("split") == "train"]
+    evals = [r for r in records if r.get("split") == "eval"]
+    name = Path(run_dir).resolve().name
+    paths = []
+    if train:
+        paths.append(_lnorm_figure(train, "", f"{name}: length-normalised log-likelihoods (train batches)",
+                                   out / "lnorm_train.png"))
+    if evals:
+        paths.append(_lnorm_figure(evals, "eval/", f"{name}: length-normalised log-likelihoods (eval split)",
+                                   out / "lnorm_eval.png"))
+    paths.append(_training_figure(train, evals, out / "training.png"))
+    return paths
