@@ -1,0 +1,139 @@
+"""Pairwise links: from the reward gap ``z = r(w) - r(l) - gamma`` to a per-example loss.
+
+Every link is a function ``fn(z, *, beta, **params)`` (plus ``score_gap`` for the RPO links) on
+tensors of any shape, with its extra hyper-parameters and defaults in ``params``.
+
+| link               | loss of ``z``                                                        | used by          |
+|--------------------|----------------------------------------------------------------------|------------------|
+| ``sigmoid``        | ``-logsig(z)``                                                       | DPO, SimPO, AlphaPO (Bradley-Terry) |
+| ``smoothed_sigmoid``| ``-(1-eps) logsig(z) - eps logsig(-z)``                             | cDPO, TRL CPO    |
+| ``robust``         | ``(-(1-eps) logsig(z) + eps logsig(-z)) / (1-2 eps)``                | robust DPO       |
+| ``hinge``          | ``max(0, 1 - z)``                                                    | SLiC / RSO       |
+| ``squared``        | ``((z - 1/2) / beta)^2``  (= ``(h - 1/(2 beta))^2`` for ``z = beta h``) | IPO           |
+| ``exo``            | ``KL(Bern(sigma(z)) || Bern(1-eps))``                                | EXO (pairwise)   |
+| ``discopop``       | ``-logsig(z) (1 - sigma(z/tau)) + exp(-z) sigma(z/tau)``             | DiscoPOP         |
+| ``rpo_bwd``        | ``KL(Bern(sigma(d_r)) || Bern(sigma(z)))``, ``d_r = eta * score_gap``| RPO              |
+| ``rpo_fwd``        | ``KL(Bern(sigma(z)) || Bern(sigma(d_r)))``                           | RPO              |
+| ``rpo_sqr``        | ``(z - d_r)^2``                                                      | RPO              |
+
+``score_gap`` is ``R(w) - R(l)``, the judge's score difference; links that use it have
+``uses_scores = True`` (the composed loss then requires ``chosen_scores`` / ``rejected_scores``).
+
+All links are finite for every finite ``z`` (``logsigmoid`` is the stable ``-softplus(-z)``; the
+DiscoPOP exponential term is computed as ``exp(-z + logsig(z/tau))`` and capped, where TRL's
+``exp(-z) * sigmoid(z/tau)`` gives ``inf * 0 = nan`` for ``z < -88`` in float32).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from alphapo.errors import UserError
+from alphapo.losses.numerics import exp_capped
+
+Tensor = torch.Tensor
+logsig = F.logsigmoid
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link ``fn(z, *, beta, **params)`` from reward gap to loss; ``uses_scores`` adds ``score_gap=``."""
+
+    name: str
+    fn: Callable[..., Tensor]
+    params: dict[str, float] = field(default_factory=dict)
+    uses_scores: bool = False
+    doc: str = ""
+
+
+def sigmoid(z: Tensor, *, beta: float) -> Tensor:
+    """Bradley-Terry negative log-likelihood ``-logsig(z)`` (DPO eq. 7)."""
+    return -logsig(z)
+
+
+def smoothed_sigmoid(z: Tensor, *, beta: float, eps: float) -> Tensor:
+    """Label-smoothed BT: ``-(1-eps) logsig(z) - eps logsig(-z)`` (conservative DPO, Mitchell 2023)."""
+    return -(1.0 - eps) * logsig(z) - eps * logsig(-z)
+
+
+def robust(z: Tensor, *, beta: float, eps: float) -> Tensor:
+    """Robust DPO (Chowdhury et al. 2024, eq. 10): unbiased BT loss under label-flip rate ``eps``."""
+    if not 0.0 <= eps < 0.5:
+        raise UserError(f"robust link needs 0 <= eps < 0.5 (flip rate), got eps={eps}")
+    return (-(1.0 - eps) * logsig(z) + eps * logsig(-z)) / (1.0 - 2.0 * eps)
+
+
+def hinge(z: Tensor, *, beta: float) -> Tensor:
+    """SLiC / RSO hinge ``max(0, 1 - z)``."""
+    return torch.relu(1.0 - z)
+
+
+def squared(z: Tensor, *, beta: float) -> Tensor:
+    """IPO squared loss (Azar et al. 2023, eq. 17): ``(z/beta - 1/(2 beta))^2``.
+
+    With ``z = beta * h`` this is IPO's ``(h - 1/(2 tau))^2`` with ``tau = beta``.
+    """
+    return ((z - 0.5) / beta) ** 2
+
+
+def exo(z: Tensor, *, beta: float, eps: float) -> Tensor:
+    """EXO-pref for two responses (Ji et al. 2024, eq. 16): ``KL(Bern(sigma(z)) || Bern(1 - eps))``."""
+    if not 0.0 < eps < 1.0:
+        raise UserError(f"exo link needs 0 < eps < 1 (EXO recommends 1e-3), got eps={eps}")
+    log_qw, log_ql = logsig(z), logsig(-z)
+    return torch.exp(log_qw) * (log_qw - math.log1p(-eps)) + torch.exp(log_ql) * (log_ql - math.log(eps))
+
+
+def discopop(z: Tensor, *, beta: float, tau: float) -> Tensor:
+    """DiscoPOP / log-ratio modulated loss (Chan Lu et al. 2024, eq. 5).
+
+    ``(1 - sigma(z/tau)) * (-logsig(z)) + sigma(z/tau) * exp(-z)``; the second product is evaluated as
+    ``exp(-z + logsig(z/tau))`` (capped above ``MAX_EXPONENT``) so it never forms ``inf * 0``.
+    """
+    mod = torch.sigmoid(z / tau)
+    return (1.0 - mod) * (-logsig(z)) + exp_capped(-z + logsig(z / tau))
+
+
+def _bern_kl(log_p: Tensor, log_1mp: Tensor, log_q: Tensor, log_1mq: Tensor) -> Tensor:
+    """``KL(Bern(p) || Bern(q))`` from log-probabilities (exact 0 * log 0 = 0 handled by exp(-inf) = 0)."""
+    return torch.exp(log_p) * (log_p - log_q) + torch.exp(log_1mp) * (log_1mp - log_1mq)
+
+
+def rpo_bwd(z: Tensor, *, beta: float, eta: float, score_gap: Tensor) -> Tensor:
+    """RPO backward KL: ``KL(Bern(sigma(d_r)) || Bern(sigma(z)))``, ``d_r = eta * score_gap``."""
+    d_r = eta * score_gap
+    return _bern_kl(logsig(d_r), logsig(-d_r), logsig(z), logsig(-z))
+
+
+def rpo_fwd(z: Tensor, *, beta: float, eta: float, score_gap: Tensor) -> Tensor:
+    """RPO forward KL: ``KL(Bern(sigma(z)) || Bern(sigma(d_r)))``, ``d_r = eta * score_gap``."""
+    d_r = eta * score_gap
+    return _bern_kl(logsig(z), logsig(-z), logsig(d_r), logsig(-d_r))
+
+
+def rpo_sqr(z: Tensor, *, beta: float, eta: float, score_gap: Tensor) -> Tensor:
+    """RPO squared distance ``(z - d_r)^2``, ``d_r = eta * score_gap``."""
+    return (z - eta * score_gap) ** 2
+
+
+LINKS: dict[str, Link] = {
+    link.name: link
+    for link in (
+        Link("sigmoid", sigmoid, {}, False, "-logsig(z)"),
+        Link("smoothed_sigmoid", smoothed_sigmoid, {"eps": 0.1}, False, "-(1-eps)logsig(z) - eps logsig(-z)"),
+        Link("robust", robust, {"eps": 0.1}, False, "(-(1-eps)logsig(z) + eps logsig(-z)) / (1-2eps)"),
+        Link("hinge", hinge, {}, False, "max(0, 1 - z)"),
+        Link("squared", squared, {}, False, "((z - 1/2)/beta)^2"),
+        Link("exo", exo, {"eps": 1e-3}, False, "KL(Bern(sigma(z)) || Bern(1-eps))"),
+        Link("discopop", discopop, {"tau": 0.05}, False, "(1-sigma(z/tau))(-logsig z) + sigma(z/tau) e^-z"),
+        Link("rpo_bwd", rpo_bwd, {"eta": 1.0}, True, "KL(Bern(sigma(d_r)) || Bern(sigma(z)))"),
+        Link("rpo_fwd", rpo_fwd, {"eta": 1.0}, True, "KL(Bern(sigma(z)) || Bern(sigma(d_r)))"),
+        Link("rpo_sqr", rpo_sqr, {"eta": 1.0}, True, "(z - d_r)^2"),
+    )
+}
+"""Built-in pairwise links by name."""
