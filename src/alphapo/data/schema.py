@@ -272,6 +272,11 @@ def _pair(r: _Row, record_id: str):
         r.issue(r.cols[missing][0], "missing_field", f"is missing while '{r.column(present[0])}' is given; "
                 "give both scores or neither")
     attributes = {side: _attributes(r, f"{side}_attributes") for side in ("chosen", "rejected")}
+    nested = r.raw.get("attributes")  # the canonical layout, as written by `alphapo data convert/relabel`
+    if isinstance(nested, Mapping) and attributes == {"chosen": None, "rejected": None}:
+        r.raw = {**r.raw, "chosen_attributes": nested.get("chosen"), "rejected_attributes": nested.get("rejected")}
+        r.cols = {**r.cols, "chosen_attributes": ("chosen_attributes",), "rejected_attributes": ("rejected_attributes",)}
+        attributes = {side: _attributes(r, f"{side}_attributes") for side in ("chosen", "rejected")}
     if r.issues or chosen is None or rejected is None:
         return None, r.issues
     split = _split_prompt(r, prompt, chosen, rejected, (pcol, ccol, rcol))
