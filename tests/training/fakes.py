@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import torch
 import torch.nn.functional as F
 
 
@@ -28,7 +29,21 @@ _fake_dpo.requires = frozenset({"ref_chosen_logps", "ref_rejected_logps"})
 _fake_simpo.requires = frozenset()
 _fake_dpo.multi_response = _fake_simpo.multi_response = False
 
-REGISTRY = {"dpo": _fake_dpo, "simpo": _fake_simpo}
+def _fake_rpo_multi(*, logps, lengths, scores, ref_logps, beta=0.1, eta=1.0):
+    """KL(softmax(eta R) || softmax(beta (logp - logp_ref))) over k responses (spec: rpo_multi)."""
+    rewards = beta * (logps - ref_logps)
+    target = torch.softmax(eta * scores, dim=-1)
+    losses = (target * (torch.log(target) - torch.log_softmax(rewards, dim=-1))).sum(-1)
+    best, worst = scores.argmax(-1, keepdim=True), scores.argmin(-1, keepdim=True)
+    r = rewards.detach()
+    return SimpleNamespace(losses=losses, rewards=r, chosen_rewards=r.gather(-1, best)[:, 0],
+                           rejected_rewards=r.gather(-1, worst)[:, 0])
+
+
+_fake_rpo_multi.requires = frozenset({"ref_logps", "scores"})
+_fake_rpo_multi.multi_response = True
+
+REGISTRY = {"dpo": _fake_dpo, "simpo": _fake_simpo, "rpo_multi": _fake_rpo_multi}
 
 
 def install() -> None:

@@ -78,3 +78,44 @@ def test_non_finite_loss_stops_with_step_and_ids_and_keeps_checkpoint(fake_losse
     assert "checkpoints" in str(err.value)
     latest = (out / "checkpoints" / "latest").read_text().strip()
     assert latest == "step-000001" and not (out / "final").exists()
+
+
+def test_multi_response_loss_gets_k_responses_per_prompt(fake_losses, tiny_model_dir, multi_path, tmp_path):
+    """k = 3 responses per prompt: one forward over B*k sequences; at step 1 policy == reference, so
+    rewards are 0 and the fake rpo_multi loss is KL(softmax(R) || uniform) = sum p log p + ln 3."""
+    out = tmp_path / "multi"
+    train(_config(tiny_model_dir, multi_path, out, "loss.name=rpo_multi", "train.max_steps=2"))
+    rec = _records(out)[0]
+    scores = [json.loads(line)["scores"] for line in multi_path.read_text().splitlines()]
+    expected = []
+    for s in scores:
+        p = torch.softmax(torch.tensor(s), dim=0)
+        expected.append(float((p * p.log()).sum()) + float(torch.log(torch.tensor(3.0))))
+    assert rec["rewards/chosen"] == pytest.approx(0.0, abs=1e-5)
+    # the first global batch holds 4 of the 16 prompts; the loss is within the per-prompt range
+    assert min(expected) - 1e-5 <= rec["loss"] <= max(expected) + 1e-5
+    assert "kl/seq_k1" in rec and "lnorm/margin/mean" in rec
+
+
+def test_pairwise_loss_on_multi_response_data_uses_best_and_worst(fake_losses, tiny_model_dir, multi_path,
+                                                                  tmp_path):
+    # the same data written as explicit best/worst pairs must train identically
+    pairs = tmp_path / "explicit_pairs.jsonl"
+    with pairs.open("w") as fh:
+        for line in multi_path.read_text().splitlines():
+            row = json.loads(line)
+            best = max(range(3), key=lambda i: row["scores"][i])
+            worst = min(range(3), key=lambda i: row["scores"][i])
+            fh.write(json.dumps({"prompt": row["prompt"], "chosen": row["responses"][best],
+                                 "rejected": row["responses"][worst]}) + "\n")
+    train(_config(tiny_model_dir, multi_path, tmp_path / "a", "loss.name=simpo", "train.max_steps=2"))
+    train(_config(tiny_model_dir, pairs, tmp_path / "b", "loss.name=simpo", "train.max_steps=2"))
+    got, expected = _records(tmp_path / "a"), _records(tmp_path / "b")
+    assert [r["loss"] for r in got] == [r["loss"] for r in expected]
+    assert [r["logps/chosen"] for r in got] == [r["logps/chosen"] for r in expected]
+    from alphapo.training.trainer import pairs_from_multi
+
+    pair = pairs_from_multi({"id": "a", "prompt_input_ids": [1], "responses_input_ids": [[5], [6], [7]],
+                             "scores": [0.5, 0.9, 0.1]})
+    assert (pair["chosen_input_ids"], pair["rejected_input_ids"]) == ([6], [7])
+    assert (pair["chosen_score"], pair["rejected_score"]) == (0.9, 0.1)
