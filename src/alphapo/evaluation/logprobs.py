@@ -1,0 +1,164 @@
+"""Completion log-probabilities and the "unlearning" check of the reward-augmented data paper.
+
+Zhang et al. (2024), "Reward-Augmented Data Enhances Direct Preference Alignment of LLMs", Sec. 5 and
+Figure 3: on held-out preference pairs, take the *rejected* responses whose judge score is high (they are
+good responses that merely lost their pair) and compare their expected log-probability under the base
+model, the DPO model and the reward-augmented DPO model. DPO pushes these good responses down
+("unnecessary unlearning"); reward-augmented training pushes them down much less.
+
+``unlearning_check(model, reference_model, tokenizer, prompts, responses, scores, min_score=)`` computes,
+over the responses with ``score >= min_score``: the mean summed log-probability log pi(y|x) under the
+trained model and under the reference, their mean difference, the per-token means, and the fraction of
+responses whose log-probability went down.
+
+Tokenisation follows the data contract: prompt = chat template with generation prompt, completion =
+the response's tokens (no special tokens added) + EOS once; log pi(y|x) sums over completion tokens,
+EOS included.
+
+Deviations: the paper does not say how it chose its score threshold; by default we take the 75th
+percentile of the given scores (``min_score=None``) and report the threshold used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from alphapo.errors import UserError
+from alphapo.generation.judges import Conversation, render_conversation
+
+__all__ = ["completion_logps", "tokenize_completions", "UnlearningResult", "unlearning_check",
+           "rejected_from_records"]
+
+
+def tokenize_completions(tokenizer, prompts: Sequence[Conversation],
+                         completions: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompt token ids (chat template + generation prompt) and completion ids (+ EOS once) per example."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise UserError("the tokenizer has no eos_token; completion log-probs need one")
+    prompt_ids, completion_ids = [], []
+    for prompt, completion in zip(prompts, completions):
+        text, templated = render_conversation(tokenizer, prompt)
+        prompt_ids.append(tokenizer(text, add_special_tokens=not templated)["input_ids"])
+        eos_text = tokenizer.eos_token
+        while eos_text and completion.endswith(eos_text):  # never a doubled EOS (data contract rule 2)
+            completion = completion[: -len(eos_text)]
+        completion_ids.append(list(tokenizer(completion, add_special_tokens=False)["input_ids"]) + [eos])
+    return prompt_ids, completion_ids
+
+
+def completion_logps(model, tokenizer, prompts: Sequence[Conversation], completions: Sequence[str], *,
+                     batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Summed log pi(completion | prompt) and completion token counts; both numpy (n,).
+
+    Right-padded batches (length-sorted); logits at position t predict token t+1; only completion
+    positions are normalised (log-softmax over the vocabulary in float32).
+    """
+    import torch
+
+    if len(prompts) != len(completions):
+        raise UserError(f"{len(prompts)} prompts but {len(completions)} completions")
+    prompt_ids, completion_ids = tokenize_completions(tokenizer, prompts, completions)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    n = len(prompt_ids)
+    logps = np.zeros(n)
+    lengths = np.array([len(c) for c in completion_ids], dtype=np.int64)
+    order = sorted(range(n), key=lambda i: len(prompt_ids[i]) + len(completion_ids[i]))
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        seqs = [prompt_ids[i] + completion_ids[i] for i in idx]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(idx), width), dtype=torch.long)
+        label_mask = torch.zeros((len(idx), width), dtype=torch.bool)
+        for row, (i, s) in enumerate(zip(idx, seqs)):
+            ids[row, :len(s)] = torch.tensor(s)
+            attn[row, :len(s)] = 1
+            label_mask[row, len(prompt_ids[i]):len(s)] = True
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits[:, :-1]
+        labels = ids[:, 1:].to(logits.device)
+        mask = label_mask[:, 1:].to(logits.device)
+        token_logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        sums = (token_logps * mask).sum(-1).cpu().numpy()
+        for row, i in enumerate(idx):
+            logps[i] = sums[row]
+    return logps, lengths
+
+
+@dataclass(frozen=True)
+class UnlearningResult:
+    """Mean log-probabilities of high-scoring responses under the trained model and the reference."""
+
+    n: int
+    min_score: float
+    mean_logp_model: float
+    mean_logp_reference: float
+    mean_logp_delta: float  # model - reference; negative = the trained model "unlearned" them
+    mean_token_logp_model: float  # per-token (summed logp / tokens), averaged over responses
+    mean_token_logp_reference: float
+    frac_decreased: float  # share of responses whose logp went down
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rejected_from_records(records: Sequence[dict]) -> tuple[list[Conversation], list[str], list[float]]:
+    """(prompts, rejected texts, rejected scores) from pair records (our JSONL schema or canonical records).
+
+    Accepts ``prompt`` as a string or messages, ``rejected`` as a string or an assistant message list, and
+    ``score_rejected`` or ``rejected_score``. Records without a rejected score raise ``UserError``.
+    """
+    from alphapo.generation.io import as_messages
+
+    prompts, texts, scores = [], [], []
+    for i, rec in enumerate(records):
+        where = f"record {i} (id {rec.get('id', '?')!r})"
+        rejected = rec.get("rejected")
+        if isinstance(rejected, list):
+            rejected = "".join(m["content"] for m in rejected if m.get("role") == "assistant")
+        if not isinstance(rejected, str):
+            raise UserError(f"{where}: needs a 'rejected' response (string or assistant messages)")
+        score = rec.get("score_rejected", rec.get("rejected_score"))
+        if score is None:
+            raise UserError(f"{where}: needs 'score_rejected' for the unlearning check")
+        prompts.append(as_messages(rec["prompt"], where=where))
+        texts.append(rejected)
+        scores.append(float(score))
+    return prompts, texts, scores
+
+
+def unlearning_check(model, reference_model, tokenizer, prompts: Sequence[Conversation],
+                     responses: Sequence[str], scores: Sequence[float], *, min_score: float | None = None,
+                     reference_tokenizer=None, batch_size: int = 8) -> UnlearningResult:
+    """Compare log pi(y|x) of high-scoring (score >= ``min_score``) responses under ``model`` vs reference.
+
+    ``min_score=None`` uses the 75th percentile of ``scores``. Raises ``UserError`` if nothing qualifies.
+    """
+    scores_arr = np.asarray(scores, dtype=np.float64)
+    if not len(prompts) == len(responses) == scores_arr.size:
+        raise UserError(f"unlearning_check: {len(prompts)} prompts, {len(responses)} responses, "
+                        f"{scores_arr.size} scores")
+    if scores_arr.size == 0:
+        raise UserError("unlearning_check: no responses given")
+    threshold = float(np.quantile(scores_arr, 0.75)) if min_score is None else float(min_score)
+    keep = [i for i in range(scores_arr.size) if scores_arr[i] >= threshold]
+    if not keep:
+        raise UserError(f"unlearning_check: no response has score >= {threshold}")
+    sel_p = [prompts[i] for i in keep]
+    sel_r = [responses[i] for i in keep]
+    lp_m, len_m = completion_logps(model, tokenizer, sel_p, sel_r, batch_size=batch_size)
+    lp_r, len_r = completion_logps(reference_model, reference_tokenizer or tokenizer, sel_p, sel_r,
+                                   batch_size=batch_size)
+    return UnlearningResult(
+        n=len(keep), min_score=threshold,
+        mean_logp_model=float(lp_m.mean()), mean_logp_reference=float(lp_r.mean()),
+        mean_logp_delta=float((lp_m - lp_r).mean()),
+        mean_token_logp_model=float((lp_m / len_m).mean()),
+        mean_token_logp_reference=float((lp_r / len_r).mean()),
+        frac_decreased=float((lp_m < lp_r).mean()),
+    )

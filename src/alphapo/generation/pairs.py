@@ -1,0 +1,136 @@
+"""On-policy preference data: sample k responses per prompt, judge them, keep best vs worst (or all k).
+
+The AlphaPO / SimPO recipe (and the reward-augmented paper's on-policy setting): for each prompt, sample
+k = 5 responses at temperature 0.8 from the policy, score them with a judge, keep the highest-scored as
+``chosen`` and the lowest-scored as ``rejected``. With ``mode="all"`` all k responses are kept with their
+scores, for multi-response losses (``rpo_multi``, all-pairs, ``rloo``).
+
+Pairing rule (``select_pairs``, a pure function):
+- chosen = first response with the maximum score, rejected = first with the minimum (lowest index wins
+  ties, so the result is deterministic);
+- a prompt whose k scores are all equal (max - min <= ``tie_tol``) carries no preference: it is dropped
+  and counted in ``PairingStats.n_dropped_all_equal`` (in both modes).
+
+Output records (our schema, conversational, one per kept prompt)::
+
+    pairs: {"id", "prompt": [messages], "chosen": [{"role": "assistant", "content": ...}],
+            "rejected": [...], "score_chosen": float, "score_rejected": float}
+    all:   {"id", "prompt": [messages], "responses": [[{"role": "assistant", ...}], ...], "scores": [...]}
+
+``generate_pairs`` runs sampling + judging + selection and returns records and statistics (including
+samples per second); ``alphapo generate`` writes them as JSONL atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from alphapo.errors import UserError
+from alphapo.generation.judges import Conversation, score_candidates
+from alphapo.generation.sampling import GenerationResult, generate_responses
+
+__all__ = ["PairingStats", "select_pairs", "generate_pairs", "PairGenerationResult", "MODES"]
+
+MODES = ("pairs", "all")
+
+
+@dataclass
+class PairingStats:
+    """Counts from ``select_pairs`` (and timing from ``generate_pairs``)."""
+
+    n_prompts: int
+    n_kept: int
+    n_dropped_all_equal: int
+    n_responses: int
+    mean_score: float  # over all judged responses
+    mean_best_minus_worst: float  # over all prompts (0 for dropped ones)
+    generation_seconds: float = 0.0
+    judge_seconds: float = 0.0
+    samples_per_second: float = float("nan")  # generation only
+    truncated_fraction: float = 0.0  # responses that hit max_new_tokens before EOS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def select_pairs(ids: Sequence[str], prompts: Sequence[Conversation], responses: Sequence[Sequence[str]],
+                 scores: Sequence[Sequence[float]], *, mode: str = "pairs",
+                 tie_tol: float = 0.0) -> tuple[list[dict], PairingStats]:
+    """Turn k judged responses per prompt into records (see module docstring); returns (records, stats).
+
+    ``responses[n]`` and ``scores[n]`` are the k responses to ``prompts[n]`` and their scores.
+    """
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {MODES}, got {mode!r}")
+    if not len(ids) == len(prompts) == len(responses) == len(scores):
+        raise UserError(f"select_pairs: ids, prompts, responses and scores differ in length: "
+                        f"{len(ids)}, {len(prompts)}, {len(responses)}, {len(scores)}")
+    records, dropped, spreads, all_scores = [], 0, [], []
+    for n, (rid, prompt, resp, sc) in enumerate(zip(ids, prompts, responses, scores)):
+        if len(resp) != len(sc) or len(resp) < 2:
+            raise UserError(f"prompt {rid!r} (row {n}): need >= 2 responses with one score each, "
+                            f"got {len(resp)} responses and {len(sc)} scores")
+        sc = [float(s) for s in sc]
+        all_scores.extend(sc)
+        hi, lo = max(sc), min(sc)
+        spreads.append(hi - lo)
+        if hi - lo <= tie_tol:
+            dropped += 1
+            continue
+        if mode == "pairs":
+            best, worst = sc.index(hi), sc.index(lo)
+            records.append({"id": rid, "prompt": list(prompt), "chosen": _assistant(resp[best]),
+                            "rejected": _assistant(resp[worst]), "score_chosen": hi, "score_rejected": lo})
+        else:
+            records.append({"id": rid, "prompt": list(prompt), "responses": [_assistant(r) for r in resp],
+                            "scores": sc})
+    stats = PairingStats(
+        n_prompts=len(prompts), n_kept=len(records), n_dropped_all_equal=dropped,
+        n_responses=len(all_scores),
+        mean_score=sum(all_scores) / len(all_scores) if all_scores else float("nan"),
+        mean_best_minus_worst=sum(spreads) / len(spreads) if spreads else float("nan"),
+    )
+    return records, stats
+
+
+@dataclass
+class PairGenerationResult:
+    records: list[dict]
+    stats: PairingStats
+    generation: GenerationResult
+    scores: list[list[float]]
+
+
+def generate_pairs(model, tokenizer, prompts: Sequence[Conversation], judge, *, ids: Sequence[str] | None = None,
+                   k: int = 5, temperature: float = 0.8, top_p: float = 1.0, max_new_tokens: int = 128,
+                   batch_size: int = 8, seed: int = 0, mode: str = "pairs", tie_tol: float = 0.0,
+                   progress: bool = True) -> PairGenerationResult:
+    """Sample k responses per prompt from ``model``, score them with ``judge``, select pairs.
+
+    ``judge`` is a ``Judge`` or a ``PairwiseJudge`` (ranked with ``pairwise_scores``). The judge sees the
+    original prompt messages. See ``generate_responses`` for sampling and seeding, ``select_pairs`` for
+    the pairing rule.
+    """
+    if k < 2:
+        raise UserError(f"on-policy pairs need k >= 2 responses per prompt, got k={k}")
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {MODES}, got {mode!r}")
+    ids = list(ids) if ids is not None else [f"prompt-{i}" for i in range(len(prompts))]
+    gen = generate_responses(model, tokenizer, prompts, k=k, temperature=temperature, top_p=top_p,
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                             progress=progress, desc="sample")
+    t0 = time.perf_counter()
+    scores = score_candidates(judge, prompts, gen.responses)
+    judge_seconds = time.perf_counter() - t0
+    records, stats = select_pairs(ids, prompts, gen.responses, scores, mode=mode, tie_tol=tie_tol)
+    stats.generation_seconds = gen.seconds
+    stats.judge_seconds = judge_seconds
+    stats.samples_per_second = gen.samples_per_second
+    stats.truncated_fraction = gen.truncated_fraction
+    return PairGenerationResult(records, stats, gen, scores)

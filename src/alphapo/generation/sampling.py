@@ -1,0 +1,142 @@
+"""Batched, seeded sampling of k responses per prompt from any causal LM with a chat template.
+
+``generate_responses(model, tokenizer, prompts, k=5, temperature=0.8, seed=0)`` renders each prompt with
+the tokenizer's chat template (generation prompt on), left-pads a batch of prompts, and calls
+``model.generate(use_cache=True, num_return_sequences=k)``: one prefill per prompt, a KV cache for the
+decode steps. Each response is cut at the first EOS and decoded without special tokens.
+
+Seeding: ``model.generate`` draws from torch's global generator and takes no ``torch.Generator``. We run
+each batch inside ``torch.random.fork_rng`` seeded with a hash of ``(seed, batch index)``, so results are
+a fixed function of (seed, prompts, batch_size, device, dtype) and the caller's global RNG is untouched.
+Changing ``batch_size`` changes the draws (each batch consumes random numbers for its own rows).
+
+``temperature=0`` means greedy decoding (then ``k`` must be 1). Sampling is plain temperature sampling:
+``top_k`` is disabled (``top_k=0``, not Hugging Face's default of 50) and ``top_p=1`` unless given, as in
+the papers' vLLM sampling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alphapo.errors import UserError
+from alphapo.generation.judges import Conversation, render_conversation
+
+__all__ = ["GenerationResult", "generate_responses", "load_policy", "batch_seed"]
+
+
+@dataclass
+class GenerationResult:
+    """Responses ``[prompt][sample]`` with their generated-token counts and EOS flags, plus timing."""
+
+    responses: list[list[str]]
+    num_tokens: list[list[int]]  # generated tokens up to (excluding) the first EOS
+    finished: list[list[bool]]  # False: hit max_new_tokens before EOS (truncated)
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return sum(len(r) for r in self.responses)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.n_samples / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def truncated_fraction(self) -> float:
+        flat = [f for row in self.finished for f in row]
+        return 1.0 - sum(flat) / len(flat) if flat else 0.0
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for batch ``index`` of a run seeded with ``seed`` (a hash: no collisions between runs)."""
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def load_policy(path: str | Path, *, device: str | None = None, dtype: str | None = None):
+    """Load ``(model, tokenizer)`` from a local folder (``AutoModelForCausalLM``), in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"model folder {str(path)!r} has no config.json (give a local Hugging Face model folder)")
+    kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()
+    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: int = 1,
+                       temperature: float = 0.8, top_p: float = 1.0, max_new_tokens: int = 128,
+                       batch_size: int = 8, seed: int = 0, progress: bool = True,
+                       desc: str = "generate") -> GenerationResult:
+    """Sample ``k`` responses for each prompt; returns a ``GenerationResult`` (responses[prompt][sample]).
+
+    ``batch_size`` counts prompts per ``generate`` call (each call decodes ``batch_size * k`` rows).
+    ``temperature == 0`` is greedy decoding and requires ``k == 1``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if k < 1:
+        raise UserError(f"k must be >= 1, got {k}")
+    if temperature < 0:
+        raise UserError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0 and k > 1:
+        raise UserError("greedy decoding (temperature 0) gives k identical responses; use k=1 or temperature > 0")
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # decoder-only generation: new tokens must follow the prompt directly
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+    pad_id = tokenizer.pad_token_id
+    rendered = [render_conversation(tokenizer, p) for p in prompts]
+    device = next(model.parameters()).device
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
+    sample_kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 \
+        else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+
+    responses: list[list[str]] = []
+    num_tokens: list[list[int]] = []
+    finished: list[list[bool]] = []
+    start_time = time.perf_counter()
+    bar = tqdm(total=len(prompts) * k, desc=desc, unit="sample", disable=not progress, leave=False)
+    for b, start in enumerate(range(0, len(rendered), batch_size)):
+        chunk = rendered[start:start + batch_size]
+        texts = [t for t, _ in chunk]
+        templated = chunk[0][1]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(device)
+        with torch.random.fork_rng(devices=rng_devices), torch.inference_mode():
+            torch.manual_seed(batch_seed(seed, b))
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=k,
+                                 use_cache=True, pad_token_id=pad_id, eos_token_id=sorted(eos_ids),
+                                 **sample_kwargs)
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        for i in range(len(chunk)):
+            row_texts, row_lens, row_done = [], [], []
+            for j in range(k):
+                toks = new[i * k + j]
+                cut = next((t for t, tok in enumerate(toks) if tok in eos_ids), None)
+                kept = toks if cut is None else toks[:cut]
+                row_texts.append(tokenizer.decode(kept, skip_special_tokens=True))
+                row_lens.append(len(kept))
+                row_done.append(cut is not None)
+            responses.append(row_texts)
+            num_tokens.append(row_lens)
+            finished.append(row_done)
+        bar.update(len(chunk) * k)
+    bar.close()
+    return GenerationResult(responses, num_tokens, finished, seconds=time.perf_counter() - start_time)

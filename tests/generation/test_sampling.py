@@ -1,0 +1,132 @@
+"""Sampling on a tiny local model: seeded determinism, left padding, EOS handling; generate_pairs and CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alphapo.errors import UserError
+from alphapo.generation.judges import LengthJudge
+from alphapo.generation.pairs import generate_pairs
+from alphapo.generation.sampling import generate_responses, load_policy
+
+PROMPTS = [
+    [{"role": "user", "content": "Sort the words: banana apple cherry"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 plus 7?"}],
+    [{"role": "user", "content": "Hi"}],
+]
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_model_dir):
+    return load_policy(tiny_model_dir, device="cpu")
+
+
+def test_sampling_is_deterministic_given_seed_and_leaves_global_rng_alone(policy):
+    import torch
+
+    model, tok = policy
+    kw = dict(k=3, temperature=0.8, max_new_tokens=12, batch_size=2, progress=False)
+    torch.manual_seed(123)
+    a = generate_responses(model, tok, PROMPTS, seed=5, **kw)
+    after = torch.rand(1)
+    torch.manual_seed(123)
+    b = generate_responses(model, tok, PROMPTS, seed=5, **kw)
+    assert torch.equal(after, torch.rand(1))  # the caller's RNG stream is untouched
+    assert a.responses == b.responses and a.num_tokens == b.num_tokens
+    c = generate_responses(model, tok, PROMPTS, seed=6, **kw)
+    assert c.responses != a.responses
+    assert [len(r) for r in a.responses] == [3, 3, 3]
+    assert len({r for row in a.responses for r in row}) > 3  # k samples actually differ
+    for row_n, row_f in zip(a.num_tokens, a.finished):
+        for n, f in zip(row_n, row_f):
+            assert n <= 12 and (f or n == 12)
+    assert a.samples_per_second > 0
+
+
+def test_greedy_batched_equals_one_at_a_time(policy):
+    """Left padding + attention mask: a padded batch decodes exactly like each prompt alone."""
+    model, tok = policy
+    kw = dict(k=1, temperature=0.0, max_new_tokens=10, progress=False)
+    batched = generate_responses(model, tok, PROMPTS, batch_size=3, **kw)
+    single = [generate_responses(model, tok, [p], batch_size=1, **kw).responses[0] for p in PROMPTS]
+    assert batched.responses == single
+    with pytest.raises(UserError, match="greedy"):
+        generate_responses(model, tok, PROMPTS, k=2, temperature=0.0)
+
+
+def test_response_is_cut_at_eos_and_decoded_without_special_tokens(policy):
+    """Force EOS after the first token: every response is one token long and marked finished."""
+    model, tok = policy
+    eos = tok.eos_token_id
+    model.generation_config.min_new_tokens = None
+    # a logits bias making EOS certain from step 2 on
+    from transformers import LogitsProcessor
+
+    class ForceEosAfterOne(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] > self.start:
+                scores[:] = -1e9
+                scores[:, eos] = 0
+            return scores
+
+    import transformers
+
+    orig = model.generate
+
+    def generate_with_eos(**kw):
+        proc = ForceEosAfterOne()
+        proc.start = kw["input_ids"].shape[1]
+        return orig(logits_processor=transformers.LogitsProcessorList([proc]), **kw)
+
+    model.generate = generate_with_eos
+    try:
+        res = generate_responses(model, tok, PROMPTS, k=2, temperature=1.0, max_new_tokens=8, progress=False)
+    finally:
+        del model.generate
+    assert all(n == 1 for row in res.num_tokens for n in row)
+    assert all(all(row) for row in res.finished)
+    assert not any("<|end|>" in r or "<|pad|>" in r for row in res.responses for r in row)
+
+
+def test_generate_pairs_keeps_longest_and_shortest(policy):
+    model, tok = policy
+    res = generate_pairs(model, tok, PROMPTS, LengthJudge(), k=4, temperature=1.0, max_new_tokens=12,
+                         seed=1, progress=False)
+    assert res.stats.n_prompts == 3
+    by_id = {r["id"]: r for r in res.records}
+    for n, row in enumerate(res.generation.responses):
+        lengths = [len(r) for r in row]
+        if max(lengths) == min(lengths):
+            assert f"prompt-{n}" not in by_id
+            continue
+        rec = by_id[f"prompt-{n}"]
+        assert rec["score_chosen"] == max(lengths) and rec["score_rejected"] == min(lengths)
+        assert rec["chosen"][0]["content"] == row[lengths.index(max(lengths))]
+    assert res.stats.n_kept + res.stats.n_dropped_all_equal == 3
+
+
+def test_generate_cli_writes_dataset_the_loader_accepts(tiny_model_dir, tmp_path, capsys):
+    from alphapo.cli import main
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p, "id": f"p{i}"}) + "\n" for i, p in enumerate(PROMPTS)))
+    out = tmp_path / "pairs.jsonl"
+    rc = main(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--judge", "length",
+               "--k", "3", "--max-new-tokens", "8", "--out", str(out), "--no-progress", "--judge-noise", "0.1"])
+    assert rc == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    stats = json.loads((tmp_path / "pairs.jsonl.stats.json").read_text())
+    assert stats["n_kept"] == len(rows) and stats["n_prompts"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl", "pairs.jsonl.stats.json", "prompts.jsonl"]
+    assert all(r["score_chosen"] > r["score_rejected"] for r in rows)
+    loading = pytest.importorskip("alphapo.data.loading")
+    records = loading.load_preferences(str(out))
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+    assert records[0]["chosen_score"] == rows[0]["score_chosen"]
+    # a bad prompt file is a one-line user error naming the line
+    prompts.write_text('{"prompt": "ok"}\n{"nope": 1}\n')
+    assert main(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--judge", "length",
+                 "--out", str(out)]) == 2
+    assert "prompts.jsonl:2" in capsys.readouterr().err
