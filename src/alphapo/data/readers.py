@@ -96,7 +96,7 @@ def _read_jsonl(path: Path, name: str) -> Iterator[RawRow]:
                 yield lineno, text
                 continue
             try:
-                yield lineno, json.loads(text)
+                yield lineno, json.loads(text.rstrip("\r\n"))
             except json.JSONDecodeError as err:
                 yield lineno, Issue(name, lineno, None, "malformed_json",
                                     f"{err.msg} at column {err.colno}", True)

@@ -144,7 +144,10 @@ def _messages(r: _Row, col: str, value, *, default_role: str) -> list[dict] | No
 
 
 def _type_name(value) -> str:
-    return "null" if value is None else f"a {type(value).__name__} ({_short(value)})"
+    if value is None:
+        return "null"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name} ({_short(value)})"
 
 
 def _short(value, n: int = 40) -> str:
@@ -246,7 +249,7 @@ def _required(r: _Row, key: str):
     if value is None:
         present = [c for c in r.raw if c != "__csv__"]
         where = "is null" if r.column(key) is not None else "is missing"
-        near = difflib.get_close_matches(col, present, n=1)
+        near = [] if r.column(key) is not None else difflib.get_close_matches(col, present, n=1)
         hint = f" (column {near[0]!r} exists; map it with columns={{'{key}': '{near[0]}'}})" if near else ""
         r.issue(col, "missing_field", f"{where}{hint}")
     return col, value
