@@ -1,0 +1,419 @@
+"""Benchmark: alphapo's trainer against TRL 1.16 on the same tiny Llama, data and hyper-parameters.
+
+Three pairs of runs, each trained from the same initial weights on the same synthetic preference pairs,
+in the same order, with the same optimizer, schedule and loss hyper-parameters:
+
+=========  =====================================  =====================================================
+pair       ours (``alphapo.training.train``)      TRL
+=========  =====================================  =====================================================
+dpo        ``loss.name=dpo`` (beta)               ``DPOTrainer``, ``loss_type="sigmoid"``
+simpo      ``loss.name=simpo`` (beta, gamma)      experimental ``CPOTrainer``, ``loss_type="simpo"``,
+                                                  ``cpo_alpha=0`` (no NLL term), ``simpo_gamma=gamma``
+alphapo    ``loss.name=alphapo`` (beta, gamma,    experimental ``CPOTrainer``, ``loss_type="alphapo"``
+           alpha)                                 (sets ``cpo_alpha=0``), ``alpha``, ``simpo_gamma=gamma``
+=========  =====================================  =====================================================
+
+TRL's CPO computes ``-logsig(beta * (r_w - r_l - simpo_gamma / beta))`` = ``-logsig(beta r_w - beta r_l -
+simpo_gamma)``, so ``simpo_gamma`` is the *absolute* margin, our ``gamma``; the first-step losses below
+check that numerically.
+
+Every run is its own subprocess (``--worker``), launched alternately (ours, TRL, ours, TRL, ...) so that
+slow drifts of a shared machine hit both sides alike. Per pair the table shows medians over repeats:
+
+- **steps/s**: optimizer steps per second in the training loop. A global
+  ``torch.optim.Optimizer`` step post-hook (``register_optimizer_step_post_hook``) timestamps every
+  optimizer step in both frameworks, so the same definition applies to both: ``(n - 1) / (t_n - t_1)``,
+  i.e. everything between two updates (data collation, forward, backward, logging) after the first step.
+- **peak RSS**: the worker's peak resident set size (``VmHWM`` from ``/proc/self/status``, the same as
+  ``ru_maxrss`` on Linux): libraries, model, optimizer state, activations; all of it is memory the user
+  pays. **train RSS** is that peak minus the resident size measured just before the run (after every
+  import), i.e. what training itself added. ``tracemalloc`` is not used: it does not see torch's
+  allocator.
+- **wall s**: the whole worker process (imports, tokenisation, reference pass, training, saving the
+  final model), for context: ours precomputes reference log-probs before the loop (TRL's DPO computes
+  them inside every step by default), so the loop-only steps/s alone would hide that cost.
+- **loss@1**: the loss of the first optimizer step from both; they must agree to ``--tol`` (1e-5), else
+  the script exits with status 1. **max |dloss|** is the largest difference over the whole trajectory
+  (float rounding differences grow slowly with the number of updates).
+
+Identical inputs, checked rather than assumed: the synthetic prompts start with a literal ``<|bos|>``
+and end with a newline, completions start with a letter, and the tokenizer has no chat template, so
+TRL's tokenisation (prompt+completion, split at the common prefix; CPO adds BOS only when missing and
+EOS once) and ours (prompt and completion separately, EOS appended) give the same token ids; each TRL
+worker compares its tokenised dataset with ours and the table reports it (``tokens ==``). Data order:
+TRL reads the examples sequentially in the order of our trainer's batch plan for epoch 0
+(``alphapo.training.data.plan_epoch``), so step ``s`` sees the same examples in both. No dropout (the
+tiny Llama has none; TRL's ``disable_dropout`` stays on), float32, no gradient checkpointing, AdamW
+(``optim="adamw_torch"``, not TRL's default fused kernel, so both run the same update), betas
+(0.9, 0.999), eps 1e-8, weight decay 0, clipping at 1.0, cosine schedule with warmup ratio 0.1.
+Nothing is downloaded: the model is written by ``alphapo.testing`` into a temporary folder.
+
+Run (a few minutes on 2 cores)::
+
+    .venv/bin/python benchmarks/bench_vs_trl.py                  # all pairs, defaults below
+    .venv/bin/python benchmarks/bench_vs_trl.py --pairs dpo --steps 10 --repeats 1   # quick look
+    .venv/bin/python benchmarks/bench_vs_trl.py --json results.json   # also write the raw numbers
+
+Flags: ``--steps`` (optimizer steps per run), ``--repeats`` (runs per side and pair), ``--batch-size``,
+``--hidden-size`` / ``--layers`` (model size), ``--threads`` (torch threads per worker, default 1),
+``--lr``, ``--beta-dpo``, ``--beta``, ``--gamma``, ``--alpha``, ``--seed``, ``--tol``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULT_PREFIX = "BENCH_RESULT "
+PAIRS = ("dpo", "simpo", "alphapo")
+WORDS = ("the quick brown fox jumps over lazy dog apple banana cherry answer list word letters "
+         "preference response judge hello world reverse sort numbers model chosen rejected").split()
+
+
+# --------------------------------------------------------------------------------------------------
+# shared set-up (parent process)
+
+
+def synthetic_pairs(n: int, seed: int) -> list[dict[str, str]]:
+    """``n`` plain-text pairs; prompts ``<|bos|>Sentence.\\n`` (4-14 words), completions 3-30 words."""
+    rng = random.Random(seed)
+
+    def sentence(lo: int, hi: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))).capitalize() + "."
+
+    return [{"id": f"pair-{i}", "prompt": "<|bos|>" + sentence(4, 14) + "\n", "chosen": sentence(3, 30),
+             "rejected": sentence(3, 30)} for i in range(n)]
+
+
+def model_kwargs(args) -> dict[str, int]:
+    heads = max(2, args.hidden_size // 32)
+    return {"hidden_size": args.hidden_size, "layers": args.layers, "heads": heads,
+            "kv_heads": max(1, heads // 2), "intermediate_size": 2 * args.hidden_size}
+
+
+def loss_params(pair: str, args) -> dict[str, float]:
+    if pair == "dpo":
+        return {"beta": args.beta_dpo}
+    if pair == "simpo":
+        return {"beta": args.beta, "gamma": args.gamma}
+    return {"beta": args.beta, "gamma": args.gamma, "alpha": args.alpha}
+
+
+def our_examples_and_order(data_path: Path, model_dir: Path, args) -> tuple[list[dict], list[int]]:
+    """Our tokenised examples and the order in which our trainer visits them in epoch 0."""
+    from transformers import AutoTokenizer
+
+    from alphapo.training.data import example_length, load_examples, plan_epoch
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    examples = load_examples(str(data_path), tok, split="train", columns=None, skip_invalid=False,
+                             max_length=args.max_length, max_prompt_length=None, prompt_truncation="keep_end")
+    lengths = [example_length(e) for e in examples]
+    plan = plan_epoch(lengths, global_batch=args.batch_size, seed=args.seed, epoch=0, group_by_length=True)
+    return examples, [i for batch in plan for i in batch]
+
+
+# --------------------------------------------------------------------------------------------------
+# worker side: one training run, measured
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+class StepClock:
+    """Timestamps every optimizer step in the process (both frameworks call ``optimizer.step()``)."""
+
+    def __init__(self):
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        self.times: list[float] = []
+        self.handle = register_optimizer_step_post_hook(
+            lambda opt, args, kwargs: self.times.append(time.perf_counter()))
+
+    def steps_per_second(self) -> float:
+        if len(self.times) < 2:
+            return float("nan")
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+
+def run_ours(spec: dict, clock: StepClock) -> list[float]:
+    from alphapo.training import (
+        DataConfig,
+        LoggingConfig,
+        LossConfig,
+        ModelConfig,
+        OptimConfig,
+        ReferenceConfig,
+        TrainConfig,
+        train,
+    )
+
+    out = Path(spec["out_dir"])
+    config = TrainConfig(
+        model=ModelConfig(name_or_path=spec["model_dir"]),
+        data=DataConfig(train_path=spec["data_path"], max_length=spec["max_length"]),
+        loss=LossConfig(name=spec["pair"], params=dict(spec["loss_params"])),
+        reference=ReferenceConfig(cache_dir=str(out / "ref-cache")),  # fresh: no reuse across repeats
+        train=OptimConfig(epochs=1, max_steps=spec["steps"], per_device_batch_size=spec["batch_size"],
+                          gradient_accumulation_steps=1, learning_rate=spec["lr"], lr_scheduler="cosine",
+                          warmup_ratio=0.1, weight_decay=0.0, max_grad_norm=1.0, seed=spec["seed"]),
+        logging=LoggingConfig(logging_steps=1, tensorboard=False, progress_bar=False),
+        output_dir=str(out / "run"),
+    )
+    train(config)
+    records = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines() if line]
+    return [r["loss"] for r in sorted(records, key=lambda r: r["step"]) if r.get("split") == "train"]
+
+
+def run_trl(spec: dict, clock: StepClock) -> tuple[list[float], bool]:
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    pair = spec["pair"]
+    rows = json.loads(Path(spec["trl_rows_path"]).read_text())
+    ours = json.loads(Path(spec["our_tokens_path"]).read_text())
+    dataset = Dataset.from_list(rows)
+    tok = AutoTokenizer.from_pretrained(spec["model_dir"])
+    p = spec["loss_params"]
+    common = dict(
+        output_dir=str(Path(spec["out_dir"]) / "run"), per_device_train_batch_size=spec["batch_size"],
+        gradient_accumulation_steps=1, max_steps=spec["steps"], learning_rate=spec["lr"],
+        lr_scheduler_type="cosine", warmup_steps=0.1, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
+        adam_epsilon=1e-8, max_grad_norm=1.0, optim="adamw_torch", seed=spec["seed"], data_seed=spec["seed"],
+        train_sampling_strategy="sequential", bf16=False, fp16=False, gradient_checkpointing=False,
+        use_cpu=True, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
+        dataloader_num_workers=0, max_length=spec["max_length"], disable_dropout=True,
+    )
+    if pair == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        cfg = DPOConfig(**common, beta=p["beta"], loss_type=["sigmoid"], precompute_ref_log_probs=False,
+                        use_weighting=False, ld_alpha=None, label_smoothing=0.0)
+        trainer = DPOTrainer(model=spec["model_dir"], args=cfg, train_dataset=dataset, processing_class=tok)
+        ds = trainer.train_dataset
+        theirs = [(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in ds]
+    else:
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        cfg = CPOConfig(**common, beta=p["beta"], simpo_gamma=p["gamma"], cpo_alpha=0.0, label_smoothing=0.0,
+                        loss_type="simpo" if pair == "simpo" else "alphapo", alpha=p.get("alpha", 0.0))
+        trainer = CPOTrainer(model=spec["model_dir"], args=cfg, train_dataset=dataset, processing_class=tok)
+        assert trainer.cpo_alpha == 0.0 and trainer.loss_type == "simpo"
+        theirs = []
+        for r in trainer.train_dataset:
+            n = len(r["prompt_input_ids"])
+            theirs.append((r["prompt_input_ids"], r["chosen_input_ids"][n:], r["rejected_input_ids"][n:]))
+    tokens_match = [list(map(list, t)) for t in theirs] == [list(map(list, t)) for t in ours]
+    trainer.train()
+    trainer.save_model(str(Path(spec["out_dir"]) / "run" / "final"))  # ours saves final/ too
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h and "train_loss" not in h]
+    return losses, tokens_match
+
+
+def worker(spec_path: str) -> None:
+    """Run one measured training in this process and print its result as one JSON line."""
+    spec = json.loads(Path(spec_path).read_text())
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+                      TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error")
+    t_start = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    # import everything the run needs first, so the baseline below counts the libraries
+    import accelerate  # noqa: F401
+    import transformers  # noqa: F401
+
+    if spec["side"] == "trl":
+        import datasets  # noqa: F401
+        import trl  # noqa: F401
+        from trl.experimental.cpo import CPOTrainer  # noqa: F401
+    else:
+        import alphapo.data  # noqa: F401
+        import alphapo.losses  # noqa: F401
+        import alphapo.training.trainer  # noqa: F401
+    clock = StepClock()
+    baseline_kib = _rss_kib("VmRSS")
+    tokens_match = None
+    if spec["side"] == "trl":
+        losses, tokens_match = run_trl(spec, clock)
+    else:
+        losses = run_ours(spec, clock)
+    peak_kib = _rss_kib("VmHWM")
+    result = {"side": spec["side"], "pair": spec["pair"], "losses": losses, "steps": len(clock.times),
+              "steps_per_second": clock.steps_per_second(), "peak_rss_mib": peak_kib / 1024,
+              "train_rss_mib": (peak_kib - baseline_kib) / 1024, "tokens_match": tokens_match,
+              "wall_s": time.perf_counter() - t_start}
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# parent: set-up, alternate runs, table
+
+
+def launch(spec: dict, work: Path, tag: str) -> dict:
+    spec_path = work / f"spec-{tag}.json"
+    spec_path.write_text(json.dumps(spec))
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]),
+               CUDA_VISIBLE_DEVICES="")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--worker", str(spec_path)], env=env,
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
+        raise SystemExit(f"worker {tag} failed with exit code {proc.returncode}")
+    result = json.loads(lines[-1][len(RESULT_PREFIX):])
+    result["process_s"] = time.perf_counter() - t0
+    return result
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def summarise(pair: str, runs: list[dict], tol: float) -> dict:
+    ours = [r for r in runs if r["side"] == "ours"]
+    trl = [r for r in runs if r["side"] == "trl"]
+    med = statistics.median
+    o_loss, t_loss = ours[0]["losses"], trl[0]["losses"]
+    n = min(len(o_loss), len(t_loss))
+    diffs = [abs(a - b) for a, b in zip(o_loss[:n], t_loss[:n])]
+    row = {
+        "pair": pair,
+        "ours_steps_s": med(r["steps_per_second"] for r in ours),
+        "trl_steps_s": med(r["steps_per_second"] for r in trl),
+        "ours_peak_mib": med(r["peak_rss_mib"] for r in ours),
+        "trl_peak_mib": med(r["peak_rss_mib"] for r in trl),
+        "ours_train_mib": med(r["train_rss_mib"] for r in ours),
+        "trl_train_mib": med(r["train_rss_mib"] for r in trl),
+        "ours_wall_s": med(r["wall_s"] for r in ours),
+        "trl_wall_s": med(r["wall_s"] for r in trl),
+        "ours_loss1": o_loss[0] if o_loss else float("nan"),
+        "trl_loss1": t_loss[0] if t_loss else float("nan"),
+        "max_dloss": max(diffs) if diffs else float("nan"),
+        "tokens_match": all(r["tokens_match"] for r in trl),
+        "steps": (len(o_loss), len(t_loss)),
+    }
+    row["loss1_ok"] = bool(n) and abs(row["ours_loss1"] - row["trl_loss1"]) <= tol and len(o_loss) == len(t_loss)
+    return row
+
+
+def markdown(rows: list[dict], tol: float) -> str:
+    head = ("| pair | steps/s ours | steps/s TRL | steps/s ratio | peak RSS MiB ours / TRL | peak ratio "
+            "| train RSS MiB ours / TRL | train ratio | wall s ours / TRL | loss@1 ours | loss@1 TRL "
+            "| max abs dloss | tokens == |")
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        ok = "" if r["loss1_ok"] else f" (DIFFERS > {tol:g})"
+        lines.append(
+            f"| {r['pair']} | {r['ours_steps_s']:.2f} | {r['trl_steps_s']:.2f} | "
+            f"{ratio(r['ours_steps_s'], r['trl_steps_s']):.2f} | {r['ours_peak_mib']:.0f} / {r['trl_peak_mib']:.0f} | "
+            f"{ratio(r['ours_peak_mib'], r['trl_peak_mib']):.2f} | {r['ours_train_mib']:.0f} / "
+            f"{r['trl_train_mib']:.0f} | {ratio(r['ours_train_mib'], r['trl_train_mib']):.2f} | "
+            f"{r['ours_wall_s']:.1f} / {r['trl_wall_s']:.1f} | {r['ours_loss1']:.7f} | {r['trl_loss1']:.7f}{ok} | "
+            f"{r['max_dloss']:.1e} | {'yes' if r['tokens_match'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--pairs", default=",".join(PAIRS), help="comma-separated subset of dpo,simpo,alphapo")
+    ap.add_argument("--steps", type=int, default=20, help="optimizer steps per run (default 20)")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per side and pair, alternated (default 2)")
+    ap.add_argument("--batch-size", type=int, default=8, help="per-device batch = global batch (default 8)")
+    ap.add_argument("--hidden-size", type=int, default=128, help="tiny Llama width (default 128)")
+    ap.add_argument("--layers", type=int, default=4, help="tiny Llama depth (default 4)")
+    ap.add_argument("--max-length", type=int, default=512, help="max prompt+completion tokens (no truncation)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--beta-dpo", type=float, default=0.1, help="DPO beta (default 0.1)")
+    ap.add_argument("--beta", type=float, default=2.5, help="SimPO/AlphaPO beta (default 2.5)")
+    ap.add_argument("--gamma", type=float, default=1.0, help="SimPO/AlphaPO absolute margin (default 1.0)")
+    ap.add_argument("--alpha", type=float, default=0.25, help="AlphaPO alpha (default 0.25)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tol", type=float, default=1e-5, help="first-step loss tolerance (default 1e-5)")
+    ap.add_argument("--json", help="also write all raw results to this file")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        worker(args.worker)
+        return 0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
+    bad = [p for p in pairs if p not in PAIRS]
+    if bad:
+        raise SystemExit(f"--pairs: unknown {bad}; choose from {list(PAIRS)}")
+    from alphapo.testing import save_tiny_model
+
+    work = Path(tempfile.mkdtemp(prefix="alphapo-bench-"))
+    model_dir = save_tiny_model(work / "model", seed=args.seed, chat_template=None, **model_kwargs(args))
+    rows = synthetic_pairs(args.steps * args.batch_size, args.seed)
+    data_path = work / "pairs.jsonl"
+    data_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples, order = our_examples_and_order(data_path, model_dir, args)
+    trl_rows = [{k: rows[i][k] for k in ("prompt", "chosen", "rejected")} for i in order]
+    (work / "trl_rows.json").write_text(json.dumps(trl_rows))
+    our_tokens = [[examples[i][k] for k in ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids")]
+                  for i in order]
+    (work / "our_tokens.json").write_text(json.dumps(our_tokens))
+    longest = max(len(p) + max(len(c), len(r)) for p, c, r in our_tokens)
+    if longest > args.max_length:
+        raise SystemExit(f"--max-length {args.max_length} < longest sequence {longest}: raise it (no truncation)")
+
+    print(f"# alphapo vs TRL: tiny Llama (hidden {args.hidden_size}, {args.layers} layers, vocab 384), "
+          f"{len(rows)} pairs, batch {args.batch_size}, {args.steps} steps, {args.repeats} repeat(s), "
+          f"{args.threads} thread(s), longest sequence {longest} tokens; work dir {work}", flush=True)
+    results, table = [], []
+    for pair in pairs:
+        runs = []
+        for rep in range(args.repeats):
+            for side in ("ours", "trl"):
+                spec = {"side": side, "pair": pair, "model_dir": str(model_dir), "data_path": str(data_path),
+                        "trl_rows_path": str(work / "trl_rows.json"),
+                        "our_tokens_path": str(work / "our_tokens.json"),
+                        "out_dir": str(work / f"{pair}-{side}-{rep}"), "steps": args.steps,
+                        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                        "max_length": args.max_length, "threads": args.threads,
+                        "loss_params": loss_params(pair, args)}
+                r = launch(spec, work, f"{pair}-{side}-{rep}")
+                print(f"  {pair:8s} {side:4s} #{rep}: {r['steps_per_second']:.2f} steps/s, peak RSS "
+                      f"{r['peak_rss_mib']:.0f} MiB (+{r['train_rss_mib']:.0f}), wall {r['wall_s']:.1f}s, "
+                      f"loss@1 {r['losses'][0] if r['losses'] else float('nan'):.7f}", flush=True)
+                runs.append(r)
+        results.extend(runs)
+        table.append(summarise(pair, runs, args.tol))
+    print()
+    print(markdown(table, args.tol))
+    print()
+    print("ratio = ours / TRL (steps/s: higher is better for us; memory: lower is better for us). "
+          "Medians over repeats.")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": results, "table": table}, indent=1))
+    failed = [r["pair"] for r in table if not (r["loss1_ok"] and r["tokens_match"])]
+    if failed:
+        print(f"FAILED: first-step loss or tokens differ for {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
