@@ -86,7 +86,7 @@ def test_eval_cli_end_to_end(tiny_model_dir, tmp_path):
     out = tmp_path / "eval"
     rc = main(["eval", "--model", str(other), "--reference", str(tiny_model_dir), "--prompts", str(prompts),
                "--judge", "length", "--out", str(out), "--max-new-tokens", "6", "--no-progress",
-               "--unlearning-data", str(pairs), "--temperature", "0.7"])
+               "--unlearning-data", str(pairs), "--temperature", "0.7", "--goals", "10,2"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     for key in ("win_rate", "win_rate_ci", "lc_win_rate", "mean_score", "mean_length", "unlearning"):
@@ -95,3 +95,18 @@ def test_eval_cli_end_to_end(tiny_model_dir, tmp_path):
     assert len(rows) == 3
     assert summary["win_rate"] == pytest.approx(sum(r["preference"] for r in rows) / 3)
     assert sorted(p.name for p in out.iterdir()) == ["generations.jsonl", "rewards.png", "summary.json"]
+    assert sorted(summary["goals"]) == ["10", "2"] and summary["goals"]["2"]["goal"] == 2.0
+
+
+def test_goal_condition_uses_the_relabel_goal_prompt(tiny_model_dir_no_system):
+    """Same text as training; with a template lacking a system role, it prefixes the user turn."""
+    relabel = pytest.importorskip("alphapo.data.relabel")
+    from alphapo.evaluation.evaluate import goal_condition
+    from alphapo.generation.sampling import load_policy
+
+    prompt = [{"role": "user", "content": "Hi"}]
+    assert goal_condition()(prompt, 7) == relabel.goal_prompt(prompt, scores=7)
+    assert goal_condition()(prompt, 7)[0]["role"] == "system"
+    _, tok = load_policy(tiny_model_dir_no_system, device="cpu")
+    conditioned = goal_condition(tok)(prompt, 7)
+    assert len(conditioned) == 1 and conditioned[0]["content"].endswith("Overall score: 7.\n\nHi")

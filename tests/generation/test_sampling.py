@@ -130,3 +130,39 @@ def test_generate_cli_writes_dataset_the_loader_accepts(tiny_model_dir, tmp_path
     assert main(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--judge", "length",
                  "--out", str(out)]) == 2
     assert "prompts.jsonl:2" in capsys.readouterr().err
+
+
+def test_pairs_carry_judge_attributes(policy):
+    """A judge with ``score_attributes`` (like the toy gold judge) adds chosen/rejected attributes."""
+    model, tok = policy
+
+    class AttributeJudge(LengthJudge):
+        def score_attributes(self, prompts, responses):
+            return [{"length": float(len(r)), "has_space": float(" " in r)} for r in responses]
+
+    res = generate_pairs(model, tok, PROMPTS, AttributeJudge(), k=4, temperature=1.0, max_new_tokens=12,
+                         seed=1, progress=False)
+    assert res.records
+    for rec in res.records:
+        assert rec["chosen_attributes"]["length"] == rec["score_chosen"]
+        assert rec["rejected_attributes"]["length"] == rec["score_rejected"]
+
+
+def test_plain_text_prompts_match_the_training_tokenisation(tmp_path):
+    """Without a chat template the prompt text is what alphapo.data.tokenize feeds the trainer."""
+    from alphapo.generation.judges import render_conversation
+    from alphapo.testing import save_tiny_model
+
+    model, tok = load_policy(save_tiny_model(tmp_path / "plain", chat_template=None), device="cpu")
+    text, templated = render_conversation(tok, PROMPTS[1])
+    assert not templated and text == "Be brief.\n\nWhat is 12 plus 7?"
+    tokenize = pytest.importorskip("alphapo.data.tokenize")
+    assert text == tokenize.prompt_text(tok, PROMPTS[1])
+    res = generate_responses(model, tok, PROMPTS, k=2, max_new_tokens=5, progress=False)
+    assert [len(r) for r in res.responses] == [2, 2, 2]
+
+
+def test_template_without_system_role_is_a_user_error(tiny_model_dir_no_system):
+    model, tok = load_policy(tiny_model_dir_no_system, device="cpu")
+    with pytest.raises(UserError, match="prompt 1: the chat template cannot render it"):
+        generate_responses(model, tok, PROMPTS, max_new_tokens=4, progress=False)

@@ -55,14 +55,17 @@ def register(subparsers) -> None:
                    help="score threshold for the unlearning check (default: 75th percentile)")
     p.add_argument("--goals", type=_goals, default=None,
                    help="comma-separated goal scores: also evaluate the model conditioned on each (reward-"
-                        "augmented models); uses the goal prompt of alphapo.data.relabel")
+                        "augmented models), with the goal prompt of alphapo.data.relabel")
+    p.add_argument("--goal-placement", choices=("auto", "system", "prefix"), default="auto",
+                   help="where the goal text goes: a system message, or a prefix of the user turn (auto: "
+                        "system if the model's chat template has a system role)")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from alphapo.evaluation.evaluate import evaluate_goal_conditioned, evaluate_model
+    from alphapo.evaluation.evaluate import evaluate_goal_conditioned, evaluate_model, goal_condition
     from alphapo.evaluation.logprobs import rejected_from_records, unlearning_check
     from alphapo.evaluation.plots import plot_reward_histogram
     from alphapo.generation.io import read_prompts, write_json_atomic, write_jsonl_atomic
@@ -70,10 +73,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
     ids, prompts = read_prompts(args.prompts, limit=args.limit)
     judge = judge_from_args(args)
-    condition = _goal_condition() if args.goals else None
     unlearn_records = _read_jsonl(args.unlearning_data) if args.unlearning_data else None
     model, tokenizer = load_policy(args.model, device=args.device)
     reference, ref_tokenizer = load_policy(args.reference, device=args.device)
+    condition = goal_condition(tokenizer, placement=args.goal_placement) if args.goals else None
     gen = dict(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
     res = evaluate_model(model, tokenizer, prompts, judge, reference=(reference, ref_tokenizer),
@@ -126,18 +129,3 @@ def _read_jsonl(path: str) -> list[dict]:
             except json.JSONDecodeError as err:
                 raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
     return rows
-
-
-def _goal_condition():
-    """The reward-augmented goal prompt, from ``alphapo.data.relabel`` (the training side's definition)."""
-    from alphapo.errors import UserError
-
-    try:
-        from alphapo.data import relabel
-    except ImportError as err:
-        raise UserError("--goals needs alphapo.data.relabel (the goal prompt used in training), "
-                        "which is not available") from err
-    fn = getattr(relabel, "condition_prompt", None) or getattr(relabel, "goal_prompt", None)
-    if fn is None:
-        raise UserError("--goals: alphapo.data.relabel exports no goal prompt function (condition_prompt)")
-    return fn

@@ -42,7 +42,7 @@ from alphapo.evaluation.metrics import (
 from alphapo.generation.judges import Conversation, symmetric_compare
 from alphapo.generation.sampling import generate_responses
 
-__all__ = ["EvalResult", "judge_head_to_head", "evaluate_model", "evaluate_goal_conditioned"]
+__all__ = ["EvalResult", "judge_head_to_head", "evaluate_model", "evaluate_goal_conditioned", "goal_condition"]
 
 
 @dataclass
@@ -153,6 +153,25 @@ def evaluate_model(model, tokenizer, prompts: Sequence[Conversation], judge, *,
     result.extra.update({"mean_reference_tokens": ref_tokens, "truncated_fraction": gen.truncated_fraction,
                          "samples_per_second": gen.samples_per_second, "temperature": temperature})
     return result
+
+
+def goal_condition(tokenizer=None, *, placement: str = "auto",
+                   template: str | None = None) -> Callable[[Conversation, float], Conversation]:
+    """The reward-augmented goal prompt as ``condition(prompt, goal)``: ``alphapo.data.relabel.goal_prompt``.
+
+    Same text and placement code as the training-side relabeling (appendix A.1 prompt, as a system
+    message, or prefixed to the first user turn when ``placement="auto"`` finds no system role in the
+    tokenizer's chat template). Goals are on the 1..10 goal scale of the relabeled data (after any
+    normalisation ``alphapo data relabel`` applied).
+    """
+    from alphapo.data import relabel
+
+    kwargs = {} if template is None else {"template": template}
+
+    def condition(prompt: Conversation, goal: float) -> Conversation:
+        return relabel.goal_prompt(prompt, scores=goal, placement=placement, tokenizer=tokenizer, **kwargs)
+
+    return condition
 
 
 def evaluate_goal_conditioned(model, tokenizer, prompts: Sequence[Conversation], judge, goals: Sequence[float],

@@ -15,6 +15,8 @@ Output records (our schema, conversational, one per kept prompt)::
 
     pairs: {"id", "prompt": [messages], "chosen": [{"role": "assistant", "content": ...}],
             "rejected": [...], "score_chosen": float, "score_rejected": float}
+           (+ "chosen_attributes" / "rejected_attributes": {name: float} when the judge has
+            ``score_attributes``, e.g. the toy gold judge: multi-attribute relabeling conditions on them)
     all:   {"id", "prompt": [messages], "responses": [[{"role": "assistant", ...}], ...], "scores": [...]}
 
 ``generate_pairs`` runs sampling + judging + selection and returns records and statistics (including
@@ -127,8 +129,15 @@ def generate_pairs(model, tokenizer, prompts: Sequence[Conversation], judge, *, 
                              progress=progress, desc="sample")
     t0 = time.perf_counter()
     scores = score_candidates(judge, prompts, gen.responses)
-    judge_seconds = time.perf_counter() - t0
     records, stats = select_pairs(ids, prompts, gen.responses, scores, mode=mode, tie_tol=tie_tol)
+    if mode == "pairs" and records and hasattr(judge, "score_attributes"):
+        # named attributes (e.g. correctness, conciseness) for multi-attribute relabeling
+        sides = judge.score_attributes([r["prompt"] for r in records for _ in (0, 1)],
+                                       [r[side][0]["content"] for r in records for side in ("chosen", "rejected")])
+        for n, rec in enumerate(records):
+            rec["chosen_attributes"] = dict(sides[2 * n])
+            rec["rejected_attributes"] = dict(sides[2 * n + 1])
+    judge_seconds = time.perf_counter() - t0
     stats.generation_seconds = gen.seconds
     stats.judge_seconds = judge_seconds
     stats.samples_per_second = gen.samples_per_second

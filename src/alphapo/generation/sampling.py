@@ -103,7 +103,13 @@ def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: 
         eos = tokenizer.eos_token_id
     eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
     pad_id = tokenizer.pad_token_id
-    rendered = [render_conversation(tokenizer, p) for p in prompts]
+    rendered = []
+    for n, p in enumerate(prompts):
+        try:
+            rendered.append(render_conversation(tokenizer, p))
+        except Exception as err:  # noqa: BLE001 - jinja TemplateError, ValueError...: name the prompt
+            raise UserError(f"prompt {n}: the chat template cannot render it ({type(err).__name__}: {err}); "
+                            "e.g. templates without a system role need the system text in the user turn") from err
     device = next(model.parameters()).device
     rng_devices = [device.index or 0] if device.type == "cuda" else []
     sample_kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 \
