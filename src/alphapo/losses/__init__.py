@@ -58,11 +58,12 @@ from alphapo.losses.compose import (
     compose,
 )
 from alphapo.losses.links import LINKS, Link
+from alphapo.losses.multi import MULTI_LOSSES, MultiResponseLoss, compose_multi
 from alphapo.losses.numerics import MAX_EXPONENT
 from alphapo.losses.pairwise import PAIRWISE_LOSSES, RunningMean
 from alphapo.losses.shapes import SHAPES, RewardShape
 
-LOSSES: dict[str, Callable[..., LossOutput]] = dict(PAIRWISE_LOSSES)
+LOSSES: dict[str, Callable[..., LossOutput]] = {**PAIRWISE_LOSSES, **MULTI_LOSSES}
 """Every loss by name. Pairwise losses take ``(B,)`` tensors; ``multi_response`` ones ``(B, k)``."""
 
 
@@ -92,7 +93,7 @@ def get_loss(name: str) -> Callable[..., LossOutput]:
 
 
 __all__ = [
-    "LINKS", "LOSSES", "MAX_EXPONENT", "NORMALIZERS", "PAIRWISE_LOSSES", "REFERENCES", "SHAPES",
-    "TRL_CPO_LOSS_NAMES", "TRL_DPO_LOSS_NAMES", "Link", "LossOutput", "MissingInputError", "Normalizer",
-    "PairwiseLoss", "Reference", "RewardShape", "RunningMean", "compose", "get_loss",
+    "LINKS", "LOSSES", "MAX_EXPONENT", "MULTI_LOSSES", "NORMALIZERS", "PAIRWISE_LOSSES", "REFERENCES", "SHAPES",
+    "TRL_CPO_LOSS_NAMES", "TRL_DPO_LOSS_NAMES", "Link", "LossOutput", "MissingInputError", "MultiResponseLoss", "Normalizer",
+    "PairwiseLoss", "Reference", "RewardShape", "RunningMean", "compose", "compose_multi", "get_loss",
 ]
