@@ -18,7 +18,7 @@ DT = torch.float64
 
 
 def _logp(param: torch.Tensor, coefs: torch.Tensor, biases: torch.Tensor, targets: list[int]) -> torch.Tensor:
-    """Sum over tokens of log softmax(coefs[t] @ param + biases[t])[targets[t]]; coefs (T, K, D), biases (T, K)."""
+    """Sum over t of log_softmax(coefs[t] @ param + biases[t])[targets[t]]; coefs (T, K, D), biases (T, K)."""
     logits = coefs @ param + biases
     return torch.log_softmax(logits, dim=-1)[torch.arange(len(targets)), torch.tensor(targets)].sum()
 

@@ -81,16 +81,19 @@ def surface_data(alphas=None, lengths=None, **setting) -> SurfaceData:
     lengths = np.linspace(1.0, 20.0, 96) if lengths is None else np.asarray(lengths, np.float64)
     terms = gradient_terms(alphas[None, :], len_w=lengths[:, None], len_l=lengths[:, None], **params)
     log10 = np.asarray(terms.log_abs_grad) / np.log(10.0)
-    a0 = np.asarray(
-        alpha_zero(
-            logp_w=params["logp_w"],
-            logp_l=params["logp_l"],
-            len_w=lengths,
-            len_l=lengths,
-            sq_norm_w=params["dpi_w"] ** 2,
-            inner_wl=params["dpi_w"] * params["dpi_l"],
+    try:  # with |y_w| = |y_l| and dpi_w = dpi_l this is -|y| (T2 = 0 there)
+        a0 = np.asarray(
+            alpha_zero(
+                logp_w=params["logp_w"],
+                logp_l=params["logp_l"],
+                len_w=lengths,
+                len_l=lengths,
+                sq_norm_w=params["dpi_w"] ** 2,
+                inner_wl=params["dpi_w"] * params["dpi_l"],
+            )
         )
-    )
+    except UserError:  # zero margin or <grad pi_w, grad pi_l> <= 0: Corollary 3.3 does not apply
+        a0 = np.full_like(lengths, np.nan)
     return SurfaceData(alphas, lengths, log10, a0, params)
 
 
@@ -118,9 +121,13 @@ def _label(alpha: float) -> str:
 
 def plot_shapes(out, data: ShapesData | None = None, *, ylim=(-5.0, 1.0)) -> Path:
     """Write Figure 1 (reward shapes) to the PNG ``out``; returns its path."""
+    return _save_atomically(shapes_figure(shapes_data() if data is None else data, ylim=ylim), out)
+
+
+def shapes_figure(data: ShapesData, *, ylim=(-5.0, 1.0)):
+    """Figure 1 as a matplotlib ``Figure`` (one line per alpha, drawn from ``data.rewards`` as is)."""
     from matplotlib.figure import Figure
 
-    data = shapes_data() if data is None else data
     fig = Figure(figsize=(6.4, 4.6), layout="constrained")
     ax = fig.add_subplot()
     for alpha, r in zip(data.alphas, data.rewards):
@@ -137,14 +144,18 @@ def plot_shapes(out, data: ShapesData | None = None, *, ylim=(-5.0, 1.0)) -> Pat
     ax.set_title("AlphaPO reward shapes (paper Figure 1)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
-    return _save_atomically(fig, out)
+    return fig
 
 
 def plot_surface(out, data: SurfaceData | None = None, *, z_floor: float = -10.0) -> Path:
     """Write Figure 6 (``log10 |dl/dv|`` over alpha and ``|y|``) to the PNG ``out``; returns its path."""
+    return _save_atomically(surface_figure(surface_data() if data is None else data, z_floor=z_floor), out)
+
+
+def surface_figure(data: SurfaceData, *, z_floor: float = -10.0):
+    """Figure 6 as a ``Figure``: 3-D surface and top view of ``max(data.log10_abs_grad, z_floor)``."""
     from matplotlib.figure import Figure
 
-    data = surface_data() if data is None else data
     z = np.maximum(data.log10_abs_grad, z_floor)  # display clip only, see module docstring
     A, L = np.meshgrid(data.alphas, data.lengths)
     s = data.setting
@@ -178,4 +189,4 @@ def plot_surface(out, data: SurfaceData | None = None, *, z_floor: float = -10.0
     ax2.set_ylabel("|y|")
     ax2.set_title("top view")
     ax2.legend(loc="upper right", fontsize=8)
-    return _save_atomically(fig, out)
+    return fig
