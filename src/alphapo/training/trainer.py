@@ -437,6 +437,12 @@ def train(config: TrainConfig) -> TrainResult:
     multi = bool(getattr(loss_fn, "multi_response", False))
     need_ref = bool(required & REF_INPUTS)
 
+    # Accelerator state is a process-wide singleton: forget the precision of an earlier train() call in
+    # this process (the distributed PartialState is kept)
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     accelerator = Accelerator(mixed_precision=t.mixed_precision)
     accum = resolve_accumulation(t, accelerator.num_processes)
     global_batch = t.per_device_batch_size * accum * accelerator.num_processes
@@ -481,7 +487,10 @@ def train(config: TrainConfig) -> TrainResult:
     model = _load_model(config.model.name_or_path, config)
     model.config.use_cache = False
     if config.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.model.lora.enabled:
         from peft import LoraConfig as PeftLoraConfig
         from peft import get_peft_model

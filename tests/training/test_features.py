@@ -1,0 +1,56 @@
+"""LoRA, gradient checkpointing, bf16 autocast, eval_path + best-checkpoint selection, trust_remote_code."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import load_file
+from test_trainer import _config, _records
+
+from alphapo.training.trainer import train
+
+
+def test_lora_with_gradient_checkpointing_and_bf16_saves_a_merged_model(fake_losses, tiny_model_dir, pairs_path,
+                                                                        tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "lora"
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "model.lora.enabled=true",
+                  "model.lora.r=4", "model.lora.target_modules=q_proj,v_proj", "model.gradient_checkpointing=true",
+                  "train.mixed_precision=bf16", "train.max_steps=3", "logging.save_steps=2",
+                  "train.learning_rate=1e-2"))
+    # the checkpoint holds only the trainable (adapter) weights
+    ckpt = load_file(out / "checkpoints" / "step-000002" / "model.safetensors")
+    assert ckpt and all("lora_" in name for name in ckpt)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    final = AutoModelForCausalLM.from_pretrained(out / "final")  # plain HF model: LoRA merged
+    assert not any("lora" in n for n, _ in final.named_parameters())
+    b, f = dict(base.named_parameters()), dict(final.named_parameters())
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(b[q], f[q])  # adapted
+    for name in ("model.embed_tokens.weight", "model.layers.0.self_attn.k_proj.weight", "lm_head.weight"):
+        assert torch.equal(b[name], f[name])  # frozen
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in _records(out))
+
+
+def test_eval_path_and_best_checkpoint_by_max_metric(fake_losses, tiny_model_dir, pairs_path, tmp_path):
+    from conftest import write_pairs
+
+    eval_path = write_pairs(tmp_path / "eval.jsonl", n=6, seed=3)
+    out = tmp_path / "best"
+    result = train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", f"data.eval_path={eval_path}",
+                           "logging.eval_steps=1", "logging.best_metric=eval/rewards/margins",
+                           "logging.best_mode=max"))
+    evals = [r for r in _records(out) if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [1, 2, 3, 4]  # every step, the last one once
+    margins = [r["eval/rewards/margins"] for r in evals]
+    best_step = evals[max(range(4), key=lambda i: margins[i])]["step"]
+    assert result.best_step == best_step and result.best_metric == max(margins)
+    assert json.loads((out / "best" / "best.json").read_text())["step"] == best_step
+
+
+def test_trust_remote_code_is_off_by_default():
+    from alphapo.training import TrainConfig
+
+    assert TrainConfig().model.trust_remote_code is False
