@@ -5,10 +5,8 @@ Records and tokenised examples follow the data contract (BRIEF, contract 2): a p
 included) and optional ``chosen_score`` / ``rejected_score``; a multi-response example has
 ``responses_input_ids`` (k lists) and ``scores`` (k floats).
 
-``alphapo.data.load_preferences`` / ``tokenize_preferences`` do the reading and tokenising. Until that
-package exists, :func:`_fallback_load` / :func:`_fallback_tokenize` read the always-valid JSONL form
-(``prompt``, ``chosen``, ``rejected`` strings; optional ``score_chosen``, ``score_rejected``; or
-``responses`` + ``scores``) so the trainer is usable on its own.
+``alphapo.data.load_preferences`` / ``tokenize_preferences`` do the reading and tokenising (any format and
+schema they accept: JSONL/JSON/Parquet/CSV, plain or conversational, pairs or k responses).
 
 Batch plan (:func:`plan_epoch`): the epoch order is a permutation drawn from
 ``torch.Generator().manual_seed(seed + epoch)``, a pure function of (seed, epoch), which is what makes
@@ -26,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,71 +46,23 @@ def example_length(example: dict[str, Any]) -> int:
 
 
 def load_examples(path: str, tokenizer, *, split: str, columns, skip_invalid: bool, max_length,
-                  max_prompt_length, prompt_truncation: str) -> list[dict[str, Any]]:
-    """Read and tokenise a preference source into examples (via ``alphapo.data`` when available)."""
-    try:
-        from alphapo.data import load_preferences, tokenize_preferences
-    except ImportError:
-        load_preferences = tokenize_preferences = None
-    if load_preferences is None:
-        records = _fallback_load(path)
-        return _fallback_tokenize(records, tokenizer, max_length=max_length)
+                  max_prompt_length, prompt_truncation: str, log=None) -> list[dict[str, Any]]:
+    """Read and tokenise a preference source into examples with ``alphapo.data``.
+
+    ``log`` (e.g. ``print``) receives one line when examples were truncated, so it is never silent.
+    """
+    from alphapo.data import load_preferences, tokenize_preferences
+
     records = load_preferences(path, columns=columns, split=split, skip_invalid=skip_invalid)
-    examples, _report = tokenize_preferences(records, tokenizer, max_length=max_length,
-                                             max_prompt_length=max_prompt_length,
-                                             prompt_truncation=prompt_truncation)
+    examples, report = tokenize_preferences(records, tokenizer, max_length=max_length,
+                                            max_prompt_length=max_prompt_length,
+                                            prompt_truncation=prompt_truncation)
+    truncated = getattr(report, "truncated_rows", 0)
+    if truncated and log is not None:
+        ids = getattr(report, "truncated_ids", [])[:5]
+        log(f"{path}: {truncated} of {len(examples)} examples truncated to max_length={max_length} / "
+            f"max_prompt_length={max_prompt_length} (e.g. ids {ids})")
     return [dict(e) for e in examples]
-
-
-def _fallback_load(path: str) -> list[dict[str, Any]]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"data file {path!r} does not exist")
-    records = []
-    with p.open() as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: invalid JSON: {err}") from None
-            row.setdefault("id", str(lineno - 1))
-            records.append(row)
-    return records
-
-
-def _fallback_tokenize(records, tokenizer, *, max_length=None) -> list[dict[str, Any]]:
-    eos = tokenizer.eos_token_id
-
-    def prompt_ids(prompt):
-        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        if tokenizer.chat_template:
-            return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                      return_dict=False))
-        return tokenizer(" ".join(m["content"] for m in messages), add_special_tokens=False)["input_ids"]
-
-    def completion_ids(completion):
-        text = completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
-        return tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
-
-    out = []
-    for row in records:
-        ex = {"id": str(row["id"]), "prompt_input_ids": prompt_ids(row["prompt"])}
-        if "responses" in row:
-            ex["responses_input_ids"] = [completion_ids(r) for r in row["responses"]]
-            ex["scores"] = [float(s) for s in row["scores"]]
-        else:
-            ex["chosen_input_ids"] = completion_ids(row["chosen"])
-            ex["rejected_input_ids"] = completion_ids(row["rejected"])
-            for src, dst in (("score_chosen", "chosen_score"), ("score_rejected", "rejected_score"),
-                             ("chosen_score", "chosen_score"), ("rejected_score", "rejected_score")):
-                if row.get(src) is not None:
-                    ex[dst] = float(row[src])
-        if max_length is not None:
-            ex["prompt_input_ids"] = ex["prompt_input_ids"][-max_length // 2:]
-        out.append(ex)
-    return out
 
 
 def split_eval(examples: list[dict[str, Any]], fraction: float, seed: int):

@@ -317,13 +317,18 @@ class _Logger:
             self.writer.close()
 
 
-def _save_pretrained_atomic(model, tokenizer, dest: Path, *, card: str | None = None) -> None:
-    """Save an HF-format model (safetensors) + tokenizer into ``dest`` via a temp folder and rename."""
+def _save_pretrained_atomic(model, tokenizer, dest: Path, *, card: str | None = None,
+                            state_dict: dict | None = None) -> None:
+    """Save an HF-format model (safetensors) + tokenizer into ``dest`` via a temp folder and rename.
+
+    ``state_dict`` is the full (gathered) state dict under FSDP / DeepSpeed ZeRO-3
+    (``accelerator.get_state_dict``); None uses the model's own parameters.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = ckpt.make_temp_dir(dest.parent, f".tmp-{dest.name}-")
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if card is not None:
             (tmp / "README.md").write_text(card)
@@ -457,8 +462,12 @@ def train(config: TrainConfig) -> TrainResult:
                                               trust_remote_code=config.model.trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     d = config.data
+    def note(msg: str) -> None:
+        if accelerator.is_main_process:
+            print(f"alphapo train: {msg}", file=sys.stderr)
+
     load_kw = dict(columns=d.columns, skip_invalid=d.skip_invalid, max_length=d.max_length,
-                   max_prompt_length=d.max_prompt_length, prompt_truncation=d.prompt_truncation)
+                   max_prompt_length=d.max_prompt_length, prompt_truncation=d.prompt_truncation, log=note)
     train_ex = load_examples(d.train_path, tokenizer, split=d.split, **load_kw)
     if d.max_examples is not None:
         train_ex = train_ex[: d.max_examples]
@@ -514,6 +523,11 @@ def train(config: TrainConfig) -> TrainResult:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total=total_steps, warmup=warmup, kind=t.lr_scheduler))
     model, optimizer = accelerator.prepare(model, optimizer)
+    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
+    if sharded and (lg.save_steps or config.resume):
+        raise UserError("logging.save_steps / resume are supported for single-process and DDP runs only; "
+                        "under FSDP/DeepSpeed the final and best models are saved, but not resumable "
+                        "checkpoints (unset logging.save_steps)")
 
     # ---- resume
     ckpt_root = out / "checkpoints"
@@ -581,8 +595,10 @@ def train(config: TrainConfig) -> TrainResult:
         better = best is None or (value < best if lg.best_mode == "min" else value > best)
         if better:
             state["best_metric"], state["best_step"] = value, step
+            full_state = accelerator.get_state_dict(model) if sharded else None
             if accelerator.is_main_process:
-                _save_pretrained_atomic(accelerator.unwrap_model(model), tokenizer, out / "best")
+                _save_pretrained_atomic(accelerator.unwrap_model(model), tokenizer, out / "best",
+                                        state_dict=full_state)
                 ckpt.atomic_write_text(out / "best" / "best.json",
                                        json.dumps({"step": step, lg.best_metric: value}) + "\n")
 
@@ -666,12 +682,15 @@ def train(config: TrainConfig) -> TrainResult:
 
     # ---- final model
     final = out / "final"
+    final_model = accelerator.unwrap_model(model)
+    full_state = None
+    if config.model.lora.enabled:
+        final_model = final_model.merge_and_unload()
+    elif sharded:
+        full_state = accelerator.get_state_dict(model)  # a collective: every process calls it
     if accelerator.is_main_process:
-        final_model = accelerator.unwrap_model(model)
-        if config.model.lora.enabled:
-            final_model = final_model.merge_and_unload()
         card = model_card(config, step=step, train_metrics=last_train, eval_metrics=last_eval)
-        _save_pretrained_atomic(final_model, tokenizer, final, card=card)
+        _save_pretrained_atomic(final_model, tokenizer, final, card=card, state_dict=full_state)
     accelerator.wait_for_everyone()
     return TrainResult(output_dir=out, final_dir=final, global_step=step, train_metrics=last_train,
                        eval_metrics=last_eval, best_metric=state["best_metric"], best_step=state["best_step"],
