@@ -27,6 +27,7 @@ def test_sampling_is_deterministic_given_seed_and_leaves_global_rng_alone(policy
     import torch
 
     model, tok = policy
+    side = tok.padding_side
     kw = dict(k=3, temperature=0.8, max_new_tokens=12, batch_size=2, progress=False)
     torch.manual_seed(123)
     a = generate_responses(model, tok, PROMPTS, seed=5, **kw)
@@ -35,6 +36,7 @@ def test_sampling_is_deterministic_given_seed_and_leaves_global_rng_alone(policy
     b = generate_responses(model, tok, PROMPTS, seed=5, **kw)
     assert torch.equal(after, torch.rand(1))  # the caller's RNG stream is untouched
     assert a.responses == b.responses and a.num_tokens == b.num_tokens
+    assert tok.padding_side == side  # the (possibly shared) tokenizer is not mutated
     c = generate_responses(model, tok, PROMPTS, seed=6, **kw)
     assert c.responses != a.responses
     assert [len(r) for r in a.responses] == [3, 3, 3]

@@ -33,13 +33,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval", help="win rate / LC win rate / scores of a model against a reference, judged by a judge",
         description="Generate one response per held-out prompt from the model and the reference, judge both, "
-                    "and write summary.json (win rate with ties half and a 95%% CI, length-controlled win "
+                    "and write summary.json (win rate with ties half and a 95% CI, length-controlled win "
                     "rate as AlpacaEval 2.0, mean score and length), rewards.png and generations.jsonl.")
     p.add_argument("--model", required=True, help="local causal LM folder to evaluate")
     p.add_argument("--reference", required=True, help="local causal LM folder to compare against (e.g. SFT)")
     p.add_argument("--prompts", required=True, help="JSONL with a 'prompt' field (held-out prompts)")
     add_judge_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--name", default="model", help="label of the model in the figure (default: model)")
+    p.add_argument("--reference-name", default="reference", help="label of the reference in the figure")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -65,12 +67,15 @@ def register(subparsers) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from alphapo.errors import UserError
     from alphapo.evaluation.evaluate import evaluate_goal_conditioned, evaluate_model, goal_condition
     from alphapo.evaluation.logprobs import rejected_from_records, unlearning_check
     from alphapo.evaluation.plots import plot_reward_histogram
     from alphapo.generation.io import read_prompts, write_json_atomic, write_jsonl_atomic
     from alphapo.generation.sampling import load_policy
 
+    if args.name == args.reference_name:
+        raise UserError("--name and --reference-name must differ (they label the figure)")
     ids, prompts = read_prompts(args.prompts, limit=args.limit)
     judge = judge_from_args(args)
     unlearn_records = _read_jsonl(args.unlearning_data) if args.unlearning_data else None
@@ -90,7 +95,7 @@ def run_eval(args: argparse.Namespace) -> int:
                                                  min_score=args.unlearning_min_score,
                                                  reference_tokenizer=ref_tokenizer,
                                                  batch_size=args.batch_size).to_dict()
-    hist = {"model": res.scores, "reference": res.reference_scores} if res.scores is not None else {}
+    hist = {args.name: res.scores, args.reference_name: res.reference_scores} if res.scores is not None else {}
     if condition is not None:
         per_goal = evaluate_goal_conditioned(model, tokenizer, prompts, judge, args.goals, condition,
                                              reference_responses=res.reference_responses,
@@ -99,7 +104,7 @@ def run_eval(args: argparse.Namespace) -> int:
         summary["goals"] = {f"{g:g}": r.summary() for g, r in per_goal.items()}
         for g, r in per_goal.items():
             if r.scores is not None:
-                hist[f"model | goal {g:g}"] = r.scores
+                hist[f"{args.name} | goal {g:g}"] = r.scores
     rows = [{"id": i, "prompt": p, "response": r, "reference_response": rr, "preference": pref,
              "score": None if res.scores is None else res.scores[n],
              "reference_score": None if res.reference_scores is None else res.reference_scores[n]}

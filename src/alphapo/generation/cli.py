@@ -14,6 +14,18 @@ import json
 from pathlib import Path
 
 
+class _ListJudges(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from alphapo.generation.judges import available_judges
+
+        for prefix, help_text in available_judges().items():
+            print(f"{prefix:12s} {help_text}")
+        parser.exit(0)
+
+
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     """``--judge SPEC`` plus proxy wrappers; shared by ``alphapo generate`` and ``alphapo eval``."""
     parser.add_argument("--judge", required=True,
@@ -24,6 +36,7 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge-length-bias", type=float, default=0.0,
                         help="add this much score per response character (proxy judge with a length bias)")
     parser.add_argument("--judge-seed", type=int, default=0, help="seed of --judge-noise")
+    parser.add_argument("--list-judges", action=_ListJudges, help="list judge spec prefixes and exit")
 
 
 def judge_from_args(args: argparse.Namespace):
@@ -37,18 +50,6 @@ def judge_from_args(args: argparse.Namespace):
     return judge
 
 
-class _ListJudges(argparse.Action):
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        from alphapo.generation.judges import available_judges
-
-        for prefix, help_text in available_judges().items():
-            print(f"{prefix:12s} {help_text}")
-        parser.exit(0)
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "generate", help="sample k responses per prompt, judge them, write preference pairs",
@@ -59,7 +60,6 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="local Hugging Face causal LM folder (with tokenizer)")
     p.add_argument("--prompts", required=True, help="JSONL with a 'prompt' field (string or messages)")
     add_judge_arguments(p)
-    p.add_argument("--list-judges", action=_ListJudges, help="list judge spec prefixes and exit")
     p.add_argument("--out", required=True, help="output JSONL")
     p.add_argument("--k", type=int, default=5, help="responses per prompt (default 5)")
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")

@@ -74,6 +74,23 @@ def load_policy(path: str | Path, *, device: str | None = None, dtype: str | Non
     return model, tokenizer
 
 
+def _left_pad(ids: list[list[int]], pad_id: int, device) -> dict:
+    """Left-pad token lists: decoder-only generation needs new tokens to follow each prompt directly.
+
+    Done here rather than with ``tokenizer.padding_side = "left"`` so the caller's tokenizer (often shared
+    with the trainer) is never mutated.
+    """
+    import torch
+
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, x in enumerate(ids):
+        input_ids[row, width - len(x):] = torch.tensor(x, dtype=torch.long)
+        mask[row, width - len(x):] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+
+
 def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: int = 1,
                        temperature: float = 0.8, top_p: float = 1.0, max_new_tokens: int = 128,
                        batch_size: int = 8, seed: int = 0, progress: bool = True,
@@ -95,14 +112,11 @@ def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: 
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
 
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"  # decoder-only generation: new tokens must follow the prompt directly
     eos = model.generation_config.eos_token_id
     if eos is None:
         eos = tokenizer.eos_token_id
     eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
-    pad_id = tokenizer.pad_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
     rendered = []
     for n, p in enumerate(prompts):
         try:
@@ -122,9 +136,8 @@ def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: 
     bar = tqdm(total=len(prompts) * k, desc=desc, unit="sample", disable=not progress, leave=False)
     for b, start in enumerate(range(0, len(rendered), batch_size)):
         chunk = rendered[start:start + batch_size]
-        texts = [t for t, _ in chunk]
-        templated = chunk[0][1]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(device)
+        ids = [tokenizer(text, add_special_tokens=not templated)["input_ids"] for text, templated in chunk]
+        enc = _left_pad(ids, pad_id, device)
         with torch.random.fork_rng(devices=rng_devices), torch.inference_mode():
             torch.manual_seed(batch_seed(seed, b))
             out = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=k,
