@@ -161,3 +161,9 @@ def test_source_detection_errors_and_hub_names(tmp_path):
     (tmp_path / "folder").mkdir()
     with pytest.raises(UserError, match="not a datasets save_to_disk folder"):
         load_preferences(tmp_path / "folder")
+
+
+def test_hub_name_goes_to_datasets_and_fails_cleanly_offline():
+    """Tests run with HF_HUB_OFFLINE=1: the hub path is exercised up to the (refused) download."""
+    with pytest.raises(UserError, match="could not load hub dataset 'someone/nonexistent-ds'"):
+        load_preferences("someone/nonexistent-ds")

@@ -97,3 +97,24 @@ def test_multi_response(tiny_tokenizer):
     (ex,), _ = tokenize_preferences([rec], tok)
     assert ex["responses_input_ids"] == [_ids(tok, "a") + [2], _ids(tok, "b") + [2]]
     assert ex["scores"] == [1.0, 2.0]
+
+
+def test_multi_turn_completion_uses_template_for_middle_turns(tiny_tokenizer):
+    """Completion [a1, u2, a2]: template text of a1 and u2 (+ generation prompt), then a2 content + EOS."""
+    tok = tiny_tokenizer
+    rec = _pair()
+    rec["chosen"] = [{"role": "assistant", "content": "19"}, {"role": "user", "content": "Sure?"},
+                     {"role": "assistant", "content": "Yes"}]
+    (ex,), _ = tokenize_preferences([rec], tok)
+    middle = "19<|end|>\n<|user|>\nSure?<|end|>\n<|assistant|>\n"
+    assert ex["chosen_input_ids"] == _ids(tok, middle) + _ids(tok, "Yes") + [tok.eos_token_id]
+
+
+def test_template_mismatch_is_reported():
+    tok = build_tokenizer(chat_template="system")
+    (_,), report = tokenize_preferences([_pair()], tok)
+    assert report.warnings == []
+    tok.chat_template = tok.chat_template.replace("{% if add_generation_prompt %}<|assistant|>\n",
+                                                  "{% if add_generation_prompt %}<|assistant|>\n<think>")
+    (_,), report = tokenize_preferences([_pair()], tok)
+    assert len(report.warnings) == 1 and "not a prefix" in report.warnings[0]

@@ -192,7 +192,7 @@ def _read_disk(path: Path, name: str, split: str) -> Iterator[RawRow]:
         yield i, record
 
 
-def _read_hub(name: str, split: str) -> Iterator[RawRow]:  # pragma: no cover - needs the network
+def _read_hub(name: str, split: str) -> Iterator[RawRow]:
     from datasets import load_dataset
 
     try:

@@ -49,11 +49,34 @@ class TokenizeReport:
     max_prompt_tokens: int = 0
     max_completion_tokens: int = 0
     truncated_ids: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"{self.rows} rows tokenised; {self.truncated_rows} truncated ({self.prompt_truncated} "
+        text = (f"{self.rows} rows tokenised; {self.truncated_rows} truncated ({self.prompt_truncated} "
                 f"prompts, {self.completion_truncated} completions); longest prompt {self.max_prompt_tokens} "
                 f"tokens, longest completion {self.max_completion_tokens} tokens (before truncation)")
+        return "\n".join([text] + [f"warning: {w}" for w in self.warnings])
+
+
+def template_mismatch(tokenizer, prompt: list[Mapping], completion: list[Mapping]) -> str | None:
+    """Why prompt-with-generation-prompt + completion differs from the template's own full rendering.
+
+    Some templates render an assistant turn differently from what their generation prompt announces
+    (e.g. they insert reasoning tags). Training on ``prompt_text + content`` then teaches a format the
+    template never produces; we cannot fix that generically, so :func:`tokenize_preferences` reports it.
+    Returns None when consistent (or when there is no template).
+    """
+    if not has_chat_template(tokenizer):
+        return None
+    head = prompt_text(tokenizer, prompt)
+    full = tokenizer.apply_chat_template([dict(m) for m in list(prompt) + list(completion)], tokenize=False)
+    if not full.startswith(head):
+        return ("the chat template's generation prompt is not a prefix of its rendering of a full "
+                "conversation; prompt ids follow the generation prompt (what inference sees)")
+    if not full[len(head):].lstrip().startswith(completion[0]["content"].strip()[:20]):
+        return ("the chat template inserts text between the generation prompt and the assistant content; "
+                "completion ids hold the content only")
+    return None
 
 
 def has_chat_template(tokenizer) -> bool:
@@ -149,6 +172,11 @@ def tokenize_preferences(records: Iterable[Mapping], tokenizer, *, max_length: i
     examples: list[dict] = []
     for record in records:
         report.rows += 1
+        if report.rows == 1:  # a template property, so one probe is enough
+            first = record["responses"][0] if "responses" in record else record["chosen"]
+            mismatch = template_mismatch(tokenizer, record["prompt"], first)
+            if mismatch:
+                report.warnings.append(mismatch)
         prompt_ids = encode_prompt(tokenizer, record["prompt"])
         report.max_prompt_tokens = max(report.max_prompt_tokens, len(prompt_ids))
         prompt_ids, cut_prompt = _truncate_prompt(prompt_ids, max_prompt_length, prompt_truncation)
