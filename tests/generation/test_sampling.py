@@ -54,6 +54,14 @@ def test_greedy_batched_equals_one_at_a_time(policy):
     batched = generate_responses(model, tok, PROMPTS, batch_size=3, **kw)
     single = [generate_responses(model, tok, [p], batch_size=1, **kw).responses[0] for p in PROMPTS]
     assert batched.responses == single
+    # a checkpoint's generation config (repetition penalty, min length) does not leak into our sampling
+    model.generation_config.repetition_penalty = 50.0
+    model.generation_config.min_new_tokens = 10
+    try:
+        assert generate_responses(model, tok, PROMPTS, batch_size=3, **kw).responses == batched.responses
+    finally:
+        model.generation_config.repetition_penalty = 1.0
+        model.generation_config.min_new_tokens = None
     with pytest.raises(UserError, match="greedy"):
         generate_responses(model, tok, PROMPTS, k=2, temperature=0.0)
 

@@ -12,7 +12,8 @@ Changing ``batch_size`` changes the draws (each batch consumes random numbers fo
 
 ``temperature=0`` means greedy decoding (then ``k`` must be 1). Sampling is plain temperature sampling:
 ``top_k`` is disabled (``top_k=0``, not Hugging Face's default of 50) and ``top_p=1`` unless given, as in
-the papers' vLLM sampling.
+the papers' vLLM sampling. The model's own ``generation_config`` is ignored apart from its EOS / BOS ids
+(a checkpoint's repetition penalty or ``min_new_tokens`` would silently change the sampling).
 """
 
 from __future__ import annotations
@@ -91,6 +92,20 @@ def _left_pad(ids: list[list[int]], pad_id: int, device) -> dict:
     return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
 
 
+def _generate_with_only(model, enc: dict, config):
+    """``model.generate`` with exactly ``config``: Hugging Face fills every unset field of a passed config
+    from ``model.generation_config``, so that is swapped for a bare one during the call (and restored)."""
+    from transformers import GenerationConfig
+
+    saved = model.generation_config
+    model.generation_config = GenerationConfig(bos_token_id=saved.bos_token_id,
+                                               eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id)
+    try:
+        return model.generate(**enc, generation_config=config)
+    finally:
+        model.generation_config = saved
+
+
 def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: int = 1,
                        temperature: float = 0.8, top_p: float = 1.0, max_new_tokens: int = 128,
                        batch_size: int = 8, seed: int = 0, progress: bool = True,
@@ -126,8 +141,15 @@ def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: 
                             "e.g. templates without a system role need the system text in the user turn") from err
     device = next(model.parameters()).device
     rng_devices = [device.index or 0] if device.type == "cuda" else []
-    sample_kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 \
-        else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    from transformers import GenerationConfig
+
+    # A fresh config, not the model's: a checkpoint's generation_config.json may set repetition_penalty,
+    # top_k, min_new_tokens..., which would silently change what "temperature sampling" means.
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 \
+        else dict(do_sample=False)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, num_return_sequences=k, use_cache=True,
+                              pad_token_id=pad_id, eos_token_id=sorted(eos_ids),
+                              bos_token_id=model.generation_config.bos_token_id, **sampling)
 
     responses: list[list[str]] = []
     num_tokens: list[list[int]] = []
@@ -140,9 +162,7 @@ def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: 
         enc = _left_pad(ids, pad_id, device)
         with torch.random.fork_rng(devices=rng_devices), torch.inference_mode():
             torch.manual_seed(batch_seed(seed, b))
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=k,
-                                 use_cache=True, pad_token_id=pad_id, eos_token_id=sorted(eos_ids),
-                                 **sample_kwargs)
+            out = _generate_with_only(model, enc, config)
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         for i in range(len(chunk)):
             row_texts, row_lens, row_done = [], [], []
