@@ -255,7 +255,8 @@ def _gather_stats(accelerator, stats: dict[str, torch.Tensor]) -> dict[str, torc
     from accelerate.utils import gather_object
 
     gathered = gather_object([{k: v.tolist() for k, v in stats.items()}])
-    return {k: torch.tensor([x for part in gathered for x in part[k]]) for k in stats}
+    keys = {k for part in gathered for k in part}  # a process with no eval examples sends {}
+    return {k: torch.tensor([x for part in gathered for x in part.get(k, [])]) for k in sorted(keys)}
 
 
 def _sum_across(accelerator, value: float) -> float:
@@ -634,6 +635,9 @@ def train(config: TrainConfig) -> TrainResult:
                 for j, mb in enumerate(micro):
                     sync = j == len(micro) - 1
                     ctx = contextlib.nullcontext() if sync else accelerator.no_sync(model)
+                    # tell accelerate which micro-batch ends the step: under DeepSpeed, backward() runs
+                    # engine.step() at that boundary only (the DS config's own accumulation must be 1)
+                    accelerator.gradient_state._set_sync_gradients(sync)
                     with ctx:
                         losses, stats, ntok = forward_loss(model, [train_ex[i] for i in mb], ref=train_ref,
                                                            indices=mb, **run)
@@ -651,8 +655,9 @@ def train(config: TrainConfig) -> TrainResult:
                         f"{bad_ids[:20] or '(on another process)'}; the last good checkpoint is kept in "
                         f"{ckpt_root}; lower the learning rate or check these examples")
                 max_norm = t.max_grad_norm if t.max_grad_norm is not None else float("inf")
-                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
-                if not math.isfinite(grad_norm):
+                norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+                grad_norm = float(norm) if norm is not None else float("nan")  # DeepSpeed may not report
+                if norm is not None and not math.isfinite(grad_norm):
                     raise NonFiniteLossError(
                         f"non-finite gradient norm at optimizer step {step + 1} (epoch {epoch}); batch "
                         f"example ids {[train_ex[i]['id'] for i in batch][:20]}; the last good checkpoint "
