@@ -167,3 +167,9 @@ def test_hub_name_goes_to_datasets_and_fails_cleanly_offline():
     """Tests run with HF_HUB_OFFLINE=1: the hub path is exercised up to the (refused) download."""
     with pytest.raises(UserError, match="could not load hub dataset 'someone/nonexistent-ds'"):
         load_preferences("someone/nonexistent-ds")
+
+
+def test_prompt_given_with_one_full_conversation_and_one_reply(tmp_path):
+    src = write_jsonl(tmp_path / "b.jsonl", [{"prompt": "What is 12 plus 7?", "chosen": [U("What is 12 plus 7?"), A("19")],
+                                              "rejected": [A("20")], "score_chosen": 9, "score_rejected": 2}])
+    assert load_preferences(src) == [EXPECTED_PAIR]

@@ -86,6 +86,8 @@ B = {"role": "assistant", "content": "b"}
     ({"prompt": "Q", "chosen": [{"role": "user", "content": "x"}, A], "rejected": [B]}, "chosen", "bad_message",
      "starts with a 'user' turn but does not repeat 'prompt' at its start; give either the whole conversation "
      "(starting with the prompt) or only the reply"),
+    ({"prompt": "Q", "chosen": [{"role": "user", "content": "Q"}], "rejected": [B]}, "chosen", "empty_field",
+     "holds only the prompt turns of 'prompt', no response"),
     ({"prompt": [{"role": "assistant", "content": "hi"}], "chosen": [A], "rejected": [B]}, "prompt",
      "bad_message", "ends with an assistant turn; the prompt must end with the turn the response answers"),
     ({"chosen": [{"role": "user", "content": "Q"}, A], "rejected": [{"role": "user", "content": "Q"}, A]},

@@ -299,6 +299,9 @@ def relabel(records: Sequence[Mapping], *, mode: str = "ra", placement: str = "s
 
     Each output record is a canonical pair plus ``relabel`` metadata (source id and position, which goal,
     the goal text and where it sits), which :func:`unrelabel` uses to invert the transformation.
+
+    Deviations: ties are dropped by default (the paper's script keeps them); the two relabeled pairs of
+    a source pair are adjacent; see the module docstring for the paper code's no-system bug we avoid.
     """
     if mode not in MODES:
         raise UserError(f"relabel mode must be one of {', '.join(MODES)}, got {mode!r}")

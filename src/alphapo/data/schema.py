@@ -204,15 +204,20 @@ def _split_prompt(r: _Row, prompt, chosen, rejected, cols):
     pcol, ccol, rcol = cols
     if prompt is not None:
         n = len(prompt)
-        if chosen[:n] == prompt and rejected[:n] == prompt and len(chosen) > n and len(rejected) > n:
-            chosen, rejected = chosen[n:], rejected[n:]
+        completions = []
         for col, comp in ((ccol, chosen), (rcol, rejected)):
+            if comp[:n] == prompt:  # a whole conversation that repeats the prompt: keep what follows it
+                if len(comp) == n:
+                    r.issue(col, "empty_field", f"holds only the prompt turns of '{pcol}', no response")
+                    return None
+                comp = comp[n:]
+            completions.append(comp)
             if comp[0]["role"] != "assistant":
                 r.issue(col, "bad_message", f"starts with a '{comp[0]['role']}' turn but does not repeat "
                         f"'{pcol}' at its start; give either the whole conversation (starting with the "
                         "prompt) or only the reply")
                 return None
-        return prompt, chosen, rejected
+        return prompt, completions[0], completions[1]
     if chosen == rejected:
         r.issue(ccol, "identical_pair", f"'{ccol}' and '{rcol}' are the same conversation")
         return None
