@@ -119,3 +119,17 @@ def test_tokenize_properties(template):
                     assert len(ex["prompt_input_ids"]) + len(ids) <= max_length
 
     check()
+
+
+@SETTINGS
+@given(st.binary(max_size=200), st.sampled_from(["x.csv", "x.tsv", "x.json"]))
+def test_csv_and_json_loaders_on_any_bytes(tmp_path, data, name):
+    from alphapo.errors import UserError
+
+    path = tmp_path / name
+    path.write_bytes(b"prompt,chosen,rejected\n" + data if name != "x.json" else data)
+    try:
+        report = validate(path)
+    except UserError:  # e.g. a JSON document that is not a list of rows: our error, with the reason
+        return
+    assert report.rows == report.valid + report.invalid_rows

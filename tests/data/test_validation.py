@@ -129,3 +129,15 @@ def test_csv_non_utf8_and_json_file_errors(tmp_path):
     nonutf_json = tmp_path / "y.json"
     nonutf_json.write_bytes(b'[{"prompt": "\xff"}]')
     assert [i.reason for i in validate(nonutf_json).issues] == ["non_utf8"]
+
+
+def test_report_keeps_bounded_issues_but_counts_all():
+    from alphapo.data.validation import Issue, ValidationReport
+
+    report = ValidationReport("f", max_kept=2)
+    for row in range(1, 6):
+        report.rows += 1
+        report.add_row_issues([Issue("f", row, "chosen", "empty_field", "is an empty string", True)])
+    assert len(report.issues) == 2 and report.not_kept == 3 and report.counts() == {"empty_field": 5}
+    assert "... and 3 more issues (counts below)" in report.full_report()
+    assert report.summary() == "f: 5 rows, 0 valid (no records); 5 invalid (5 empty field)"

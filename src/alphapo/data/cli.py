@@ -50,7 +50,7 @@ def _load(args):
     records = load_preferences(args.source, columns=_columns(args.column), split=args.split,
                                skip_invalid=getattr(args, "skip_invalid", False))
     report = records.report
-    if report.issues:
+    if report.invalid_rows:
         counts = ", ".join(f"{n} {REASONS[r]}" for r, n in report.counts().most_common())
         print(f"skipped {report.invalid_rows} invalid row(s) of {report.rows}: {counts}", file=sys.stderr)
     return records
@@ -73,7 +73,7 @@ def run_validate(args) -> int:
     from alphapo.data.loading import validate
 
     report = validate(args.source, columns=_columns(args.column), split=args.split, progress=True)
-    if report.issues:
+    if report.invalid_rows:
         print(report.full_report())
         return 1
     print(report.summary())

@@ -49,11 +49,11 @@ def iter_preferences(source: str | Path, *, columns: Mapping[str, str] | None = 
             if bar is not None:
                 bar.update(1)
             if isinstance(value, Issue):
-                report.issues.append(value)
+                report.add_row_issues([value])
                 continue
             record, issues = normalize_row(value, file=name, row=row, line_based=line_based, columns=cols)
             if issues:
-                report.issues.extend(issues)
+                report.add_row_issues(issues)
                 continue
             report.valid += 1
             report.kinds[record_kind(record)] += 1
@@ -80,7 +80,7 @@ def load_preferences(source: str | Path, *, columns: Mapping[str, str] | None = 
     report = ValidationReport(str(source))
     records = PreferenceRecords(iter_preferences(source, columns=columns, split=split, report=report))
     records.report = report
-    if report.issues and not skip_invalid:
+    if report.invalid_rows and not skip_invalid:
         raise DataValidationError(report)
     return records
 

@@ -151,8 +151,9 @@ def _read_csv(path: Path, name: str, delimiter: str) -> Iterator[RawRow]:
     # surrogateescape keeps bad bytes as lone surrogates so we can report the row instead of crashing.
     with open(path, "rb") as fb:
         text = io.TextIOWrapper(fb, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        csv.field_size_limit(2**31 - 1)  # long responses are normal; the default limit is 128 KiB per cell
         reader = csv.DictReader(text, delimiter=delimiter)
-        for i, record in enumerate(reader, start=1):
+        for i, record in enumerate(_csv_rows(reader, name), start=1):
             bad = [k for k, v in record.items() if _has_surrogate(k) or _has_surrogate(v)]
             if bad:
                 yield i, Issue(name, i, str(bad[0]).encode("utf-8", "replace").decode(), "non_utf8",
@@ -164,6 +165,16 @@ def _read_csv(path: Path, name: str, delimiter: str) -> Iterator[RawRow]:
                                f"{len(record) - 1} columns")
                 continue
             yield i, {"__csv__": True, **record}
+
+
+def _csv_rows(reader, name: str):
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:  # the file structure itself is broken: no later row can be trusted
+            raise UserError(f"{name} line {reader.line_num}: unreadable CSV ({err})") from err
 
 
 def _has_surrogate(value) -> bool:

@@ -62,26 +62,41 @@ class Issue:
         return f"{self.where}: {REASONS[self.reason]}: {self.detail}"
 
 
+#: Issues kept in memory per report; beyond this only counts grow (keeps memory flat on huge bad files).
+MAX_KEPT = 10_000
+
+
 @dataclass
 class ValidationReport:
-    """Counts of a pass over a source: rows read, rows kept, and the issues found (all of them)."""
+    """Counts of a pass over a source: rows read, rows kept, and the issues found.
+
+    Every issue is counted; the first ``max_kept`` are kept for the report (all of them on any file a
+    person would read line by line), so memory stays bounded on a huge file where every row is bad.
+    """
 
     source: str
     rows: int = 0
     valid: int = 0
     issues: list[Issue] = field(default_factory=list)
     kinds: Counter = field(default_factory=Counter)  # schema kind -> rows ("pair", "multi")
+    reason_rows: Counter = field(default_factory=Counter)  # reason -> bad rows with that reason
+    not_kept: int = 0
+    max_kept: int = MAX_KEPT
 
     @property
     def invalid_rows(self) -> int:
         return self.rows - self.valid
 
+    def add_row_issues(self, issues: list[Issue]) -> None:
+        """Record the issues of one bad row."""
+        self.reason_rows.update({issue.reason for issue in issues})
+        room = max(self.max_kept - len(self.issues), 0)
+        self.issues.extend(issues[:room])
+        self.not_kept += len(issues) - min(room, len(issues))
+
     def counts(self) -> Counter:
         """Bad rows per reason (a row with several issues counts under each of its reasons once)."""
-        per_row: dict[tuple, set] = {}
-        for issue in self.issues:
-            per_row.setdefault((issue.file, issue.row), set()).add(issue.reason)
-        return Counter(reason for reasons in per_row.values() for reason in reasons)
+        return Counter(self.reason_rows)
 
     def summary(self) -> str:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.kinds.items())) or "no records"
@@ -94,8 +109,9 @@ class ValidationReport:
     def full_report(self, limit: int | None = None) -> str:
         issues = self.issues if limit is None else self.issues[:limit]
         lines = [str(i) for i in issues]
-        if limit is not None and len(self.issues) > limit:
-            lines.append(f"... and {len(self.issues) - limit} more issues")
+        more = len(self.issues) - len(issues) + self.not_kept
+        if more:
+            lines.append(f"... and {more} more issues (counts below)")
         lines.append(self.summary())
         return "\n".join(lines)
 
