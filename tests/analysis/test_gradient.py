@@ -316,3 +316,46 @@ def test_paper_eq10_as_printed_inverts_the_gradient_ratio():
     assert printed.t2 > 0.5 * np.exp(-13.016847 * 1.5 + 3.0) * 0.4 / 2
     same = dict(kw, sq_norm_w=2.0, inner_wl=2.0)
     assert alpha_zero(**same) == pytest.approx(alpha_zero_as_printed(**same), rel=1e-14)
+
+
+# ---- property test: finite everywhere, equal to the naive formula where that one is safe --------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    alpha=st.floats(-50, 50),
+    beta=st.floats(1e-3, 100),
+    gamma=st.floats(0, 10),
+    logp_w=st.floats(-500, 0),
+    logp_l=st.floats(-500, 0),
+    len_w=st.integers(1, 500),
+    len_l=st.integers(1, 500),
+    dpi_w=st.floats(-5, 5),
+    dpi_l=st.floats(-5, 5),
+)
+def test_property_finite_and_equal_to_naive_eqs_7_8(alpha, beta, gamma, logp_w, logp_l, len_w, len_l, dpi_w,
+                                                    dpi_l):
+    """No NaN in any field, 0 <= T1 <= beta, and where plain float64 eqs. 7-8 do not overflow, the same values.
+
+    Tolerances are relative to the size of the terms being subtracted (cancellation is in the formula, not
+    in our evaluation): T2 to 1e-12 of |term_w| + |term_l|; delta_r to 1e-12 of beta/|alpha| (e^{a c_l} +
+    e^{a c_w}) for |alpha| >= 1e-3 (below that the naive 1/alpha form itself loses the digits).
+    """
+    g = gradient_terms(alpha, beta=beta, gamma=gamma, logp_w=logp_w, logp_l=logp_l, len_w=len_w, len_l=len_l,
+                       dpi_w=dpi_w, dpi_l=dpi_l)
+    assert not any(math.isnan(x) for x in g)
+    assert 0.0 <= g.t1 <= beta and g.log_abs_grad < math.inf
+    c_w, c_l = -logp_w / len_w, -logp_l / len_l
+    x_w, x_l = alpha * c_w - logp_w, alpha * c_l - logp_l
+    if max(abs(alpha * c_w), abs(alpha * c_l), x_w, x_l) < 600:
+        term_w, term_l = math.exp(x_w) * dpi_w / len_w, math.exp(x_l) * dpi_l / len_l
+        assert abs(g.t2 - abs(term_w - term_l)) <= 1e-12 * (abs(term_w) + abs(term_l)) + 1e-300
+        if abs(alpha) >= 1e-3:
+            ew, el = math.exp(alpha * c_w), math.exp(alpha * c_l)
+            naive = beta / alpha * (el - ew)
+            assert abs(g.delta_r - naive) <= 1e-12 * beta / abs(alpha) * (el + ew) + 1e-300
+            if abs(naive - gamma) < 700:
+                assert g.t1 == pytest.approx(beta / (1 + math.exp(naive - gamma)), rel=1e-9, abs=1e-300)

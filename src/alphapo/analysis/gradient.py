@@ -167,9 +167,12 @@ def gradient_terms(alpha, *, beta, gamma, logp_w, logp_l, len_w, len_l, dpi_w=1.
         log_sig = -np.logaddexp(0.0, delta_r - gamma)  # log sigma(gamma - delta_r), <= 0
         log_t1 = np.log(beta) + log_sig
         # S = (dpi_w/|y_w|) e^{x_w} - (dpi_l/|y_l|) e^{x_l}, x = alpha c - log pi = c (alpha + |y|).
-        x_w, x_l = a * c_w - lw, a * c_l - ll
+        # Scale by the larger |term| (prefactor included) so the larger one is exactly +-1: no subnormals.
+        x_w = a * c_w - lw + np.log(np.abs(dw)) - np.log(nw)
+        x_l = a * c_l - ll + np.log(np.abs(dl)) - np.log(nl)
         big = np.maximum(x_w, x_l)
-        inner = dw / nw * np.exp(x_w - big) - dl / nl * np.exp(x_l - big)
+        big = np.where(np.isneginf(big), 0.0, big)  # dpi_w = dpi_l = 0: T2 = 0
+        inner = np.sign(dw) * np.exp(x_w - big) - np.sign(dl) * np.exp(x_l - big)
         log_t2 = big + np.log(np.abs(inner))
         log_abs_grad = log_t1 + log_t2
         abs_grad = np.exp(log_abs_grad)
