@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from alphapo.errors import UserError
 from alphapo.training import load_config
 from alphapo.training.trainer import NonFiniteLossError, train
 
@@ -119,3 +120,33 @@ def test_pairwise_loss_on_multi_response_data_uses_best_and_worst(fake_losses, t
                              "scores": [0.5, 0.9, 0.1]})
     assert (pair["chosen_input_ids"], pair["rejected_input_ids"]) == ([6], [7])
     assert (pair["chosen_score"], pair["rejected_score"]) == (0.9, 0.1)
+
+
+def test_resume_refuses_a_changed_config_and_restarts_cleanly_without_checkpoint(fake_losses, tiny_model_dir,
+                                                                                  pairs_path, tmp_path):
+    out = tmp_path / "r"
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "logging.save_steps=1", "train.max_steps=2"))
+    with pytest.raises(UserError, match=r"config changed in \['loss.beta', 'train.learning_rate'\]"):
+        train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "resume=true", "loss.beta=3",
+                      "train.learning_rate=0.1"))
+    # more steps is a legitimate change: continue from step 1 (the newest checkpoint) to step 3
+    result = train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "resume=true",
+                           "train.max_steps=3", "logging.save_steps=1"))
+    assert result.global_step == 3 and [r["step"] for r in _records(out)] == [1, 2, 3]
+    # resume=true with no checkpoint yet: a fresh run, and a stale metrics.jsonl is not appended to
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "metrics.jsonl").write_text('{"step": 7, "split": "train", "loss": 1.0}\n')
+    train(_config(tiny_model_dir, pairs_path, fresh, "loss.name=simpo", "resume=true", "train.max_steps=1"))
+    assert [r["step"] for r in _records(fresh)] == [1]
+
+
+def test_missing_scores_for_a_loss_that_requires_them_is_a_clear_error(tiny_model_dir, tmp_path):
+    from alphapo.losses import LOSSES
+
+    if "rpo_bwd" not in LOSSES:
+        pytest.skip("rpo_bwd not registered")
+    data = tmp_path / "noscores.jsonl"
+    data.write_text('{"prompt": "a?", "chosen": "yes", "rejected": "no"}\n' * 3)
+    with pytest.raises(UserError, match="needs chosen_scores but 3 example"):
+        train(_config(tiny_model_dir, data, tmp_path / "o", "loss.name=rpo_bwd"))

@@ -177,6 +177,11 @@ def find_latest(ckpt_root: Path) -> Path | None:
     return next((p for p in steps if _is_complete(p)), None)
 
 
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    """The trainer state of a checkpoint (JSON), without touching any model."""
+    return json.loads((Path(path) / "state.json").read_text())["trainer"]
+
+
 def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
     """Restore model parameters, optimizer, scheduler and RNG state in place; returns the trainer state."""
     path = Path(path)

@@ -117,6 +117,30 @@ def loss_inputs_spec(loss_fn) -> tuple[frozenset[str], frozenset[str]]:
     return accepted, required
 
 
+# keys that may change between a run and its resumption (they do not change the arithmetic of past steps)
+RESUMABLE_CHANGES = ("resume", "output_dir", "logging.", "train.max_steps", "train.epochs",
+                     "reference.cache_dir", "reference.use_cache", "reference.batch_size")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and k != "columns":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between a checkpoint's config and the current one."""
+    def allowed(key: str) -> bool:
+        return any(key.startswith(r) if r.endswith(".") else key == r for r in RESUMABLE_CHANGES)
+
+    a, b = _flatten(saved), _flatten(current)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not allowed(k))
+
+
 def pairs_from_multi(example: dict[str, Any]) -> dict[str, Any]:
     """Best- vs worst-scored response of a k-response example as a pair (AlphaPO section 4.1 recipe)."""
     scores = example["scores"]
@@ -463,6 +487,7 @@ def train(config: TrainConfig) -> TrainResult:
                                               trust_remote_code=config.model.trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     d = config.data
+
     def note(msg: str) -> None:
         if accelerator.is_main_process:
             print(f"alphapo train: {msg}", file=sys.stderr)
@@ -534,14 +559,16 @@ def train(config: TrainConfig) -> TrainResult:
     ckpt_root = out / "checkpoints"
     logger = _Logger(out, enabled=accelerator.is_main_process, tensorboard=lg.tensorboard)
     state = {"global_step": 0, "best_metric": None, "best_step": None}
-    if config.resume:
-        latest = ckpt.find_latest(ckpt_root)
-        if latest is not None:
-            state.update(ckpt.load_checkpoint(latest, model=accelerator.unwrap_model(model),
-                                              optimizer=optimizer, scheduler=scheduler))
-            logger.truncate_after(state["global_step"])
-            if accelerator.is_main_process:
-                print(f"alphapo train: resumed from {latest} (step {state['global_step']})", file=sys.stderr)
+    latest = ckpt.find_latest(ckpt_root) if config.resume else None
+    if latest is not None:
+        changed = resume_conflicts(ckpt.read_trainer_state(latest).get("config", {}), to_dict(config))
+        if changed:
+            raise UserError(f"cannot resume from {latest}: the config changed in {changed}; exact resume "
+                            f"needs the same data, loss, model and optimisation settings")
+        state.update(ckpt.load_checkpoint(latest, model=accelerator.unwrap_model(model),
+                                          optimizer=optimizer, scheduler=scheduler))
+        logger.truncate_after(state["global_step"])
+        note(f"resumed from {latest} (step {state['global_step']})")
     elif accelerator.is_main_process and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
 
