@@ -58,12 +58,74 @@ def phi(z: torch.Tensor) -> torch.Tensor:
     return torch.where(zero, one, num / zs)
 
 
+def _alpha_reward_value(u: torch.Tensor, beta: float, alpha: float) -> torch.Tensor:
+    return beta * u * phi(-alpha * u)
+
+
+def _alpha_difference_value(u_w: torch.Tensor, u_l: torch.Tensor, beta: float, alpha: float) -> torch.Tensor:
+    du = u_w - u_l
+    m = torch.maximum(-alpha * u_w, -alpha * u_l)
+    return beta * du * phi(-(alpha * du).abs()) * exp_capped(m)
+
+
+def _slope(u: torch.Tensor, beta: float, alpha: float) -> torch.Tensor:
+    """``r'(u) = beta * exp(-alpha*u)``, the exponent capped at ``MAX_EXPONENT`` (slope of ``exp_capped``)."""
+    return beta * torch.exp((-alpha * u).clamp(max=MAX_EXPONENT))
+
+
+class _AlphaReward(torch.autograd.Function):
+    """Forward ``beta*u*phi(-alpha*u)``; backward the closed form ``r'(u) = beta*exp(-alpha*u)``.
+
+    Autograd through ``phi`` would form ``r'`` as ``phi(a) + a*phi'(a)``, two terms of size ``1/|a|`` that
+    cancel down to ``e^a``; for ``a = -100`` that leaves rounding noise (even of the wrong sign) instead
+    of ``3.7e-44``. The closed form has no cancellation.
+    """
+
+    @staticmethod
+    def forward(ctx, u, beta, alpha):  # type: ignore[override]
+        ctx.save_for_backward(u)
+        ctx.beta, ctx.alpha = beta, alpha
+        return _alpha_reward_value(u, beta, alpha)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (u,) = ctx.saved_tensors
+        return grad * _slope(u, ctx.beta, ctx.alpha), None, None
+
+
+class _AlphaDifference(torch.autograd.Function):
+    """Forward: the factored reward gap (no cancellation); backward: ``r'(u_w)`` and ``-r'(u_l)`` in
+    closed form (autograd through the factored form would cancel, like ``_AlphaReward``)."""
+
+    @staticmethod
+    def forward(ctx, u_w, u_l, beta, alpha):  # type: ignore[override]
+        ctx.save_for_backward(u_w, u_l)
+        ctx.beta, ctx.alpha = beta, alpha
+        return _alpha_difference_value(u_w, u_l, beta, alpha)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        u_w, u_l = ctx.saved_tensors
+        g_w = (grad * _slope(u_w, ctx.beta, ctx.alpha)).sum_to_size(u_w.shape)
+        g_l = (-grad * _slope(u_l, ctx.beta, ctx.alpha)).sum_to_size(u_l.shape)
+        return g_w, g_l, None, None
+
+
+def _is_plain_number(x: object) -> bool:
+    return isinstance(x, (int, float)) or (torch.is_tensor(x) and not x.requires_grad)
+
+
 def alpha_reward(u: torch.Tensor, *, beta: float, alpha: float) -> torch.Tensor:
     """AlphaPO reward ``(beta/alpha) * (1 - exp(-alpha*u))`` written as ``beta * u * phi(-alpha*u)``.
 
-    AlphaPO eq. (3) (with ``u = s = logp/|y|``). At ``alpha = 0`` this is exactly ``beta * u``.
+    AlphaPO eq. (3) (with ``u = s = logp/|y|``). At ``alpha = 0`` this is exactly ``beta * u``. The
+    gradient with respect to ``u`` is the closed form ``beta * exp(-alpha*u)`` (exponent capped at
+    ``MAX_EXPONENT``). ``beta`` and ``alpha`` are hyper-parameters; if given as tensors that require
+    grad, plain autograd is used instead (so they can be learned, at the cost of the cancellation above).
     """
-    return beta * u * phi(-alpha * u)
+    if _is_plain_number(beta) and _is_plain_number(alpha):
+        return _AlphaReward.apply(u, beta, alpha)
+    return _alpha_reward_value(u, beta, alpha)
 
 
 def alpha_difference(u_w: torch.Tensor, u_l: torch.Tensor, *, beta: float, alpha: float) -> torch.Tensor:
@@ -77,8 +139,10 @@ def alpha_difference(u_w: torch.Tensor, u_l: torch.Tensor, *, beta: float, alpha
     ``phi`` of a non-positive argument lies in (0, 1], so only ``exp(m)`` can be large (capped by
     ``exp_capped`` above ``MAX_EXPONENT``); ``u_w - u_l`` is formed before any exponential, so nearly equal
     rewards do not cancel. At ``alpha = 0`` every factor after ``beta * (u_w - u_l)`` is exactly 1, so the
-    result is bit-identical to the log shape's ``beta * (u_w - u_l)``.
+    result is bit-identical to the log shape's ``beta * (u_w - u_l)``. Gradients are the closed forms
+    ``beta*exp(-alpha*u_w)`` and ``-beta*exp(-alpha*u_l)`` (see ``_AlphaDifference``). Above the cap the
+    forward and backward are each continued (linearly / constantly), both finite and of the right sign.
     """
-    du = u_w - u_l
-    m = torch.maximum(-alpha * u_w, -alpha * u_l)
-    return beta * du * phi(-(alpha * du).abs()) * exp_capped(m)
+    if _is_plain_number(beta) and _is_plain_number(alpha):
+        return _AlphaDifference.apply(u_w, u_l, beta, alpha)
+    return _alpha_difference_value(u_w, u_l, beta, alpha)
