@@ -52,3 +52,30 @@ def test_bad_inputs():
         select_pairs(["a", "b"], [P], [["x", "y"]], [[1, 2]])
     with pytest.raises(UserError, match="'a'.*2 responses and 1 scores"):
         select_pairs(["a"], [P], [["x", "y"]], [[1]])
+
+
+def test_empty_responses_are_excluded_and_counted():
+    """Prompt a: '' has the lowest score but is excluded -> rejected is 'y' (score 2).
+    Prompt b: only one non-empty response -> dropped (empty). All mode: any empty response drops the prompt."""
+    resp = [["x", "", "y"], ["", "z", ""]]
+    scores = [[5, 1, 2], [1, 3, 1]]
+    records, stats = select_pairs(["a", "b"], [P, P], resp, scores)
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in records] == [("x", "y")]
+    assert (stats.n_kept, stats.n_dropped_empty, stats.n_empty_responses, stats.n_dropped_all_equal) == (1, 1, 3, 0)
+    kept, _ = select_pairs(["a", "b"], [P, P], resp, scores, empty_responses="keep")
+    assert kept[0]["rejected"][0]["content"] == "" and len(kept) == 2
+    _, stats_all = select_pairs(["a", "b"], [P, P], resp, scores, mode="all")
+    assert stats_all.n_kept == 0 and stats_all.n_dropped_empty == 2
+
+
+def test_identical_texts_share_one_score_and_never_pair_with_themselves():
+    """'x' scored 1.0 and 1.000001 (batch noise) and nothing else: one distinct text -> no preference.
+    Prompt b: 'x' scores (4, 2) -> mean 3 vs 'y' 1 -> chosen x (3), rejected y (1)."""
+    records, stats = select_pairs(["a", "b"], [P, P], [["x", "x"], ["x", "y", "x"]],
+                                  [[1.0, 1.000001], [4, 1, 2]])
+    assert stats.n_dropped_all_equal == 1
+    assert records == [{"id": "b", "prompt": P, "chosen": [{"role": "assistant", "content": "x"}],
+                        "rejected": [{"role": "assistant", "content": "y"}],
+                        "score_chosen": 3.0, "score_rejected": 1.0}]
+    all_records, _ = select_pairs(["b"], [P], [["x", "y", "x"]], [[4, 1, 2]], mode="all")
+    assert all_records[0]["scores"] == [3.0, 1.0, 3.0]

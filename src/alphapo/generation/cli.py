@@ -71,6 +71,8 @@ def register(subparsers) -> None:
                    help="pairs: best vs worst (default); all: keep all k responses with scores")
     p.add_argument("--tie-tol", type=float, default=0.0,
                    help="drop a prompt when best - worst score <= this (default 0: only exact ties)")
+    p.add_argument("--empty-responses", choices=("exclude", "keep"), default="exclude",
+                   help="exclude (default; counted) or keep empty responses; alphapo.data rejects empty turns")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
@@ -88,6 +90,7 @@ def run_generate(args: argparse.Namespace) -> int:
     result = generate_pairs(model, tokenizer, prompts, judge, ids=ids, k=args.k, temperature=args.temperature,
                             top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                             seed=args.seed, mode=args.mode, tie_tol=args.tie_tol,
+                            empty_responses=args.empty_responses,
                             progress=not args.no_progress)
     out = Path(args.out)
     write_jsonl_atomic(out, result.records)
@@ -96,6 +99,7 @@ def run_generate(args: argparse.Namespace) -> int:
     write_json_atomic(out.with_name(out.name + ".stats.json"), stats)
     s = result.stats
     print(json.dumps({"out": str(out), "kept": s.n_kept, "dropped_all_equal": s.n_dropped_all_equal,
+                      "dropped_empty": s.n_dropped_empty, "empty_responses": s.n_empty_responses,
                       "prompts": s.n_prompts, "samples_per_second": round(s.samples_per_second, 2),
                       "mean_score": round(s.mean_score, 4)}))
     return 0
