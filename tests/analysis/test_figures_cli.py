@@ -75,7 +75,9 @@ def test_drawn_arrays_are_the_data():
 def test_cli_writes_valid_pngs_atomically(tmp_path, capsys):
     shapes, surface = tmp_path / "fig" / "shapes.png", tmp_path / "fig" / "surface.png"
     assert main(["analyze", "shapes", "--out", str(shapes)]) == 0
-    assert main(["analyze", "surface", "--out", str(surface), "--alpha-min", "-3", "--alpha-max", "3"]) == 0
+    grid = "--alpha-min -3 --alpha-max 3 --num-alpha 61 --num-len 20".split()
+    argv = ["analyze", "surface", "--out", str(surface), *grid]
+    assert main(argv) == 0
     for path in (shapes, surface):
         w, h = _png_size(path)
         assert w > 300 and h > 300 and path.stat().st_size > 10_000

@@ -338,7 +338,7 @@ from hypothesis import strategies as st  # noqa: E402
 )
 def test_property_finite_and_equal_to_naive_eqs_7_8(alpha, beta, gamma, logp_w, logp_l, len_w, len_l, dpi_w,
                                                     dpi_l):
-    """No NaN in any field, 0 <= T1 <= beta, and where plain float64 eqs. 7-8 do not overflow, the same values.
+    """No NaN in any field, 0 <= T1 <= beta, and where plain float64 eqs. 7-8 do not overflow, equal values.
 
     Tolerances are relative to the size of the terms being subtracted (cancellation is in the formula, not
     in our evaluation): T2 to 1e-12 of |term_w| + |term_l|; delta_r to 1e-12 of beta/|alpha| (e^{a c_l} +

@@ -75,9 +75,11 @@ def _run_surface(args) -> int:
 
     if args.alpha_min >= args.alpha_max or args.len_min >= args.len_max or args.len_min <= 0:
         raise UserError("need --alpha-min < --alpha-max and 0 < --len-min < --len-max")
+    if args.num_alpha < 2 or args.num_len < 2:
+        raise UserError("--num-alpha and --num-len must be >= 2")
     data = surface_data(
-        np.linspace(args.alpha_min, args.alpha_max, 201),
-        np.linspace(args.len_min, args.len_max, 96),
+        np.linspace(args.alpha_min, args.alpha_max, args.num_alpha),
+        np.linspace(args.len_min, args.len_max, args.num_len),
         beta=args.beta,
         gamma=args.gamma,
         logp_w=args.logp_w,
@@ -125,5 +127,7 @@ def register(subparsers) -> None:
     f.add_argument("--alpha-max", type=float, default=5.0)
     f.add_argument("--len-min", type=float, default=1.0)
     f.add_argument("--len-max", type=float, default=20.0)
+    f.add_argument("--num-alpha", type=int, default=201, help="grid points along alpha")
+    f.add_argument("--num-len", type=int, default=96, help="grid points along |y|")
     f.add_argument("--z-floor", type=float, default=-10.0, help="display clip for log10 |dl/dv|")
     f.set_defaults(func=_run_surface)
