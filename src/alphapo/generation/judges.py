@@ -130,7 +130,8 @@ class HFRewardJudge:
     """
 
     def __init__(self, path: str | Path, *, batch_size: int = 8, max_length: int | None = None,
-                 device: str | None = None, dtype: str | None = None, label_index: int = 0):
+                 device: str | None = None, dtype: str | None = None, label_index: int = 0,
+                 progress: bool = True):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -159,9 +160,11 @@ class HFRewardJudge:
         self.batch_size = batch_size
         self.max_length = max_length
         self.n_truncated = 0
+        self.progress = progress
 
     def score(self, prompts: Sequence[Conversation], responses: Sequence[str]) -> list[float]:
         import torch
+        from tqdm.auto import tqdm
 
         _check_lengths("HFRewardJudge.score", prompts, responses)
         rendered = [render_conversation(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
@@ -173,7 +176,9 @@ class HFRewardJudge:
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         scores = [0.0] * len(encoded)
         pad = self.tokenizer.pad_token_id
-        for start in range(0, len(order), self.batch_size):
+        starts = range(0, len(order), self.batch_size)
+        for start in tqdm(starts, desc="judge", unit="batch", leave=False,
+                          disable=not self.progress or len(starts) < 2):
             idx = order[start:start + self.batch_size]
             width = max(len(encoded[i]) for i in idx)
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
