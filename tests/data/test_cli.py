@@ -101,3 +101,24 @@ def test_column_flag_and_bad_flag(tmp_path, capsys):
     assert main(["data", "validate", str(path), "--column", "prompt=q"]) == 0
     assert main(["data", "validate", str(path), "--column", "prompt"]) == 2
     assert "--column takes FIELD=COLUMN" in capsys.readouterr().err
+
+
+def test_relabel_cli_options(tmp_path, capsys):
+    src = tmp_path / "attr.jsonl"
+    src.write_text("".join(json.dumps({"prompt": f"Q{i}", "chosen": "a", "rejected": "b",
+                                       "score_chosen": 4, "score_rejected": 0,
+                                       "chosen_attributes": {"honesty": 4, "depth": 2},
+                                       "rejected_attributes": {"honesty": 0, "depth": 2}}) + "\n" for i in range(3)))
+    tmpl = tmp_path / "goal.txt"
+    tmpl.write_text("Target:\n{scores}")
+    out = tmp_path / "out.jsonl"
+    assert main(["data", "relabel", str(src), str(out), "--mode", "half", "--goal-template-file", str(tmpl),
+                 "--attributes", "honesty,depth", "--normalize", "range", "--score-range", "0", "4",
+                 "--goal-placement", "prefix"]) == 0
+    assert "3 pairs in, 2 relabeled pairs out" in capsys.readouterr().out
+    rows = read_jsonl(out)
+    # range 0..4 -> 1..10: honesty 4 -> 10, 0 -> 1; depth 2 -> 1 + 9 * 0.5 = 5.5
+    assert rows[0]["prompt"] == [{"role": "user", "content": "Target:\nHonesty score: 10.\nDepth score: 5.5.\n\nQ0"}]
+    assert rows[1]["prompt"] == [{"role": "user", "content": "Target:\nHonesty score: 1.\nDepth score: 5.5.\n\nQ0"}]
+    assert main(["data", "relabel", str(src), str(out), "--normalize", "range", "--score-range", "0", "3"]) == 2
+    assert "outside the declared range [0.0, 3.0]" in capsys.readouterr().err

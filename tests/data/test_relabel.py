@@ -207,3 +207,41 @@ def test_errors_name_the_record():
         relabel([multi])
     with pytest.raises(UserError, match="mode"):
         relabel([pair()], mode="RA")
+
+
+def _expected(rid, goal, score, placement, q, chosen, rejected, cs, rs):
+    text = HEADER + f"Overall score: {score}."
+    prompt = [S(text), U(q)] if placement == "system" else [U(text + "\n\n" + q)]
+    return {"id": f"{rid}/goal={goal}", "prompt": prompt, "chosen": [A(chosen)], "rejected": [A(rejected)],
+            "chosen_score": cs, "rejected_score": rs}
+
+
+@pytest.mark.parametrize("placement", ["system", "prefix"])
+@pytest.mark.parametrize("mode", ["ra", "ra-chosen", "half", "implicit"])
+def test_every_mode_against_hand_made_records(mode, placement):
+    """Input a: (good 8, bad 3) on "Q?", b: (yes 2, no 7) on "R?".
+
+    implicit: rewards a (0.3, -0.6), b (0, 0.3); min-max over {-0.6, 0, 0.3}: 0.3 -> 10, -0.6 -> 1,
+    0 -> 1 + 9 * 0.6 / 0.9 = 7. The records' own scores are kept (8/3 and 2/7), goals come from rewards.
+    """
+    recs = [pair("a", "Q?", "good", "bad", 8.0, 3.0), pair("b", "R?", "yes", "no", 2.0, 7.0)]
+    E = _expected
+    a_pos = E("a", "chosen", 8, placement, "Q?", "good", "bad", 8.0, 3.0)
+    a_neg = E("a", "rejected", 3, placement, "Q?", "bad", "good", 3.0, 8.0)
+    b_pos = E("b", "chosen", 2, placement, "R?", "yes", "no", 2.0, 7.0)
+    b_neg = E("b", "rejected", 7, placement, "R?", "no", "yes", 7.0, 2.0)
+    kwargs = {}
+    if mode == "implicit":
+        kwargs = {"scores": [(0.3, -0.6), (0.0, 0.3)], "normalize": "minmax"}
+        a_pos = E("a", "chosen", 10, placement, "Q?", "good", "bad", 8.0, 3.0)
+        a_neg = E("a", "rejected", 1, placement, "Q?", "bad", "good", 3.0, 8.0)
+        b_pos = E("b", "chosen", 7, placement, "R?", "yes", "no", 2.0, 7.0)
+        b_neg = E("b", "rejected", 10, placement, "R?", "no", "yes", 7.0, 2.0)
+    expected = {"ra": [a_pos, a_neg, b_pos, b_neg], "ra-chosen": [a_pos, b_pos], "half": [a_pos, a_neg],
+                "implicit": [a_pos, a_neg, b_pos, b_neg]}[mode]
+    out, _ = relabel(recs, mode=mode, placement=placement, **kwargs)
+    assert strip_meta(out) == expected
+    # and both template kinds accept the result
+    tok = build_tokenizer(chat_template="system" if placement == "system" else "no_system")
+    examples, _ = tokenize_preferences(out, tok)
+    assert len(examples) == len(expected)
