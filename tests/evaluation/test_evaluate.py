@@ -8,7 +8,8 @@ import pytest
 
 from alphapo.errors import UserError
 from alphapo.evaluation.evaluate import evaluate_goal_conditioned, evaluate_model, judge_head_to_head
-from alphapo.evaluation.plots import histogram_bins, plot_reward_histogram
+from alphapo.evaluation.logprobs import UnlearningResult
+from alphapo.evaluation.plots import histogram_bins, plot_reward_histogram, plot_unlearning, unlearning_bars
 from alphapo.generation.judges import BradleyTerryPairwise, FunctionJudge, LengthJudge
 
 P = [{"role": "user", "content": "q"}]
@@ -94,7 +95,8 @@ def test_eval_cli_end_to_end(tiny_model_dir, tmp_path):
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 3
     assert summary["win_rate"] == pytest.approx(sum(r["preference"] for r in rows) / 3)
-    assert sorted(p.name for p in out.iterdir()) == ["generations.jsonl", "rewards.png", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["generations.jsonl", "rewards.png", "summary.json",
+                                                     "unlearning.png"]
     assert sorted(summary["goals"]) == ["10", "2"] and summary["goals"]["2"]["goal"] == 2.0
 
 
@@ -110,3 +112,15 @@ def test_goal_condition_uses_the_relabel_goal_prompt(tiny_model_dir_no_system):
     _, tok = load_policy(tiny_model_dir_no_system, device="cpu")
     conditioned = goal_condition(tok)(prompt, 7)
     assert len(conditioned) == 1 and conditioned[0]["content"].endswith("Overall score: 7.\n\nHi")
+
+
+def test_unlearning_bars_and_figure(tmp_path):
+    dpo = UnlearningResult(3, 7.0, -12.0, -9.0, -3.0, -2.0, -1.5, 1.0)
+    ra = UnlearningResult(3, 7.0, -9.5, -9.0, -0.5, -1.6, -1.5, 0.67)
+    assert unlearning_bars({"DPO": dpo, "RA": ra}, reference_name="SFT") == {"SFT": -9.0, "DPO": -12.0, "RA": -9.5}
+    assert unlearning_bars({"DPO": dpo}, per_token=True) == {"reference": -1.5, "DPO": -2.0}
+    other_ref = UnlearningResult(3, 7.0, -9.5, -8.0, -1.5, -1.6, -1.4, 0.67)
+    with pytest.raises(UserError, match="same reference"):
+        unlearning_bars({"DPO": dpo, "X": other_ref})
+    out = plot_unlearning({"DPO": dpo, "RA": ra}, tmp_path / "u.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"

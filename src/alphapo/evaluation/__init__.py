@@ -20,7 +20,8 @@ Log-probabilities (``alphapo.evaluation.logprobs``)
     ``unlearning_check(model, reference_model, tokenizer, prompts, responses, scores, min_score=None)
     -> UnlearningResult`` (reward-augmented paper, Figure 3); ``rejected_from_records(records)``.
 Figures (``alphapo.evaluation.plots``)
-    ``plot_reward_histogram({"SFT": scores, "AlphaPO": scores}, path)`` (AlphaPO paper, Figure 3 right).
+    ``plot_reward_histogram({"SFT": scores, "AlphaPO": scores}, path)`` (AlphaPO paper, Figure 3 right);
+    ``plot_unlearning({"DPO": UnlearningResult, ...}, path)`` (reward-augmented paper, Figure 3).
 
 Command line: ``alphapo eval --model DIR --reference DIR --prompts FILE --judge SPEC --out DIR``.
 """
@@ -44,10 +45,10 @@ from alphapo.evaluation.metrics import (
     preferences_from_scores,
     win_rate,
 )
-from alphapo.evaluation.plots import plot_reward_histogram
+from alphapo.evaluation.plots import plot_reward_histogram, plot_unlearning
 
 __all__ = [
     "EvalResult", "evaluate_goal_conditioned", "evaluate_model", "judge_head_to_head", "UnlearningResult",
     "completion_logps", "rejected_from_records", "unlearning_check", "LengthControlledWinRate", "WinRate",
-    "length_controlled_win_rate", "preferences_from_scores", "win_rate", "plot_reward_histogram",
+    "length_controlled_win_rate", "preferences_from_scores", "win_rate", "plot_reward_histogram", "plot_unlearning",
 ]

@@ -10,7 +10,9 @@ Writes to ``--out`` (all atomically):
   judge score and length for model and reference, and, when asked, the unlearning check and one block per
   goal score;
 - ``rewards.png``: judge-score distributions of model and reference (AlphaPO Figure 3, right);
-- ``generations.jsonl``: per prompt, both responses, their scores and the preference.
+- ``generations.jsonl``: per prompt, both responses, their scores and the preference;
+- ``unlearning.png`` (with ``--unlearning-data``): mean log-prob of high-scoring rejected responses under
+  reference and model (reward-augmented paper, Figure 3).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from alphapo.errors import UserError
     from alphapo.evaluation.evaluate import evaluate_goal_conditioned, evaluate_model, goal_condition
     from alphapo.evaluation.logprobs import rejected_from_records, unlearning_check
-    from alphapo.evaluation.plots import plot_reward_histogram
+    from alphapo.evaluation.plots import plot_reward_histogram, plot_unlearning
     from alphapo.generation.io import read_prompts, write_json_atomic, write_jsonl_atomic
     from alphapo.generation.sampling import load_policy
 
@@ -91,10 +93,12 @@ def run_eval(args: argparse.Namespace) -> int:
                "judge": args.judge, **res.summary()}
     if unlearn_records is not None:
         u_prompts, u_texts, u_scores = rejected_from_records(unlearn_records)
-        summary["unlearning"] = unlearning_check(model, reference, tokenizer, u_prompts, u_texts, u_scores,
-                                                 min_score=args.unlearning_min_score,
-                                                 reference_tokenizer=ref_tokenizer,
-                                                 batch_size=args.batch_size).to_dict()
+        unlearning = unlearning_check(model, reference, tokenizer, u_prompts, u_texts, u_scores,
+                                      min_score=args.unlearning_min_score, reference_tokenizer=ref_tokenizer,
+                                      batch_size=args.batch_size)
+        summary["unlearning"] = unlearning.to_dict()
+        plot_unlearning({args.name: unlearning}, out / "unlearning.png", reference_name=args.reference_name)
+        summary["unlearning_figure"] = "unlearning.png"
     hist = {args.name: res.scores, args.reference_name: res.reference_scores} if res.scores is not None else {}
     if condition is not None:
         per_goal = evaluate_goal_conditioned(model, tokenizer, prompts, judge, args.goals, condition,

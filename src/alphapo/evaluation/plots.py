@@ -3,6 +3,10 @@
 ``plot_reward_histogram({"SFT": [...], "AlphaPO": [...]}, "rewards.png")`` draws overlaid step
 histograms on shared bins, with each model's mean as a dashed line: the AlphaPO paper's Figure 3 (right),
 "reward distributions for the SFT, SimPO and AlphaPO checkpoints" (PairRM scores on UltraFeedback test).
+``plot_unlearning({"DPO": result, "DPO (RA)": result2}, "unlearning.png")`` draws the reward-augmented
+paper's Figure 3: the expected log-probability of high-scoring rejected responses under the reference
+and under each trained model (``UnlearningResult``s from ``alphapo.evaluation.logprobs``).
+
 Written atomically (temporary file, then rename). Uses matplotlib's Agg backend (no display needed).
 """
 
@@ -16,7 +20,7 @@ import numpy as np
 from alphapo.errors import UserError
 from alphapo.generation.io import atomic_path
 
-__all__ = ["plot_reward_histogram", "histogram_bins"]
+__all__ = ["plot_reward_histogram", "histogram_bins", "unlearning_bars", "plot_unlearning"]
 
 
 def histogram_bins(values: Sequence[float], *, bins: int = 30) -> np.ndarray:
@@ -55,6 +59,48 @@ def plot_reward_histogram(scores: Mapping[str, Sequence[float]], path: str | Pat
     ax.set_ylabel("density")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return Path(path)
+
+
+def unlearning_bars(results: Mapping[str, object], *, reference_name: str = "reference",
+                    per_token: bool = False) -> dict[str, float]:
+    """Bar heights for ``plot_unlearning``: the reference's mean log-prob, then each model's.
+
+    All results must share the reference value (same reference model and responses), else ``UserError``.
+    """
+    if not results:
+        raise UserError("plot_unlearning: no results")
+    field_m, field_r = (("mean_token_logp_model", "mean_token_logp_reference") if per_token
+                        else ("mean_logp_model", "mean_logp_reference"))
+    refs = {round(getattr(r, field_r), 6) for r in results.values()}
+    if len(refs) != 1:
+        raise UserError("plot_unlearning: the results have different reference log-probs; compare models "
+                        "against the same reference on the same responses")
+    bars = {reference_name: float(getattr(next(iter(results.values())), field_r))}
+    bars.update({name: float(getattr(r, field_m)) for name, r in results.items()})
+    return bars
+
+
+def plot_unlearning(results: Mapping[str, object], path: str | Path, *, reference_name: str = "reference",
+                    per_token: bool = False) -> Path:
+    """Bar chart of mean log pi(y_rejected | x) over high-scoring rejected responses (paper Figure 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    bars = unlearning_bars(results, reference_name=reference_name, per_token=per_token)
+    first = next(iter(results.values()))
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(bars), 4))
+    ax.bar(list(bars), list(bars.values()), color=["0.6"] + ["C0"] * (len(bars) - 1))
+    for i, v in enumerate(bars.values()):
+        ax.annotate(f"{v:.2f}", (i, v), ha="center", va="top" if v < 0 else "bottom", fontsize=8)
+    ax.set_ylabel("mean log-prob per token" if per_token else "mean log-prob (summed over tokens)")
+    ax.set_title(f"Rejected responses with score >= {first.min_score:g} (n={first.n})")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
