@@ -28,12 +28,20 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def histogram(values: Sequence[float], bins: int = 10, width: int = 40) -> list[str]:
-    """Text histogram: ``bins`` equal-width bins over [min, max], bars scaled to ``width`` characters."""
+    """Text histogram: ``bins`` equal-width bins over [min, max], bars scaled to ``width`` characters.
+
+    Integer scores spanning at most 21 values (typical judge scores) get one row per value instead.
+    """
     if not values:
         return ["(no scores)"]
     lo, hi = min(values), max(values)
+    if all(float(v).is_integer() for v in values) and hi - lo <= 20:  # judge scores: one row per value
+        counts = Counter(int(v) for v in values)
+        top = max(counts.values())
+        return [f"{v:>9d} | {'#' * round(width * counts[v] / top):<{width}} {counts[v]}"
+                for v in range(int(lo), int(hi) + 1)]
     if lo == hi:
-        return [f"{lo:>9.3g}            | {'#' * width} {len(values)}"]
+        return [f"{lo:>9.3g} | {'#' * width} {len(values)}"]
     counts = [0] * bins
     for v in values:
         counts[min(int((v - lo) / (hi - lo) * bins), bins - 1)] += 1
