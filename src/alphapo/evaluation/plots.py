@@ -95,12 +95,12 @@ def plot_unlearning(results: Mapping[str, object], path: str | Path, *, referenc
 
     bars = unlearning_bars(results, reference_name=reference_name, per_token=per_token)
     first = next(iter(results.values()))
-    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(bars), 4))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.5 + 1.2 * len(bars)), 4))
     ax.bar(list(bars), list(bars.values()), color=["0.6"] + ["C0"] * (len(bars) - 1))
     for i, v in enumerate(bars.values()):
         ax.annotate(f"{v:.2f}", (i, v), ha="center", va="top" if v < 0 else "bottom", fontsize=8)
     ax.set_ylabel("mean log-prob per token" if per_token else "mean log-prob (summed over tokens)")
-    ax.set_title(f"Rejected responses with score >= {first.min_score:g} (n={first.n})")
+    ax.set_title(f"High-scoring rejected responses\n(score >= {first.min_score:g}, n={first.n})", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
