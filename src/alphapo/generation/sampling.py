@@ -117,6 +117,7 @@ def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: 
     """
     import torch
     from tqdm.auto import tqdm
+    from transformers import GenerationConfig
 
     if k < 1:
         raise UserError(f"k must be >= 1, got {k}")
@@ -127,11 +128,14 @@ def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: 
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
 
+    # Stop at the model's EOS id(s) and at the tokenizer's: training appends the tokenizer's EOS to every
+    # completion (data contract), and chat models often list several (e.g. end-of-turn and end-of-text).
     eos = model.generation_config.eos_token_id
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
+    eos_ids = {e for e in (eos if isinstance(eos, (list, tuple)) else [eos]) + [tokenizer.eos_token_id]
+               if e is not None}
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = min(eos_ids) if eos_ids else 0  # masked out by the attention mask either way
     rendered = []
     for n, p in enumerate(prompts):
         try:
@@ -141,14 +145,12 @@ def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: 
                             "e.g. templates without a system role need the system text in the user turn") from err
     device = next(model.parameters()).device
     rng_devices = [device.index or 0] if device.type == "cuda" else []
-    from transformers import GenerationConfig
-
     # A fresh config, not the model's: a checkpoint's generation_config.json may set repetition_penalty,
     # top_k, min_new_tokens..., which would silently change what "temperature sampling" means.
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 \
         else dict(do_sample=False)
     config = GenerationConfig(max_new_tokens=max_new_tokens, num_return_sequences=k, use_cache=True,
-                              pad_token_id=pad_id, eos_token_id=sorted(eos_ids),
+                              pad_token_id=pad_id, eos_token_id=sorted(eos_ids) or None,
                               bos_token_id=model.generation_config.bos_token_id, **sampling)
 
     responses: list[list[str]] = []
