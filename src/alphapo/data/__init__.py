@@ -12,6 +12,7 @@ Command line: ``alphapo data validate|stats|convert|tokenize|relabel|unrelabel``
 """
 
 from alphapo.data.loading import PreferenceRecords, iter_preferences, load_preferences, validate
+from alphapo.data.relabel import goal_prompt  # the package attribute `relabel` stays the module
 from alphapo.data.tokenize import TokenizeReport, tokenize_preferences
 from alphapo.data.validation import REASONS, DataValidationError, Issue, ValidationReport
 
@@ -22,6 +23,7 @@ __all__ = [
     "PreferenceRecords",
     "TokenizeReport",
     "ValidationReport",
+    "goal_prompt",
     "iter_preferences",
     "load_preferences",
     "tokenize_preferences",

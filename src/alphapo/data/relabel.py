@@ -143,7 +143,7 @@ def apply_goal(prompt: Sequence[Mapping], text: str, placement: str) -> tuple[li
 
 
 def remove_goal(prompt: Sequence[Mapping], text: str, where: str) -> list[dict]:
-    """Inverse of :func:`apply_goal`: ``remove_goal(*apply_goal(p, t, pl)[::1]...)`` gives ``p`` back."""
+    """Inverse of :func:`apply_goal`: ``m, where = apply_goal(p, t, pl)`` then ``remove_goal(m, t, where) == p``."""
     messages = [dict(m) for m in prompt]
     if where == "system_new":
         if messages and messages[0] == {"role": "system", "content": text}:
