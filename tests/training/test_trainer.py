@@ -150,3 +150,13 @@ def test_missing_scores_for_a_loss_that_requires_them_is_a_clear_error(tiny_mode
     data.write_text('{"prompt": "a?", "chosen": "yes", "rejected": "no"}\n' * 3)
     with pytest.raises(UserError, match="needs chosen_scores but 3 example"):
         train(_config(tiny_model_dir, data, tmp_path / "o", "loss.name=rpo_bwd"))
+
+
+def test_metrics_jsonl_is_strict_json(tmp_path):
+    from alphapo.training.trainer import _Logger
+
+    logger = _Logger(tmp_path, enabled=True, tensorboard=False)
+    logger.log({"step": 1, "split": "train", "loss": 0.5, "grad_norm": float("inf")})
+    line = (tmp_path / "metrics.jsonl").read_text()
+    assert json.loads(line) == {"step": 1, "split": "train", "loss": 0.5, "grad_norm": None}
+    assert "Infinity" not in line

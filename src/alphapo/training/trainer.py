@@ -328,8 +328,10 @@ class _Logger:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        # strict JSON: a non-finite value (e.g. an fp16-overflow grad norm) is written as null
+        record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with self.path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps(record, allow_nan=False) + "\n")
         if self.writer is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
@@ -555,6 +557,12 @@ def train(config: TrainConfig) -> TrainResult:
                         "under FSDP/DeepSpeed the final and best models are saved, but not resumable "
                         "checkpoints (unset logging.save_steps)")
 
+    def scaler_state() -> dict | None:
+        if accelerator.scaler is None:
+            return None
+        return {k: (float(v) if isinstance(v, torch.Tensor) else v)
+                for k, v in accelerator.scaler.state_dict().items()}
+
     # ---- resume
     ckpt_root = out / "checkpoints"
     logger = _Logger(out, enabled=accelerator.is_main_process, tensorboard=lg.tensorboard)
@@ -567,6 +575,8 @@ def train(config: TrainConfig) -> TrainResult:
                             f"needs the same data, loss, model and optimisation settings")
         state.update(ckpt.load_checkpoint(latest, model=accelerator.unwrap_model(model),
                                           optimizer=optimizer, scheduler=scheduler))
+        if state.get("scaler") and accelerator.scaler is not None:  # fp16 loss scale (plain JSON numbers)
+            accelerator.scaler.load_state_dict(state["scaler"])
         logger.truncate_after(state["global_step"])
         note(f"resumed from {latest} (step {state['global_step']})")
     elif accelerator.is_main_process and (out / "metrics.jsonl").exists():
@@ -636,8 +646,8 @@ def train(config: TrainConfig) -> TrainResult:
             ckpt.save_checkpoint(ckpt_root, step, model=accelerator.unwrap_model(model), optimizer=optimizer,
                                  scheduler=scheduler, keep=lg.save_total_limit,
                                  trainer_state={"global_step": step, "best_metric": state["best_metric"],
-                                                "best_step": state["best_step"],
-                                                "config": to_dict(config)})
+                                                "best_step": state["best_step"], "config": to_dict(config),
+                                                "scaler": scaler_state()})
         accelerator.wait_for_everyone()
 
     # ---- the loop
@@ -684,13 +694,16 @@ def train(config: TrainConfig) -> TrainResult:
                 max_norm = t.max_grad_norm if t.max_grad_norm is not None else float("inf")
                 norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
                 grad_norm = float(norm) if norm is not None else float("nan")  # DeepSpeed may not report
-                if norm is not None and not math.isfinite(grad_norm):
+                # under fp16 loss scaling an overflow is routine: the scaler skips the step and lowers
+                # the scale, so only an unscaled run treats a non-finite gradient norm as fatal
+                if norm is not None and not math.isfinite(grad_norm) and accelerator.scaler is None:
                     raise NonFiniteLossError(
                         f"non-finite gradient norm at optimizer step {step + 1} (epoch {epoch}); batch "
                         f"example ids {[train_ex[i]['id'] for i in batch][:20]}; the last good checkpoint "
                         f"is kept in {ckpt_root}")
                 optimizer.step()
-                scheduler.step()
+                if not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 win.grad_norms.append(grad_norm)
