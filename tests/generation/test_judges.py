@@ -53,6 +53,23 @@ def test_hf_reward_judge_matches_direct_forward(tiny_reward_model_dir):
     assert max(want) - min(want) > 1e-2  # the check is not vacuous: scores differ
 
 
+def test_hf_reward_judge_truncates_on_the_left_and_counts(tiny_reward_model_dir):
+    """max_length=6 keeps the last 6 tokens (the response end) and counts the truncated inputs."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    judge = HFRewardJudge(tiny_reward_model_dir, max_length=6, device="cpu")
+    got = judge.score([P, P], ["apple banana cherry", "x"])
+    tok = AutoTokenizer.from_pretrained(tiny_reward_model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model_dir).eval()
+    text = tok.apply_chat_template(P + [{"role": "assistant", "content": "apple banana cherry"}], tokenize=False)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 6 and judge.n_truncated == 2
+    with torch.no_grad():
+        want = model(input_ids=torch.tensor([ids[-6:]])).logits[0, 0].item()
+    assert got[0] == pytest.approx(want, abs=1e-5)
+
+
 def test_hf_reward_judge_bad_path(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         HFRewardJudge(tmp_path / "missing")
