@@ -1,0 +1,359 @@
+"""``alphapo quickstart``: the whole preference-alignment pipeline on the toy world, on a CPU, in minutes.
+
+    alphapo quickstart --out runs/quickstart [--seed 0]        (``make quickstart`` runs this)
+
+What it does, top to bottom (each stage is a call into the package's public API):
+
+1. **SFT** (``alphapo.toyworld.sft.train_sft``): a tiny Llama trained from scratch on a noisy teacher's
+   demonstrations; it answers the toy tasks with a spread of quality (right or wrong, concise or verbose).
+2. **On-policy pairs** (``alphapo.generation.pairs.generate_pairs``): k = 5 samples per training prompt at
+   temperature 0.8 from the SFT policy, scored by the toy gold judge; best = chosen, worst = rejected
+   (the AlphaPO / SimPO recipe). Prompts whose 5 scores tie are dropped and counted; so are pairs with an
+   empty response (the data loader rejects empty turns).
+3. **Preference training** (``alphapo.training.train``) from the SFT policy with DPO, SimPO and AlphaPO
+   (``alpha = 0.25``), hyper-parameters in ``METHODS`` (AlphaPO paper Table 3 values for SimPO/AlphaPO's
+   beta and gamma; the learning rate is scaled up for a 0.2M-parameter model trained for a few hundred
+   steps).
+4. **Evaluation** (``alphapo.evaluation.judge_head_to_head``) on held-out prompts (never seen in SFT or
+   pairs): one sample per prompt at temperature 0.8 from each trained model and from the SFT policy
+   (same seed), judged by the gold judge: win rate vs SFT (ties half) with a Wilson 95% interval, the
+   length-controlled win rate, mean gold score, mean length.
+5. **Report**: ``OUT/report.md`` (table, figures, wall times), ``OUT/summary.json``, ``OUT/displacement.png``
+   (log-probability of chosen and rejected responses during training: the likelihood displacement the
+   AlphaPO paper discusses), ``OUT/reward_histogram.png`` (gold-score distributions, AlphaPO Figure 3
+   right). All written atomically.
+
+``summary.json`` layout: ``{"methods": {"dpo": {...}, "simpo": {...}, "alphapo": {...}}, "sft": {...},
+"pairs": {...}, "wall_time_s": ..., "stage_seconds": {...}, "config": {...}}``; each method object has
+``win_rate``, ``win_rate_ci`` ([low, high]), ``lc_win_rate``, ``mean_gold_score``, ``mean_length``
+(words = toy tokens), ``mean_length_chars``, ``n_wins/n_ties/n_losses``, ``train_seconds`` and the final
+training metrics.
+
+Time budget (2 CPU cores, no other load): SFT about 1.5 min, pairs about 20 s, each training about 15 s,
+evaluation a few seconds. ``QuickstartConfig`` shrinks everything for tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# Hyper-parameters per method. beta/gamma for SimPO and AlphaPO follow the AlphaPO paper's Table 3
+# (Mistral-Instruct row: beta 2.5, gamma/beta 0.1, so gamma = 0.25); DPO uses a beta that keeps its
+# implicit reward margin in the same range on the toy world's short answers (sweep in the README).
+METHODS: dict[str, dict] = {
+    "dpo": {"loss": "dpo", "params": {"beta": 0.3}, "learning_rate": 1e-3},
+    "simpo": {"loss": "simpo", "params": {"beta": 2.5, "gamma": 0.25}, "learning_rate": 1e-3},
+    "alphapo": {"loss": "alphapo", "params": {"beta": 2.5, "gamma": 0.25, "alpha": 0.25}, "learning_rate": 1e-3},
+}
+
+
+def _default_sft():
+    from alphapo.toyworld.sft import ToySFTConfig
+
+    return ToySFTConfig(hidden_size=96, steps=2000, p_error=0.6, n_heldout=500)
+
+
+@dataclass
+class QuickstartConfig:
+    """Sizes and hyper-parameters of the quickstart (defaults: the real run; tests pass tiny ones)."""
+
+    seed: int = 0
+    sft: object = field(default_factory=_default_sft)  # a ToySFTConfig (seed is overwritten by ``seed``)
+    n_pair_prompts: int = 3000  # training prompts used for on-policy pairs
+    k: int = 5
+    temperature: float = 0.8
+    max_new_tokens: int = 24
+    n_eval: int = 500  # held-out prompts (<= sft.n_heldout)
+    eval_temperature: float = 0.8
+    epochs: int = 1
+    batch_size: int = 32
+    methods: dict = field(default_factory=lambda: json.loads(json.dumps(METHODS)))
+    progress: bool = True
+
+
+def _log(msg: str) -> None:
+    print(f"[quickstart {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    from alphapo.generation.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def plot_displacement(curves: dict[str, list[dict]], path: Path) -> Path:
+    """Mean summed log-prob of chosen (solid) and rejected (dashed) responses vs step, one colour per method."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from alphapo.generation.io import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, records) in enumerate(curves.items()):
+        rows = [r for r in records if r.get("split", "train") == "train" and "logps/chosen" in r]
+        steps = [r["step"] for r in rows]
+        c = colors[i % len(colors)]
+        axes[0].plot(steps, [r["logps/chosen"] for r in rows], color=c, label=f"{name} chosen")
+        axes[0].plot(steps, [r["logps/rejected"] for r in rows], color=c, linestyle="--", label=f"{name} rejected")
+        if rows and "rewards/margins" in rows[0]:
+            axes[1].plot(steps, [r["rewards/margins"] for r in rows], color=c, label=name)
+    axes[0].set_title("log-probability of chosen (solid) / rejected (dashed)")
+    axes[0].set_xlabel("optimizer step")
+    axes[0].set_ylabel("mean summed log-prob")
+    axes[1].set_title("implicit reward margin")
+    axes[1].set_xlabel("optimizer step")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def _fmt(x, digits=3):
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def render_report(summary: dict) -> str:
+    """``report.md`` from the summary dict (pure: every number in the report comes from ``summary``)."""
+    cfg, sft, pairs = summary["config"], summary["sft"], summary["pairs"]
+    lines = [
+        "# alphapo quickstart report",
+        "",
+        f"Toy world, seed {cfg['seed']}. Wall time **{summary['wall_time_s']:.0f} s** "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in summary['stage_seconds'].items())}).",
+        "",
+        f"Each trained policy vs the SFT policy on {summary['n_eval']} held-out prompts, one sample each at "
+        f"temperature {cfg['eval_temperature']}, judged by the toy gold judge (score 1..10). Win rate counts "
+        "ties as half; the interval is a Wilson 95% interval. LC win rate: AlpacaEval-2.0-style length-"
+        "controlled win rate (length in characters). Length in words (= toy tokens).",
+        "",
+        "| method | win rate vs SFT | 95% CI | LC win rate | W / T / L | mean gold score | mean length | "
+        "train time |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| SFT (reference) | - | - | - | - | {_fmt(sft['mean_gold_score'], 2)} | "
+        f"{_fmt(sft['mean_length'], 1)} | {sft['train_seconds']:.0f} s |",
+    ]
+    for name, m in summary["methods"].items():
+        lo, hi = m["win_rate_ci"]
+        lines.append(
+            f"| {name} | {_fmt(m['win_rate'])} | [{_fmt(lo)}, {_fmt(hi)}] | {_fmt(m['lc_win_rate'])} | "
+            f"{m['n_wins']} / {m['n_ties']} / {m['n_losses']} | {_fmt(m['mean_gold_score'], 2)} | "
+            f"{_fmt(m['mean_length'], 1)} | {m['train_seconds']:.0f} s |")
+    lines += [
+        "",
+        "Hyper-parameters: " + "; ".join(
+            f"{name}: {m['loss']} {json.dumps(m['params'])}, lr {m['learning_rate']:g}"
+            for name, m in summary["methods"].items())
+        + f"; {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, cosine schedule, warmup 0.1.",
+        "",
+        "## Data",
+        "",
+        f"SFT: {sft['n_parameters']:,} parameters, {sft['steps']} steps on {sft['n_demonstrations']} "
+        f"noisy-teacher demonstrations (final loss {sft['final_loss']:.3f}).",
+        "",
+        f"On-policy pairs: {pairs['n_prompts']} prompts x k={cfg['k']} samples at temperature "
+        f"{cfg['temperature']}, gold judge, best vs worst: {pairs['n_pairs']} pairs kept, "
+        f"{pairs['n_dropped_all_equal']} prompts dropped (all 5 scores equal), {pairs['n_dropped_empty']} "
+        f"dropped (an empty response). Mean gold score of the samples {_fmt(pairs['mean_score'], 2)}, mean "
+        f"best-minus-worst {_fmt(pairs['mean_best_minus_worst'], 2)}; {pairs['samples_per_second']:.0f} "
+        "samples/s.",
+        "",
+        "## Displacement curves",
+        "",
+        "Mean summed log-probability of the chosen and rejected responses under the policy during training "
+        "(likelihood displacement: both can fall while the margin grows).",
+        "",
+        "![displacement](displacement.png)",
+        "",
+        "## Gold reward distributions",
+        "",
+        "![reward histogram](reward_histogram.png)",
+        "",
+        "## Example responses (first held-out prompts)",
+        "",
+    ]
+    for ex in summary.get("examples", []):
+        lines.append(f"- **{ex['user']}** (answer: `{ex['answer']}`)")
+        for name, (resp, score) in ex["responses"].items():
+            lines.append(f"  - {name}: `{resp}` ({score:.2f})")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) -> dict:
+    """Run the pipeline into ``out_dir``; returns the summary (also ``OUT/summary.json``)."""
+    from alphapo.evaluation.evaluate import judge_head_to_head
+    from alphapo.evaluation.plots import plot_reward_histogram
+    from alphapo.generation.io import write_json_atomic, write_jsonl_atomic
+    from alphapo.generation.pairs import generate_pairs
+    from alphapo.generation.sampling import generate_responses, load_policy
+    from alphapo.toyworld import GoldJudge
+    from alphapo.toyworld.sft import train_sft
+    from alphapo.toyworld.tasks import split_tasks
+    from alphapo.training import (
+        DataConfig,
+        LoggingConfig,
+        LossConfig,
+        ModelConfig,
+        OptimConfig,
+        ReferenceConfig,
+        TrainConfig,
+        train,
+    )
+    from alphapo.training.plotting import read_metrics
+
+    config = config or QuickstartConfig()
+    sft_cfg = config.sft
+    sft_cfg.seed = config.seed
+    if config.n_eval > sft_cfg.n_heldout:
+        from alphapo.errors import UserError
+
+        raise UserError(f"n_eval={config.n_eval} exceeds the held-out split (sft.n_heldout={sft_cfg.n_heldout})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    stage: dict[str, float] = {}
+    judge = GoldJudge()
+
+    # 1. SFT policy from scratch
+    _log(f"1/4 SFT: tiny Llama from scratch, {sft_cfg.steps} steps")
+    t = time.time()
+    sft_summary = train_sft(sft_cfg, out / "sft", progress=config.progress)
+    stage["sft"] = time.time() - t
+
+    # 2. on-policy pairs: k samples per prompt, gold judge, best vs worst
+    train_tasks, heldout = split_tasks(config.seed, sft_cfg.n_train, sft_cfg.n_heldout)
+    pair_tasks = train_tasks[:config.n_pair_prompts]
+    _log(f"2/4 on-policy pairs: {len(pair_tasks)} prompts x k={config.k} at T={config.temperature}")
+    t = time.time()
+    policy, tokenizer = load_policy(out / "sft", device="cpu")
+    gen = generate_pairs(policy, tokenizer, [x.messages() for x in pair_tasks], judge,
+                         ids=[f"toy-train-{i}" for i in range(len(pair_tasks))], k=config.k,
+                         temperature=config.temperature, max_new_tokens=config.max_new_tokens, batch_size=64,
+                         seed=config.seed, progress=config.progress)
+    # the data loader rejects empty assistant turns; drop them here, visibly, rather than at load time
+    records = [r for r in gen.records if r["chosen"][0]["content"].strip() and r["rejected"][0]["content"].strip()]
+    n_empty = len(gen.records) - len(records)
+    write_jsonl_atomic(out / "pairs.jsonl", records)
+    pairs_info = {**gen.stats.to_dict(), "n_pairs": len(records), "n_dropped_empty": n_empty}
+    stage["pairs"] = time.time() - t
+
+    # reference side of the evaluation: the SFT policy's samples on held-out prompts
+    eval_prompts = [x.messages() for x in heldout[:config.n_eval]]
+    eval_kwargs = dict(k=1, temperature=config.eval_temperature, max_new_tokens=config.max_new_tokens,
+                       batch_size=100, seed=config.seed + 1, progress=False)
+    t = time.time()
+    ref_gen = generate_responses(policy, tokenizer, eval_prompts, **eval_kwargs)
+    ref_responses = [r[0] for r in ref_gen.responses]
+    ref_scores = judge.score(eval_prompts, ref_responses)
+    stage["evaluation"] = time.time() - t
+    del policy
+
+    # 3 + 4. train each method from the SFT policy, then evaluate it against the SFT samples
+    methods: dict[str, dict] = {}
+    curves: dict[str, list[dict]] = {}
+    eval_scores = {"SFT": ref_scores}
+    eval_responses = {"SFT": ref_responses}
+    stage["training"] = 0.0
+    for i, (name, m) in enumerate(config.methods.items(), 1):
+        _log(f"3/4 train {name} ({i}/{len(config.methods)}): {m['loss']} {m['params']} lr {m['learning_rate']:g}")
+        t = time.time()
+        tc = TrainConfig(
+            model=ModelConfig(str(out / "sft")),
+            data=DataConfig(train_path=str(out / "pairs.jsonl"), max_length=128),
+            loss=LossConfig(m["loss"], dict(m["params"])),
+            reference=ReferenceConfig(cache_dir=str(out / ".reference_cache")),
+            train=OptimConfig(epochs=config.epochs, per_device_batch_size=config.batch_size,
+                              global_batch_size=config.batch_size, learning_rate=m["learning_rate"],
+                              warmup_ratio=0.1, lr_scheduler="cosine", seed=config.seed),
+            logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=config.progress),
+            output_dir=str(out / name))
+        result = train(tc)
+        train_seconds = time.time() - t
+        stage["training"] += train_seconds
+        curves[name] = read_metrics(out / name)
+
+        t = time.time()
+        model, tok = load_policy(result.final_dir, device="cpu")
+        g = generate_responses(model, tok, eval_prompts, **eval_kwargs)
+        responses = [r[0] for r in g.responses]
+        ev = judge_head_to_head(judge, eval_prompts, responses, ref_responses, reference_scores=ref_scores,
+                                seed=config.seed)
+        s = ev.summary()
+        methods[name] = {
+            "loss": m["loss"], "params": m["params"], "learning_rate": m["learning_rate"],
+            "win_rate": s["win_rate"], "win_rate_ci": s["win_rate_ci"], "lc_win_rate": s["lc_win_rate"],
+            "lc_win_rate_ci": s["lc_win_rate_ci"], "n_wins": s["n_wins"], "n_ties": s["n_ties"],
+            "n_losses": s["n_losses"], "mean_gold_score": s["mean_score"],
+            "mean_length": sum(map(_words, responses)) / len(responses), "mean_length_chars": s["mean_length"],
+            "mean_correctness": sum(a["correctness"] for a in judge.score_attributes(eval_prompts, responses))
+            / len(responses),
+            "train_seconds": round(train_seconds, 2), "train_steps": result.global_step,
+            "final_train_metrics": {k: v for k, v in result.train_metrics.items()
+                                    if k.startswith(("loss", "rewards/", "logps/"))},
+        }
+        eval_scores[name] = ev.scores
+        eval_responses[name] = responses
+        stage["evaluation"] += time.time() - t
+        _log(f"4/4 {name}: win rate vs SFT {s['win_rate']:.3f} [{s['win_rate_ci'][0]:.3f}, "
+             f"{s['win_rate_ci'][1]:.3f}], mean gold {s['mean_score']:.2f} (SFT {ev.mean_reference_score:.2f})")
+
+    plot_displacement(curves, out / "displacement.png")
+    plot_reward_histogram(eval_scores, out / "reward_histogram.png",
+                          title="Gold score of held-out samples", xlabel="gold score (1..10)", bins=18)
+    sft_attrs = judge.score_attributes(eval_prompts, ref_responses)
+    summary = {
+        "methods": methods,
+        "sft": {"mean_gold_score": sum(ref_scores) / len(ref_scores),
+                "mean_length": sum(map(_words, ref_responses)) / len(ref_responses),
+                "mean_correctness": sum(a["correctness"] for a in sft_attrs) / len(sft_attrs),
+                "train_seconds": round(stage["sft"], 2), "n_parameters": sft_summary["n_parameters"],
+                "steps": sft_cfg.steps, "n_demonstrations": sft_summary["n_demonstrations"],
+                "final_loss": sft_summary["final_loss"]},
+        "pairs": pairs_info,
+        "n_eval": len(eval_prompts),
+        "examples": [{"user": heldout[j].user, "answer": " ".join(heldout[j].answer),
+                      "responses": {n: (eval_responses[n][j], eval_scores[n][j]) for n in eval_responses}}
+                     for j in range(min(5, len(eval_prompts)))],
+        "config": {**{k: v for k, v in asdict(config).items() if k not in ("sft", "methods")},
+                   "sft": asdict(sft_cfg)},
+        "stage_seconds": {k: round(v, 1) for k, v in stage.items()},
+    }
+    summary["wall_time_s"] = round(time.time() - start, 1)
+    write_json_atomic(out / "summary.json", summary)
+    _atomic_text(out / "report.md", render_report(summary))
+    _log(f"done in {summary['wall_time_s']:.0f} s: {out / 'report.md'}")
+    return summary
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "quickstart", help="toy SFT -> on-policy pairs -> DPO/SimPO/AlphaPO -> gold-judge report (CPU, minutes)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = run_quickstart(args.out, QuickstartConfig(seed=args.seed, progress=not args.no_progress))
+    best = max(summary["methods"].items(), key=lambda kv: kv[1]["win_rate"])
+    print(f"best method: {best[0]} (gold win rate vs SFT {best[1]['win_rate']:.3f}); "
+          f"report: {Path(args.out) / 'report.md'}")
+    return 0
