@@ -35,6 +35,12 @@ def test_train_and_plot_run_from_the_command_line(tiny_model_dir, pairs_path, tm
     pngs = {p.name for p in (out / "plots").iterdir()}
     assert {"lnorm_train.png", "lnorm_eval.png", "training.png"} <= pngs
     assert all((out / "plots" / p).stat().st_size > 10_000 for p in pngs)
+    # several runs: a Figure-2-style comparison, lines labelled from each run's config.yaml
+    from alphapo.training.plotting import run_label
+
+    assert main(["plot-run", str(out), str(out), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "compare_lnorm.png").stat().st_size > 10_000
+    assert run_label(out) == "alphapo alpha=0.5 beta=2.5 gamma=0.25"
 
 
 @pytest.mark.parametrize("override, message", [

@@ -6,6 +6,7 @@ Examples::
     alphapo train run.yaml resume=true               # continue from OUT/checkpoints/latest
     alphapo train --print-config run.yaml loss.beta=2 # show the resolved config, train nothing
     alphapo plot-run runs/a1                          # PNGs of the diagnostics into runs/a1/plots/
+    alphapo plot-run runs/a* --out runs/compare       # + a Figure-2-style comparison of the runs
 
 Multi-GPU / multi-process: ``accelerate launch -m alphapo.cli train run.yaml``.
 """
@@ -28,8 +29,10 @@ def register(subparsers) -> None:
 
     q = subparsers.add_parser("plot-run", help="draw a run's diagnostics (metrics.jsonl) as PNG curves",
                               description="Figure-2-style curves (AlphaPO section 3.3) of a training run.")
-    q.add_argument("run_dir", help="the run's output_dir (holds metrics.jsonl)")
-    q.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots)")
+    q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="a run's output_dir (holds metrics.jsonl); several runs are also compared")
+    q.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots, or "
+                                               "the first RUN_DIR's plots/ when comparing)")
     q.set_defaults(func=run_plot)
 
 
@@ -55,9 +58,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from alphapo.training.plotting import plot_run
+    from alphapo.training.plotting import plot_compare, plot_run
 
-    paths = plot_run(args.run_dir, out_dir=args.out)
+    paths = []
+    for run in args.run_dirs:
+        paths += plot_run(run, out_dir=args.out if len(args.run_dirs) == 1 else None)
+    if len(args.run_dirs) > 1:
+        paths.append(plot_compare(args.run_dirs, args.out or f"{args.run_dirs[0]}/plots"))
     for path in paths:
         print(path)
     return 0

@@ -9,6 +9,11 @@ shaded band between the first and third quartiles and thin dashed min/max lines 
 - ``lnorm_train.png``, ``lnorm_eval.png`` (when the run evaluated): the Figure 2 panels;
 - ``training.png``: loss, reward margins and accuracies, summed logps, KL estimates, grad norm,
   learning rate and tokens/s, train and eval overlaid.
+
+With several runs (``alphapo plot-run OUT_a OUT_b ... --out DIR``), e.g. one per alpha as in the paper,
+``compare_lnorm.png`` puts them side by side the way Figure 2 does: a grid with one column per quantity
+(preferred, dispreferred, margin), one row per statistic (mean, q1, median, q3, min, max) and one line
+per run, labelled from the run's ``config.yaml`` (loss name and its hyper-parameters).
 """
 
 from __future__ import annotations
@@ -102,6 +107,53 @@ def _training_figure(train: list[dict], evals: list[dict], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run_label(run_dir: str | Path) -> str:
+    """``"alphapo alpha=0.25 beta=2.5 gamma=0.25"`` from the run's config.yaml, else the folder name."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        loss = (yaml.safe_load(path.read_text()) or {}).get("loss", {})
+    except (OSError, yaml.YAMLError):
+        return Path(run_dir).resolve().name
+    params = " ".join(f"{k}={v}" for k, v in sorted(loss.items()) if k != "name")
+    return f"{loss.get('name', '?')} {params}".strip()
+
+
+def plot_compare(run_dirs: list[str | Path], out_dir: str | Path, split: str = "train") -> Path:
+    """Figure-2-style grid comparing several runs (see the module docstring); returns the PNG path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prefix = "" if split == "train" else "eval/"
+    stats = ("mean", "q1", "median", "q3", "min", "max")
+    fig, axes = plt.subplots(len(stats), 3, figsize=(15, 2.6 * len(stats)), sharex=True)
+    for n, run in enumerate(run_dirs):
+        records = [r for r in read_metrics(run) if r.get("split") == split]
+        for col, (name, label) in enumerate(_QUANTITIES):
+            for row, stat in enumerate(stats):
+                x, y = _series(records, f"{prefix}lnorm/{name}/{stat}")
+                ax = axes[row, col]
+                ax.plot(x, y, color=f"C{n}", lw=1.3, label=run_label(run) if row == col == 0 else None)
+                if row == 0:
+                    ax.set_title(label)
+                if col == 0:
+                    ax.set_ylabel(stat + (" (no outliers)" if stat in ("min", "max") else ""))
+                ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    fig.legend(loc="upper center", ncol=min(len(run_dirs), 4), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"compare_lnorm{'' if split == 'train' else '_eval'}.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
