@@ -83,15 +83,32 @@ class Reference:
     uses_reference: bool
 
 
+def _summed(logps: Tensor, lengths: Tensor | None) -> Tensor:
+    return logps
+
+
+def _per_token(logps: Tensor, lengths: Tensor | None) -> Tensor:
+    return logps / lengths
+
+
+def _log_ratio(logps: Tensor, ref_logps: Tensor | None) -> Tensor:
+    return logps - ref_logps
+
+
+def _policy_only(logps: Tensor, ref_logps: Tensor | None) -> Tensor:
+    return logps
+
+
+# Module-level functions rather than lambdas, so composed losses pickle (e.g. into worker processes).
 NORMALIZERS: dict[str, Normalizer] = {
-    "sum": Normalizer("sum", lambda logps, lengths: logps, False),
-    "mean": Normalizer("mean", lambda logps, lengths: logps / lengths, True),
+    "sum": Normalizer("sum", _summed, False),
+    "mean": Normalizer("mean", _per_token, True),
 }
 """``sum``: u = summed log-prob (DPO). ``mean``: u = log-prob / |y| (SimPO, AlphaPO, IPO as in TRL)."""
 
 REFERENCES: dict[str, Reference] = {
-    "ratio": Reference("ratio", lambda logps, ref: logps - ref, True),
-    "none": Reference("none", lambda logps, ref: logps, False),
+    "ratio": Reference("ratio", _log_ratio, True),
+    "none": Reference("none", _policy_only, False),
 }
 """``ratio``: u uses ``logp - logp_ref`` (DPO family). ``none``: u uses ``logp`` (SimPO, CPO family)."""
 

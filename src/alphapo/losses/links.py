@@ -62,7 +62,7 @@ def smoothed_sigmoid(z: Tensor, *, beta: float, eps: float) -> Tensor:
 
 
 def robust(z: Tensor, *, beta: float, eps: float) -> Tensor:
-    """Robust DPO (Chowdhury et al. 2024, eq. 10): unbiased BT loss under label-flip rate ``eps``."""
+    """Robust DPO (Chowdhury et al. 2024): unbiased BT loss under label-flip rate ``eps``."""
     if not 0.0 <= eps < 0.5:
         raise UserError(f"robust link needs 0 <= eps < 0.5 (flip rate), got eps={eps}")
     return (-(1.0 - eps) * logsig(z) + eps * logsig(-z)) / (1.0 - 2.0 * eps)

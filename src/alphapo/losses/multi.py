@@ -179,7 +179,7 @@ rpo_sqr_all_pairs = compose_multi(link="rpo_sqr", name="rpo_sqr_all_pairs",
 
 def rloo(*, logps: Tensor, scores: Tensor | None = None, lengths: Tensor | None = None,
          ref_logps: Tensor | None = None, beta: float = 0.0) -> LossOutput:
-    """REINFORCE leave-one-out (Ahmadian et al. 2024, eq. 6; Kool et al. 2019).
+    """REINFORCE leave-one-out (Ahmadian et al. 2024, "Back to Basics", arXiv:2402.14740; Kool et al. 2019).
 
     Per prompt with k sampled responses: ``R'_i = R_i - beta (logp_i - logp_ref_i)`` (the KL penalty
     folded into the reward, detached; ``beta = 0`` or no ``ref_logps``: ``R' = R``), weight

@@ -43,13 +43,14 @@ models). Any shape: ``compose(shape=..., link="smoothed_sigmoid")``. TRL 1.16: n
 ignores ``label_smoothing``). Deviations: none.""", defaults={"eps": 0.1})
 
 robust = compose(shape="log", link="robust", normalize="sum", reference="ratio", name="robust", doc="""\
-Robust DPO (Chowdhury et al. 2024, eq. 10): ``(-(1-eps) logsig(beta h) + eps logsig(-beta h))/(1-2eps)``.
+Robust DPO (Chowdhury et al. 2024, "Provably Robust DPO", arXiv:2403.00409):
+``(-(1-eps) logsig(beta h) + eps logsig(-beta h)) / (1-2eps)``.
 
 ``eps`` in [0, 0.5) is the assumed label-flip rate. TRL: DPOTrainer ``loss_type="robust"`` with
 ``label_smoothing=eps``. Deviations: none.""", defaults={"eps": 0.1})
 
 hinge = compose(shape="log", link="hinge", normalize="sum", reference="ratio", name="hinge", doc="""\
-SLiC / RSO hinge: ``max(0, 1 - beta*h)`` (Zhao et al. 2023 SLiC-HF eq. 2; Liu et al. 2024 RSO).
+SLiC / RSO hinge: ``max(0, 1 - beta*h)`` (Zhao et al. 2023, SLiC-HF; Liu et al. 2024, RSO, arXiv:2309.06657).
 
 TRL: DPOTrainer ``loss_type="hinge"``. Deviations: none.""")
 
@@ -83,8 +84,9 @@ TRL: DPOTrainer ``loss_type="sigmoid_norm"``. Deviations: none (``gamma`` extra,
 
 fdpo_alpha = compose(shape="alpha", link="sigmoid", normalize="sum", reference="ratio", name="fdpo_alpha",
                      defaults={"alpha": 0.5}, doc="""\
-f-DPO with the alpha-divergence (Wang et al. 2024, Table 1): ``-logsig(beta (f'(u_w) - f'(u_l)))``,
-``f'(u) = (1 - u^-alpha)/alpha``, ``u = pi/pi_ref`` (not length-normalised).
+f-DPO with the alpha-divergence (Wang et al. 2024, "Beyond Reverse KL", arXiv:2309.16240):
+``-logsig(beta (f'(u_w) - f'(u_l)))``, ``f'(u) = (1 - u^-alpha)/alpha``, ``u = pi/pi_ref`` (not
+length-normalised).
 
 That is exactly the alpha reward shape on summed log-ratios, so it shares AlphaPO's overflow-safe
 numerics; ``alpha = 0`` is DPO, ``alpha = 1`` forward KL. TRL: DPOTrainer ``loss_type="sigmoid"`` with
@@ -100,7 +102,7 @@ _SIMPO_DEFAULTS = {"beta": 2.5, "gamma": 0.25}  # AlphaPO Table 3, Mistral-Instr
 
 simpo = compose(shape="log", link="sigmoid", normalize="mean", reference="none", name="simpo",
                 defaults=_SIMPO_DEFAULTS, doc="""\
-SimPO: ``-logsig(beta*s(w) - beta*s(l) - gamma)`` (Meng et al. 2024, eq. 6; AlphaPO eq. 2).
+SimPO: ``-logsig(beta*s(w) - beta*s(l) - gamma)`` (Meng et al. 2024, arXiv:2405.14734; AlphaPO eq. 2).
 
 ``gamma`` is the absolute margin (SimPO's repo reports gamma/beta). Defaults: AlphaPO Table 3,
 Mistral-Instruct (beta 2.5, gamma 0.25). TRL: CPOTrainer ``loss_type="simpo"`` with ``cpo_alpha=0``
@@ -173,7 +175,7 @@ TRL: CPOTrainer ``loss_type="simpo"`` (``simpo_gamma`` = our absolute ``gamma``;
 # --------------------------------------------------------------------------------------------------------
 
 _RPO_DOC = """\
-RPO ({dist}) (NeMo-Aligner; Sun et al. 2025, "Reward-aware Preference Optimization"):
+RPO ({dist}) ("Reward-aware Preference Optimization", NVIDIA 2025; formulas from NeMo-Aligner):
 ``D(d_pi, d_r)`` with ``d_pi = beta*h - gamma`` (DPO's implicit reward gap; any shape via
 ``compose(link="{name}")``) and ``d_r = eta * (R(w) - R(l))`` from ``chosen_scores`` / ``rejected_scores``.
 {formula} TRL: none. Deviations: none."""
@@ -219,7 +221,7 @@ _REF = {"ref_chosen_logps", "ref_rejected_logps"}
 def nca_pair(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor | None = None,
              rejected_lengths: Tensor | None = None, ref_chosen_logps: Tensor | None = None,
              ref_rejected_logps: Tensor | None = None, beta: float = 0.1) -> LossOutput:
-    """NCA, pairwise (Chen et al. 2024, "Noise Contrastive Alignment", K = 2 case as in TRL).
+    """NCA, pairwise (Chen et al. 2024, "Noise Contrastive Alignment", arXiv:2402.05369; K = 2 as in TRL).
 
     ``-logsig(r_w) - logsig(-r_w)/2 - logsig(-r_l)/2`` with ``r = beta * h`` per response. Unlike DPO it
     anchors each reward to 0, so it cannot lower the chosen likelihood indefinitely. TRL: DPOTrainer
@@ -237,7 +239,7 @@ def bco_pair(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Te
              rejected_lengths: Tensor | None = None, ref_chosen_logps: Tensor | None = None,
              ref_rejected_logps: Tensor | None = None, beta: float = 0.1,
              delta: float | Tensor = 0.0) -> LossOutput:
-    """BCO on pairs (Jung et al. 2024, "Binary Classifier Optimization", eq. 6 with the reward shift).
+    """BCO on pairs, with its reward shift (Jung et al. 2024, "Binary Classifier Optimization", 2404.04656).
 
     ``-logsig(r_w - delta) - logsig(-(r_l - delta))``, ``r = beta * h``. ``delta`` is BCO's reward shift:
     the running mean of all rewards seen so far. It is *state*, so it is an explicit input here: keep a
@@ -297,7 +299,7 @@ def _smoothed(z: Tensor, eps: float) -> Tensor:
 def aot(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor | None = None,
         rejected_lengths: Tensor | None = None, ref_chosen_logps: Tensor | None = None,
         ref_rejected_logps: Tensor | None = None, beta: float = 0.1, eps: float = 0.0) -> LossOutput:
-    """AOT, paired (Melnyk et al. 2024, "Distributional Preference Alignment via Optimal Transport").
+    """AOT, paired (Melnyk et al. 2024, "Distributional Preference Alignment via OT", arXiv:2406.05882).
 
     Sorts ``logp_w - logp_l`` and ``logp_ref_w - logp_ref_l`` over the batch separately and applies the
     smoothed BT loss to the sorted differences: ``-(1-eps) logsig(beta d_i) - eps logsig(-beta d_i)``.
