@@ -18,17 +18,25 @@ simpo_gamma)``, so ``simpo_gamma`` is the *absolute* margin, our ``gamma``; the 
 check that numerically.
 
 Every run is its own subprocess (``--worker``), launched alternately (ours, TRL, ours, TRL, ...) so that
-slow drifts of a shared machine hit both sides alike. Per pair the table shows medians over repeats:
+slow drifts of a shared machine hit both sides alike. Per pair the table shows:
 
 - **steps/s**: optimizer steps per second in the training loop. A global
   ``torch.optim.Optimizer`` step post-hook (``register_optimizer_step_post_hook``) timestamps every
   optimizer step in both frameworks, so the same definition applies to both: ``(n - 1) / (t_n - t_1)``,
   i.e. everything between two updates (data collation, forward, backward, logging) after the first step.
-- **peak RSS**: the worker's peak resident set size (``VmHWM`` from ``/proc/self/status``, the same as
-  ``ru_maxrss`` on Linux): libraries, model, optimizer state, activations; all of it is memory the user
-  pays. **train RSS** is that peak minus the resident size measured just before the run (after every
-  import), i.e. what training itself added. ``tracemalloc`` is not used: it does not see torch's
-  allocator.
+  Best of the repeats: load from other processes only ever slows a run down.
+- **steps/CPU-s**: the same with the process's CPU time (``time.process_time``) instead of the wall
+  clock. With one torch thread per worker this is the compute cost per step, and it stays stable on a
+  shared machine where wall-clock rates swing with the load; read it when the two disagree.
+- **train MiB**: peak memory of training on CPU, measured as the worker's peak resident set size
+  (``VmHWM`` in ``/proc/self/status``, the same as ``ru_maxrss`` on Linux) minus its resident size just
+  before the run. Before that baseline, both workers import the same union of libraries
+  (``UNION_MODULES``: transformers' modelling code, accelerate, datasets, TRL, alphapo), so the
+  difference is what the run itself allocated: model, reference model or reference log-probs,
+  gradients, AdamW state, activations, data. (``tracemalloc`` is not used: it does not see torch's
+  allocator.) The per-run JSON (``--json``) lists any module still imported during the run.
+- **import footprint** (line under the table): resident size after importing only what each side
+  needs (``SIDE_MODULES``), measured once in its own process: the library cost a user pays on top.
 - **wall s**: the whole worker process (imports, tokenisation, reference pass, training, saving the
   final model), for context: ours precomputes reference log-probs before the loop (TRL's DPO computes
   them inside every step by default), so the loop-only steps/s alone would hide that cost.
@@ -40,13 +48,14 @@ Identical inputs, checked rather than assumed: the synthetic prompts start with 
 and end with a newline, completions start with a letter, and the tokenizer has no chat template, so
 TRL's tokenisation (prompt+completion, split at the common prefix; CPO adds BOS only when missing and
 EOS once) and ours (prompt and completion separately, EOS appended) give the same token ids; each TRL
-worker compares its tokenised dataset with ours and the table reports it (``tokens ==``). Data order:
+worker compares its tokenised dataset with ours and the table reports it (``tokens equal``). Data order:
 TRL reads the examples sequentially in the order of our trainer's batch plan for epoch 0
 (``alphapo.training.data.plan_epoch``), so step ``s`` sees the same examples in both. No dropout (the
 tiny Llama has none; TRL's ``disable_dropout`` stays on), float32, no gradient checkpointing, AdamW
 (``optim="adamw_torch"``, not TRL's default fused kernel, so both run the same update), betas
 (0.9, 0.999), eps 1e-8, weight decay 0, clipping at 1.0, cosine schedule with warmup ratio 0.1.
-Nothing is downloaded: the model is written by ``alphapo.testing`` into a temporary folder.
+Nothing is downloaded: the model (``alphapo.testing``'s tiny Llama and tokenizer, output vocabulary
+widened to ``--vocab-size``) is written into a temporary folder.
 
 Run (a few minutes on 2 cores)::
 
@@ -55,7 +64,7 @@ Run (a few minutes on 2 cores)::
     .venv/bin/python benchmarks/bench_vs_trl.py --json results.json   # also write the raw numbers
 
 Flags: ``--steps`` (optimizer steps per run), ``--repeats`` (runs per side and pair), ``--batch-size``,
-``--hidden-size`` / ``--layers`` (model size), ``--threads`` (torch threads per worker, default 1),
+``--hidden-size`` / ``--layers`` / ``--vocab-size`` (model size), ``--threads`` (torch threads per worker, default 1),
 ``--lr``, ``--beta-dpo``, ``--beta``, ``--gamma``, ``--alpha``, ``--seed``, ``--tol``.
 """
 
@@ -99,6 +108,29 @@ def model_kwargs(args) -> dict[str, int]:
             "kv_heads": max(1, heads // 2), "intermediate_size": 2 * args.hidden_size}
 
 
+def write_model(out: Path, args) -> Path:
+    """The tiny Llama + tokenizer of ``alphapo.testing``, with an output vocabulary of ``--vocab-size``.
+
+    The tokenizer has 384 tokens; rows beyond it are never targets but take part in every softmax, as
+    in real checkpoints whose embedding matrix is padded. A realistic vocabulary makes the LM head and
+    the log-softmax, where the two implementations differ most, weigh as they do in real models.
+    """
+    from alphapo.testing import build_tiny_llama, build_tokenizer
+
+    tok = build_tokenizer(chat_template=None)
+    if args.vocab_size < len(tok):
+        raise SystemExit(f"--vocab-size must be >= the tokenizer's {len(tok)} tokens")
+    ids = {name: tok.convert_tokens_to_ids(name) for name in ("<|pad|>", "<|bos|>", "<|end|>")}
+    model = build_tiny_llama(args.vocab_size, seed=args.seed, pad_token_id=ids["<|pad|>"],
+                             bos_token_id=ids["<|bos|>"], eos_token_id=ids["<|end|>"], **model_kwargs(args))
+    model.generation_config.pad_token_id = ids["<|pad|>"]
+    model.generation_config.eos_token_id = ids["<|end|>"]
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
 def loss_params(pair: str, args) -> dict[str, float]:
     if pair == "dpo":
         return {"beta": args.beta_dpo}
@@ -140,13 +172,22 @@ class StepClock:
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
         self.times: list[float] = []
-        self.handle = register_optimizer_step_post_hook(
-            lambda opt, args, kwargs: self.times.append(time.perf_counter()))
+        self.cpu_times: list[float] = []
+        self.handle = register_optimizer_step_post_hook(self._tick)
+
+    def _tick(self, optimizer, args, kwargs) -> None:
+        self.times.append(time.perf_counter())
+        self.cpu_times.append(time.process_time())
+
+    @staticmethod
+    def _rate(stamps: list[float]) -> float:
+        return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
 
     def steps_per_second(self) -> float:
-        if len(self.times) < 2:
-            return float("nan")
-        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+        return self._rate(self.times)
+
+    def steps_per_cpu_second(self) -> float:
+        return self._rate(self.cpu_times)
 
 
 def run_ours(spec: dict, clock: StepClock) -> list[float]:
@@ -223,28 +264,46 @@ def run_trl(spec: dict, clock: StepClock) -> tuple[list[float], bool]:
     return losses, tokens_match
 
 
+# Imported by both workers before the memory baseline, so "train MiB" counts training, not libraries
+# (ours imports torch._dynamo & co. lazily through transformers.modeling_utils, TRL at ``import trl``).
+UNION_MODULES = (
+    "accelerate", "datasets", "psutil", "safetensors.torch", "tqdm.auto", "rich.progress",
+    "transformers", "transformers.modeling_utils", "transformers.models.llama.modeling_llama",
+    "trl", "trl.trainer.dpo_trainer", "trl.experimental.cpo",
+    "alphapo.data", "alphapo.losses", "alphapo.training.trainer", "alphapo.training.reference",
+)
+# What each side needs on its own: the import footprint a user pays (measured once, import only).
+SIDE_MODULES = {
+    "ours": ("accelerate", "transformers.models.llama.modeling_llama", "alphapo.data", "alphapo.losses",
+             "alphapo.training.trainer", "alphapo.training.reference"),
+    "trl": ("accelerate", "transformers.models.llama.modeling_llama", "datasets", "trl",
+            "trl.trainer.dpo_trainer", "trl.experimental.cpo"),
+}
+
+
+def preimport(names) -> None:
+    import importlib
+
+    for name in names:
+        importlib.import_module(name)
+
+
+def footprint(side: str) -> None:
+    """Print the resident size after importing only what ``side`` needs (MiB)."""
+    preimport(("torch",) + SIDE_MODULES[side])
+    print(RESULT_PREFIX + json.dumps({"side": side, "import_rss_mib": _rss_kib("VmRSS") / 1024}), flush=True)
+
+
 def worker(spec_path: str) -> None:
     """Run one measured training in this process and print its result as one JSON line."""
     spec = json.loads(Path(spec_path).read_text())
-    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
-                      TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error")
     t_start = time.perf_counter()
     import torch
 
     torch.set_num_threads(spec["threads"])
-    # import everything the run needs first, so the baseline below counts the libraries
-    import accelerate  # noqa: F401
-    import transformers  # noqa: F401
-
-    if spec["side"] == "trl":
-        import datasets  # noqa: F401
-        import trl  # noqa: F401
-        from trl.experimental.cpo import CPOTrainer  # noqa: F401
-    else:
-        import alphapo.data  # noqa: F401
-        import alphapo.losses  # noqa: F401
-        import alphapo.training.trainer  # noqa: F401
+    preimport(UNION_MODULES)  # both sides load the same libraries before the baseline below
     clock = StepClock()
+    before = set(sys.modules)
     baseline_kib = _rss_kib("VmRSS")
     tokens_match = None
     if spec["side"] == "trl":
@@ -253,9 +312,11 @@ def worker(spec_path: str) -> None:
         losses = run_ours(spec, clock)
     peak_kib = _rss_kib("VmHWM")
     result = {"side": spec["side"], "pair": spec["pair"], "losses": losses, "steps": len(clock.times),
-              "steps_per_second": clock.steps_per_second(), "peak_rss_mib": peak_kib / 1024,
+              "steps_per_second": clock.steps_per_second(), "steps_per_cpu_second": clock.steps_per_cpu_second(),
+              "peak_rss_mib": peak_kib / 1024,
               "train_rss_mib": (peak_kib - baseline_kib) / 1024, "tokens_match": tokens_match,
-              "wall_s": time.perf_counter() - t_start}
+              "wall_s": time.perf_counter() - t_start,
+              "late_imports": sorted(set(sys.modules) - before)}
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
@@ -263,21 +324,22 @@ def worker(spec_path: str) -> None:
 # parent: set-up, alternate runs, table
 
 
-def launch(spec: dict, work: Path, tag: str) -> dict:
-    spec_path = work / f"spec-{tag}.json"
-    spec_path.write_text(json.dumps(spec))
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]),
-               CUDA_VISIBLE_DEVICES="")
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--worker", str(spec_path)], env=env,
-                          capture_output=True, text=True)
+def _subprocess(argv: list[str], threads: int, tag: str) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), CUDA_VISIBLE_DEVICES="",
+               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+               TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error")
+    proc = subprocess.run([sys.executable, __file__, *argv], env=env, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
         raise SystemExit(f"worker {tag} failed with exit code {proc.returncode}")
-    result = json.loads(lines[-1][len(RESULT_PREFIX):])
-    result["process_s"] = time.perf_counter() - t0
-    return result
+    return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
+def launch(spec: dict, work: Path, tag: str) -> dict:
+    spec_path = work / f"spec-{tag}.json"
+    spec_path.write_text(json.dumps(spec))
+    return _subprocess(["--worker", str(spec_path)], spec["threads"], tag)
 
 
 def ratio(a: float, b: float) -> float:
@@ -293,10 +355,12 @@ def summarise(pair: str, runs: list[dict], tol: float) -> dict:
     diffs = [abs(a - b) for a, b in zip(o_loss[:n], t_loss[:n])]
     row = {
         "pair": pair,
-        "ours_steps_s": med(r["steps_per_second"] for r in ours),
-        "trl_steps_s": med(r["steps_per_second"] for r in trl),
-        "ours_peak_mib": med(r["peak_rss_mib"] for r in ours),
-        "trl_peak_mib": med(r["peak_rss_mib"] for r in trl),
+        # speed: best of the repeats (a shared machine only ever slows a run down, like timeit);
+        # memory and wall time: median
+        "ours_steps_s": max(r["steps_per_second"] for r in ours),
+        "trl_steps_s": max(r["steps_per_second"] for r in trl),
+        "ours_steps_cpu_s": max(r["steps_per_cpu_second"] for r in ours),
+        "trl_steps_cpu_s": max(r["steps_per_cpu_second"] for r in trl),
         "ours_train_mib": med(r["train_rss_mib"] for r in ours),
         "trl_train_mib": med(r["train_rss_mib"] for r in trl),
         "ours_wall_s": med(r["wall_s"] for r in ours),
@@ -307,24 +371,25 @@ def summarise(pair: str, runs: list[dict], tol: float) -> dict:
         "tokens_match": all(r["tokens_match"] for r in trl),
         "steps": (len(o_loss), len(t_loss)),
     }
-    row["loss1_ok"] = bool(n) and abs(row["ours_loss1"] - row["trl_loss1"]) <= tol and len(o_loss) == len(t_loss)
+    row["loss1_ok"] = (bool(n) and abs(row["ours_loss1"] - row["trl_loss1"]) <= tol
+                       and len(o_loss) == len(t_loss))
     return row
 
 
 def markdown(rows: list[dict], tol: float) -> str:
-    head = ("| pair | steps/s ours | steps/s TRL | steps/s ratio | peak RSS MiB ours / TRL | peak ratio "
-            "| train RSS MiB ours / TRL | train ratio | wall s ours / TRL | loss@1 ours | loss@1 TRL "
-            "| max abs dloss | tokens == |")
+    head = ("| pair | steps/s ours | steps/s TRL | steps/s ratio | steps/CPU-s ratio | train MiB ours "
+            "| train MiB TRL | memory ratio | wall s ours / TRL | loss@1 ours | loss@1 TRL | max abs dloss "
+            "| tokens equal |")
     lines = [head, "|" + "---|" * 13]
     for r in rows:
         ok = "" if r["loss1_ok"] else f" (DIFFERS > {tol:g})"
         lines.append(
             f"| {r['pair']} | {r['ours_steps_s']:.2f} | {r['trl_steps_s']:.2f} | "
-            f"{ratio(r['ours_steps_s'], r['trl_steps_s']):.2f} | {r['ours_peak_mib']:.0f} / {r['trl_peak_mib']:.0f} | "
-            f"{ratio(r['ours_peak_mib'], r['trl_peak_mib']):.2f} | {r['ours_train_mib']:.0f} / "
+            f"{ratio(r['ours_steps_s'], r['trl_steps_s']):.2f} | "
+            f"{ratio(r['ours_steps_cpu_s'], r['trl_steps_cpu_s']):.2f} | {r['ours_train_mib']:.0f} | "
             f"{r['trl_train_mib']:.0f} | {ratio(r['ours_train_mib'], r['trl_train_mib']):.2f} | "
-            f"{r['ours_wall_s']:.1f} / {r['trl_wall_s']:.1f} | {r['ours_loss1']:.7f} | {r['trl_loss1']:.7f}{ok} | "
-            f"{r['max_dloss']:.1e} | {'yes' if r['tokens_match'] else 'NO'} |")
+            f"{r['ours_wall_s']:.1f} / {r['trl_wall_s']:.1f} | {r['ours_loss1']:.7f} | "
+            f"{r['trl_loss1']:.7f}{ok} | {r['max_dloss']:.1e} | {'yes' if r['tokens_match'] else 'NO'} |")
     return "\n".join(lines)
 
 
@@ -332,12 +397,15 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--footprint", choices=("ours", "trl"), help=argparse.SUPPRESS)
     ap.add_argument("--pairs", default=",".join(PAIRS), help="comma-separated subset of dpo,simpo,alphapo")
-    ap.add_argument("--steps", type=int, default=20, help="optimizer steps per run (default 20)")
+    ap.add_argument("--steps", type=int, default=15, help="optimizer steps per run (default 15)")
     ap.add_argument("--repeats", type=int, default=2, help="runs per side and pair, alternated (default 2)")
     ap.add_argument("--batch-size", type=int, default=8, help="per-device batch = global batch (default 8)")
     ap.add_argument("--hidden-size", type=int, default=128, help="tiny Llama width (default 128)")
     ap.add_argument("--layers", type=int, default=4, help="tiny Llama depth (default 4)")
+    ap.add_argument("--vocab-size", type=int, default=8192,
+                    help="model output vocabulary, >= the tokenizer's 384 tokens (default 8192)")
     ap.add_argument("--max-length", type=int, default=512, help="max prompt+completion tokens (no truncation)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -356,16 +424,17 @@ def main(argv=None) -> int:
     if args.worker:
         worker(args.worker)
         return 0
+    if args.footprint:
+        footprint(args.footprint)
+        return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
     bad = [p for p in pairs if p not in PAIRS]
     if bad:
         raise SystemExit(f"--pairs: unknown {bad}; choose from {list(PAIRS)}")
-    from alphapo.testing import save_tiny_model
-
     work = Path(tempfile.mkdtemp(prefix="alphapo-bench-"))
-    model_dir = save_tiny_model(work / "model", seed=args.seed, chat_template=None, **model_kwargs(args))
+    model_dir = write_model(work / "model", args)
     rows = synthetic_pairs(args.steps * args.batch_size, args.seed)
     data_path = work / "pairs.jsonl"
     data_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -379,7 +448,7 @@ def main(argv=None) -> int:
     if longest > args.max_length:
         raise SystemExit(f"--max-length {args.max_length} < longest sequence {longest}: raise it (no truncation)")
 
-    print(f"# alphapo vs TRL: tiny Llama (hidden {args.hidden_size}, {args.layers} layers, vocab 384), "
+    print(f"# alphapo vs TRL: tiny Llama (hidden {args.hidden_size}, {args.layers} layers, vocab {args.vocab_size}), "
           f"{len(rows)} pairs, batch {args.batch_size}, {args.steps} steps, {args.repeats} repeat(s), "
           f"{args.threads} thread(s), longest sequence {longest} tokens; work dir {work}", flush=True)
     results, table = [], []
@@ -395,19 +464,25 @@ def main(argv=None) -> int:
                         "max_length": args.max_length, "threads": args.threads,
                         "loss_params": loss_params(pair, args)}
                 r = launch(spec, work, f"{pair}-{side}-{rep}")
-                print(f"  {pair:8s} {side:4s} #{rep}: {r['steps_per_second']:.2f} steps/s, peak RSS "
-                      f"{r['peak_rss_mib']:.0f} MiB (+{r['train_rss_mib']:.0f}), wall {r['wall_s']:.1f}s, "
+                print(f"  {pair:8s} {side:4s} #{rep}: {r['steps_per_second']:.2f} steps/s "
+                      f"({r['steps_per_cpu_second']:.2f} per CPU-s), train "
+                      f"{r['train_rss_mib']:.0f} MiB (process peak {r['peak_rss_mib']:.0f}), wall {r['wall_s']:.1f}s, "
                       f"loss@1 {r['losses'][0] if r['losses'] else float('nan'):.7f}", flush=True)
                 runs.append(r)
         results.extend(runs)
         table.append(summarise(pair, runs, args.tol))
+    imports = {side: _subprocess(["--footprint", side], args.threads, f"footprint-{side}")["import_rss_mib"]
+               for side in ("ours", "trl")}
     print()
     print(markdown(table, args.tol))
     print()
+    print(f"Import footprint (RSS after importing only what each side needs): ours {imports['ours']:.0f} MiB, "
+          f"TRL {imports['trl']:.0f} MiB.")
     print("ratio = ours / TRL (steps/s: higher is better for us; memory: lower is better for us). "
-          "Medians over repeats.")
+          "Speeds: best of the repeats; memory and wall time: median.")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": results, "table": table}, indent=1))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": results, "table": table,
+                                               "import_rss_mib": imports}, indent=1))
     failed = [r["pair"] for r in table if not (r["loss1_ok"] and r["tokens_match"])]
     if failed:
         print(f"FAILED: first-step loss or tokens differ for {failed}", file=sys.stderr)
