@@ -18,6 +18,10 @@ The preference losses consume, per response ``y`` to prompt ``x``, the summed co
 
 Pairwise batches are laid out ``[chosen_1..chosen_B, rejected_1..rejected_B]``; multi-response batches
 ``[y_11..y_1k, y_21..y_2k, ...]`` (row-major ``(B, k)``).
+
+Deviations: none from spec/losses.md "Conventions". TRL's ``concatenated_forward`` computes the same sums
+but materialises a full-vocabulary log-softmax over every position; the values agree to float rounding
+(tests/training/test_logps.py compares with a per-sequence full log-softmax).
 """
 
 from __future__ import annotations
