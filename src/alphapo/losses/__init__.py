@@ -93,7 +93,8 @@ def get_loss(name: str) -> Callable[..., LossOutput]:
 
 
 __all__ = [
-    "LINKS", "LOSSES", "MAX_EXPONENT", "MULTI_LOSSES", "NORMALIZERS", "PAIRWISE_LOSSES", "REFERENCES", "SHAPES",
-    "TRL_CPO_LOSS_NAMES", "TRL_DPO_LOSS_NAMES", "Link", "LossOutput", "MissingInputError", "MultiResponseLoss", "Normalizer",
+    "LINKS", "LOSSES", "MAX_EXPONENT", "MULTI_LOSSES", "NORMALIZERS", "PAIRWISE_LOSSES", "REFERENCES",
+    "SHAPES", "TRL_CPO_LOSS_NAMES", "TRL_DPO_LOSS_NAMES", "Link", "LossOutput", "MissingInputError",
+    "MultiResponseLoss", "Normalizer",
     "PairwiseLoss", "Reference", "RewardShape", "RunningMean", "compose", "compose_multi", "get_loss",
 ]

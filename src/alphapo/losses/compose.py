@@ -118,7 +118,8 @@ def _resolve(value: Any, table: dict[str, Any], cls: type, what: str) -> Any:
         return value
     if isinstance(value, str) and value in table:
         return table[value]
-    raise UserError(f"unknown {what} {value!r}; valid: {', '.join(sorted(table))} (or a {cls.__name__} object)")
+    raise UserError(f"unknown {what} {value!r}; valid: {', '.join(sorted(table))} "
+                    f"(or a {cls.__name__} object)")
 
 
 def _kw(name: str, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
@@ -198,7 +199,8 @@ class PairwiseLoss:
             optional.append("chosen_nll")  # optional: defaults to -chosen_logps / chosen_lengths
         self.requires = frozenset(requires)
         self.__signature__ = inspect.Signature(
-            [_kw(k) for k in inputs] + [_kw(k, None) for k in optional] + [_kw(k, v) for k, v in params.items()]
+            [_kw(k) for k in inputs] + [_kw(k, None) for k in optional]
+            + [_kw(k, v) for k, v in params.items()]
         )
         self.__doc__ = doc or (
             f"Composed pairwise loss: reference={reference.name}, normalize={normalize.name}, "

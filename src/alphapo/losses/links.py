@@ -3,18 +3,18 @@
 Every link is a function ``fn(z, *, beta, **params)`` (plus ``score_gap`` for the RPO links) on
 tensors of any shape, with its extra hyper-parameters and defaults in ``params``.
 
-| link               | loss of ``z``                                                        | used by          |
-|--------------------|----------------------------------------------------------------------|------------------|
-| ``sigmoid``        | ``-logsig(z)``                                                       | DPO, SimPO, AlphaPO (Bradley-Terry) |
-| ``smoothed_sigmoid``| ``-(1-eps) logsig(z) - eps logsig(-z)``                             | cDPO, TRL CPO    |
-| ``robust``         | ``(-(1-eps) logsig(z) + eps logsig(-z)) / (1-2 eps)``                | robust DPO       |
-| ``hinge``          | ``max(0, 1 - z)``                                                    | SLiC / RSO       |
-| ``squared``        | ``((z - 1/2) / beta)^2``  (= ``(h - 1/(2 beta))^2`` for ``z = beta h``) | IPO           |
-| ``exo``            | ``KL(Bern(sigma(z)) || Bern(1-eps))``                                | EXO (pairwise)   |
-| ``discopop``       | ``-logsig(z) (1 - sigma(z/tau)) + exp(-z) sigma(z/tau)``             | DiscoPOP         |
-| ``rpo_bwd``        | ``KL(Bern(sigma(d_r)) || Bern(sigma(z)))``, ``d_r = eta * score_gap``| RPO              |
-| ``rpo_fwd``        | ``KL(Bern(sigma(z)) || Bern(sigma(d_r)))``                           | RPO              |
-| ``rpo_sqr``        | ``(z - d_r)^2``                                                      | RPO              |
+| link                | loss of ``z``                                                | used by      |
+|---------------------|--------------------------------------------------------------|--------------|
+| ``sigmoid``         | ``-logsig(z)``                                               | DPO, SimPO   |
+| ``smoothed_sigmoid``| ``-(1-eps) logsig(z) - eps logsig(-z)``                      | cDPO, CPO    |
+| ``robust``          | ``(-(1-eps) logsig(z) + eps logsig(-z)) / (1-2 eps)``        | robust DPO   |
+| ``hinge``           | ``max(0, 1 - z)``                                            | SLiC / RSO   |
+| ``squared``         | ``((z - 1/2) / beta)^2`` (= ``(h - 1/(2 beta))^2``, z=beta h)| IPO          |
+| ``exo``             | ``KL(Bern(sigma(z)) || Bern(1-eps))``                        | EXO          |
+| ``discopop``        | ``-logsig(z) (1 - sigma(z/tau)) + exp(-z) sigma(z/tau)``     | DiscoPOP     |
+| ``rpo_bwd``         | ``KL(Bern(sigma(d_r)) || Bern(sigma(z)))``, d_r = eta * gap  | RPO          |
+| ``rpo_fwd``         | ``KL(Bern(sigma(z)) || Bern(sigma(d_r)))``                   | RPO          |
+| ``rpo_sqr``         | ``(z - d_r)^2``                                              | RPO          |
 
 ``score_gap`` is ``R(w) - R(l)``, the judge's score difference; links that use it have
 ``uses_scores = True`` (the composed loss then requires ``chosen_scores`` / ``rejected_scores``).

@@ -91,7 +91,8 @@ class MultiResponseLoss:
             params["eta"] = 1.0
         for key, value in (defaults or {}).items():
             if key not in params:
-                raise UserError(f"{name}: default for unknown hyper-parameter {key!r}; accepts {sorted(params)}")
+                raise UserError(f"{name}: default for unknown hyper-parameter {key!r}; "
+                                f"accepts {sorted(params)}")
             params[key] = value
         optional = ["lengths"]
         requires = {"scores"}
@@ -118,7 +119,8 @@ class MultiResponseLoss:
         bound.apply_defaults()
         a = bound.arguments
         if self.normalize.needs_lengths and a.get("lengths") is None:
-            raise MissingInputError(f"loss {self.name!r} normalises by length and needs input lengths (got None)")
+            raise MissingInputError(f"loss {self.name!r} normalises by length and needs input lengths "
+                                    "(got None)")
         dtype = _check_multi(self.name, self.requires, a)
         t = {k: v.to(dtype) for k, v in a.items() if torch.is_tensor(v)}
         u = self.normalize.fn(self.reference.fn(t["logps"], t.get("ref_logps")), t.get("lengths"))
@@ -167,7 +169,8 @@ _ALL_PAIRS_DOC = """\
 RPO all-pairs form, {dist}: mean over the k(k-1)/2 pairs ``i < j`` of ``{link}(r_i - r_j, eta (R_i - R_j))``.
 
 ``r = beta * (logp - logp_ref)`` (any shape via ``compose_multi(link="{link}")``); inputs (B, k): ``logps``,
-``ref_logps``, ``scores``. With k = 2 it equals the pairwise ``{link}`` (tested). TRL: none. Deviations: none."""
+``ref_logps``, ``scores``. With k = 2 it equals the pairwise ``{link}`` (tested). TRL: none.
+Deviations: none."""
 
 rpo_bwd_all_pairs = compose_multi(link="rpo_bwd", name="rpo_bwd_all_pairs",
                                   doc=_ALL_PAIRS_DOC.format(dist="backward KL", link="rpo_bwd"))

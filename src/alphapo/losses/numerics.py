@@ -29,7 +29,7 @@ MAX_EXPONENT = 60.0
 
 
 def compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
-    """The dtype losses are computed in: at least float32 (bfloat16/float16 inputs are upcast), float64 kept."""
+    """The dtype losses are computed in: at least float32 (bfloat16/float16 are upcast), float64 kept."""
     dtype = torch.float32
     for t in tensors:
         if t is not None and torch.is_tensor(t) and t.is_floating_point():
@@ -38,7 +38,7 @@ def compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
 
 
 def exp_capped(z: torch.Tensor) -> torch.Tensor:
-    """``exp(z)`` for ``z <= MAX_EXPONENT``; ``exp(M) * (1 + z - M)`` above (C^1, finite, gradient ``exp(M)``)."""
+    """``exp(z)`` for ``z <= MAX_EXPONENT``; ``exp(M) * (1 + z - M)`` above (C^1, finite; slope e^M)."""
     zc = z.clamp(max=MAX_EXPONENT)
     # z - zc is 0.0 below the cap, so the result there is exactly torch.exp(z).
     return torch.exp(zc) * (1.0 + (z - zc))

@@ -163,8 +163,8 @@ CPO with the IPO link: ``(s_w - s_l - 1/(2 beta))^2 + nll_weight * NLL(w)`` (ave
 
 TRL: CPOTrainer ``loss_type="ipo"``. {_CPO_NOTE}""")
 
-cpo_simpo = compose(shape="log", link="smoothed_sigmoid", normalize="mean", reference="none", name="cpo_simpo",
-                    nll_weight=1.0, defaults={**_SIMPO_DEFAULTS, "eps": 0.0}, doc=f"""\
+cpo_simpo = compose(shape="log", link="smoothed_sigmoid", normalize="mean", reference="none",
+                    name="cpo_simpo", nll_weight=1.0, defaults={**_SIMPO_DEFAULTS, "eps": 0.0}, doc=f"""\
 CPO-SimPO: SimPO (with label smoothing ``eps``) plus ``nll_weight * NLL(w)``.
 
 TRL: CPOTrainer ``loss_type="simpo"`` (``simpo_gamma`` = our absolute ``gamma``; TRL computes
