@@ -160,3 +160,18 @@ def test_metrics_jsonl_is_strict_json(tmp_path):
     line = (tmp_path / "metrics.jsonl").read_text()
     assert json.loads(line) == {"step": 1, "split": "train", "loss": 0.5, "grad_norm": None}
     assert "Infinity" not in line
+
+
+def test_reference_loaded_when_hyper_parameters_make_the_loss_need_it():
+    """rloo needs no reference at beta = 0 but does with a KL penalty (beta > 0)."""
+    from alphapo.losses import LOSSES
+    from alphapo.training.trainer import loss_inputs_spec, needs_reference
+
+    if "rloo" not in LOSSES:
+        pytest.skip("rloo not registered")
+    fn = LOSSES["rloo"]
+    accepted, required = loss_inputs_spec(fn)
+    assert needs_reference(fn, {"beta": 0.1}, accepted=accepted, required=required, multi=True)
+    assert not needs_reference(fn, {}, accepted=accepted, required=required, multi=True)
+    simpo = LOSSES["simpo"]
+    assert not needs_reference(simpo, {}, accepted=loss_inputs_spec(simpo)[0], required=frozenset(), multi=False)

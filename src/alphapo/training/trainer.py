@@ -141,6 +141,33 @@ def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> list[str
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not allowed(k))
 
 
+def needs_reference(loss_fn, hparams: dict[str, Any], *, accepted: frozenset[str], required: frozenset[str],
+                    multi: bool) -> bool:
+    """Whether this loss, with these hyper-parameters, needs reference log-probs.
+
+    ``requires`` answers for most losses. A loss may need a reference only for some hyper-parameters
+    (``rloo`` with a KL penalty ``beta > 0``), so a loss that *accepts* reference inputs without
+    requiring them is probed once on small dummy tensors without them: if it complains about a
+    reference input, the reference is loaded.
+    """
+    if required & REF_INPUTS:
+        return True
+    if not accepted & REF_INPUTS:
+        return False
+    g = torch.Generator().manual_seed(0)
+    shape = (2, 3) if multi else (2,)
+    dummy = {"logps": -5 - torch.rand(shape, generator=g), "lengths": torch.full(shape, 4.0),
+             "scores": torch.rand(shape, generator=g), "chosen_logps": -4 - torch.rand(2, generator=g),
+             "rejected_logps": -6 - torch.rand(2, generator=g), "chosen_lengths": torch.full((2,), 4.0),
+             "rejected_lengths": torch.full((2,), 5.0), "chosen_scores": torch.tensor([2.0, 3.0]),
+             "rejected_scores": torch.tensor([1.0, 0.5]), "chosen_nll": torch.tensor([1.0, 1.1])}
+    try:
+        loss_fn(**{k: v for k, v in dummy.items() if k in accepted}, **hparams)
+    except Exception as err:  # noqa: BLE001 - only a complaint about a reference input matters here
+        return any(name in str(err) for name in REF_INPUTS)
+    return False
+
+
 def pairs_from_multi(example: dict[str, Any]) -> dict[str, Any]:
     """Best- vs worst-scored response of a k-response example as a pair (AlphaPO section 4.1 recipe)."""
     scores = example["scores"]
@@ -467,7 +494,7 @@ def train(config: TrainConfig) -> TrainResult:
     hparams = dict(config.loss.params)
     accepted, required = loss_inputs_spec(loss_fn)
     multi = bool(getattr(loss_fn, "multi_response", False))
-    need_ref = bool(required & REF_INPUTS)
+    need_ref = needs_reference(loss_fn, hparams, accepted=accepted, required=required, multi=multi)
 
     # Accelerator state is a process-wide singleton: forget the precision of an earlier train() call in
     # this process (the distributed PartialState is kept)
