@@ -46,6 +46,20 @@ def test_reference_free_run_logs_every_diagnostic_and_saves_hf_model(fake_losses
     for key in TRL_KEYS[:7] + LNORM_KEYS:
         assert "eval/" + key in eval_recs[-1], key
     assert not any(k.startswith("kl/") for k in train_recs[-1])
+    # throughput counts real (non-pad) tokens: tokens/s / steps/s = tokens of the step; summed over the
+    # epoch that is every training example's prompt twice plus both completions
+    from transformers import AutoTokenizer
+
+    from alphapo.data import load_preferences, tokenize_preferences
+    from alphapo.training.data import example_length, split_eval
+
+    examples, _ = tokenize_preferences(load_preferences(str(pairs_path)),
+                                       AutoTokenizer.from_pretrained(tiny_model_dir))
+    train_part, _ = split_eval(examples, 0.25, 42)  # the trainer's own split (seed 42)
+    counted = sum(r["tokens_per_second"] / r["steps_per_second"] for r in train_recs)
+    assert counted == pytest.approx(sum(example_length(e) for e in train_part), rel=1e-9)
+    assert sum(example_length(e) for e in train_part) == sum(
+        2 * len(e["prompt_input_ids"]) + len(e["chosen_input_ids"]) + len(e["rejected_input_ids"]) for e in train_part)
     assert (out / "config.yaml").is_file() and any((out / "tensorboard").iterdir())
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     assert "simpo" in (out / "final" / "README.md").read_text()
