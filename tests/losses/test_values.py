@@ -178,3 +178,22 @@ def test_alphapo_at_zero_is_simpo_exactly_and_continuous():
 
 def value_t(name, inputs, **hp):
     return get_loss(name)(**inputs, **hp).losses
+
+
+@pytest.mark.parametrize("logp_w,logp_l,paper", [
+    (-1.0, -2.0, [0.11, 1.26, 1.63, 0.44, 2.15e-8]),  # AlphaPO section 3.3, Illustration 1
+    (-2.0, -1.0, [0.12, 3.41, 7.05, 46.77, 383.34]),  # Illustration 2
+])
+def test_alphapo_gradient_reproduces_the_papers_illustrations(logp_w, logp_l, paper):
+    """AlphaPO section 3.3: beta = 1, gamma = 0, |y| = 1, d pi / d v = 1. Autograd through our loss
+    (pi_w = e^{logp_w} + v, pi_l = e^{logp_l} + v at v = 0) gives |dl/dv| at alpha = -2, 0, 0.25, 1, 2;
+    the paper prints them rounded to 2 decimals (or 3 significant digits)."""
+    for alpha, expected in zip([-2.0, 0.0, 0.25, 1.0, 2.0], paper):
+        v = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        logps = [torch.log(math.exp(lp) + v).reshape(1) for lp in (logp_w, logp_l)]
+        one = torch.tensor([1])
+        out = get_loss("alphapo")(chosen_logps=logps[0], rejected_logps=logps[1], chosen_lengths=one,
+                                  rejected_lengths=one, alpha=alpha, beta=1.0, gamma=0.0)
+        (g,) = torch.autograd.grad(out.losses.sum(), v)
+        tol = 0.01 * expected if expected < 0.01 else max(0.01 * expected, 0.005)  # rounding of the print
+        assert abs(abs(g.item()) - expected) <= tol, (alpha, g.item(), expected)
