@@ -298,3 +298,24 @@ def test_trl_cpo_alpha_on_summed_logps_overflows_for_ordinary_lengths():
                   rejected_lengths=torch.tensor([1]), alpha=0.5, beta=0.1).losses
     assert ours64.item() == pytest.approx(trl64.item(), rel=1e-9)
     assert math.isfinite(ours64.item())
+
+
+def test_float32_precision_where_trl_cancels():
+    """Nearly equal average log-probs: s_w = -10, s_l = -10.000045 (float32: -10.0000448), alpha = 1,
+    beta = 1, gamma = 0. Exact gap e^{10.0000448} - e^{10} = 0.98733, loss softplus(-gap) = 0.3166911.
+    TRL forms e^{10} = 22026.47 in float32 (ulp 0.002) twice and subtracts: it returns 0.3164268
+    (8e-4 relative error). Ours forms s_w - s_l exactly first: 0.3166910 (5e-8)."""
+    import mpmath as mp
+
+    s_w = torch.tensor([-10.0], dtype=torch.float32)
+    s_l = torch.tensor([-10.000045], dtype=torch.float32)
+    with mp.workdps(50):
+        sw, sl = mp.mpf(float(s_w)), mp.mpf(float(s_l))
+        exact = float(mp.log1p(mp.exp(-(mp.exp(-sl) - mp.exp(-sw)))))
+    trl_losses, _, _ = trl_cpo_loss("simpo", s_w, s_l, beta=1.0, alpha=1.0, simpo_gamma=0.0)
+    one = torch.tensor([1])
+    ours = get_loss("alphapo")(chosen_logps=s_w, rejected_logps=s_l, chosen_lengths=one, rejected_lengths=one,
+                               alpha=1.0, beta=1.0, gamma=0.0).losses
+    assert ours.dtype == torch.float32
+    assert abs(ours.item() - exact) / exact < 1e-6
+    assert abs(trl_losses.item() - exact) / exact > 1e-4  # TRL: cancellation of two rounded e^10
