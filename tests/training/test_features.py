@@ -54,3 +54,25 @@ def test_trust_remote_code_is_off_by_default():
     from alphapo.training import TrainConfig
 
     assert TrainConfig().model.trust_remote_code is False
+
+
+def test_dropout_disabled_by_default_like_trl(fake_losses, tiny_model_dir, pairs_path, tmp_path):
+    """With dropout on in the model config, two runs still agree exactly (dropout is switched off), and
+    step 1's SimPO loss equals the eval-mode (dropout-free) value of a third run with disable_dropout on."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    noisy = tmp_path / "noisy_model"
+    cfg = AutoConfig.from_pretrained(tiny_model_dir)
+    cfg.attention_dropout = 0.5
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, config=cfg).save_pretrained(noisy)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(noisy)
+    base = _records_after(tiny_model_dir, pairs_path, tmp_path / "base")
+    off = _records_after(noisy, pairs_path, tmp_path / "off")
+    on = _records_after(noisy, pairs_path, tmp_path / "on", "model.disable_dropout=false")
+    assert off[0]["loss"] == base[0]["loss"]  # dropout p = 0: identical to the dropout-free model
+    assert on[0]["loss"] != base[0]["loss"]  # attention dropout 0.5 active in training mode
+
+
+def _records_after(model_dir, data, out, *extra):
+    train(_config(model_dir, data, out, "loss.name=simpo", "train.max_steps=1", *extra))
+    return _records(out)

@@ -63,6 +63,7 @@ class ModelConfig:
     trust_remote_code: bool = False  # off unless the config asks for it
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # storage dtype of the weights
     gradient_checkpointing: bool = False
+    disable_dropout: bool = True  # as TRL's DPO/CPO trainers: dropout p = 0 (LoRA dropout excepted)
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 

@@ -168,6 +168,24 @@ def needs_reference(loss_fn, hparams: dict[str, Any], *, accepted: frozenset[str
     return False
 
 
+_DROPOUT_ATTRS = ("attention_dropout", "attn_dropout", "dropout", "hidden_dropout", "resid_dropout")
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability of ``model`` to 0: ``nn.Dropout`` modules and the float rates that
+    attention modules pass to a functional dropout (Llama's ``attention_dropout``).
+
+    Deviations from TRL: ``trl.trainer.utils.disable_dropout_in_model`` zeroes ``nn.Dropout`` modules
+    only, which leaves Llama-style functional attention dropout on.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for attr in _DROPOUT_ATTRS:
+            if isinstance(getattr(module, attr, None), float):
+                setattr(module, attr, 0.0)
+
+
 def pairs_from_multi(example: dict[str, Any]) -> dict[str, Any]:
     """Best- vs worst-scored response of a k-response example as a pair (AlphaPO section 4.1 recipe)."""
     scores = example["scores"]
@@ -550,6 +568,8 @@ def train(config: TrainConfig) -> TrainResult:
     # ---- policy, optimizer, schedule
     model = _load_model(config.model.name_or_path, config)
     model.config.use_cache = False
+    if config.model.disable_dropout:  # before LoRA, so lora.dropout still applies
+        disable_dropout(model)
     if config.model.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
