@@ -197,3 +197,19 @@ def test_alphapo_gradient_reproduces_the_papers_illustrations(logp_w, logp_l, pa
         (g,) = torch.autograd.grad(out.losses.sum(), v)
         tol = 0.01 * expected if expected < 0.01 else max(0.01 * expected, 0.005)  # rounding of the print
         assert abs(abs(g.item()) - expected) <= tol, (alpha, g.item(), expected)
+
+
+def test_bco_pair_reward_shift_and_running_mean():
+    """beta = 0.5, h_w = 1, h_l = -1 -> r_w = 0.5, r_l = -0.5. delta = 0.25:
+    -logsig(0.5 - 0.25) - logsig(-(-0.5 - 0.25)) = softplus(-0.25) + softplus(-0.75) = 0.5759394 + 0.3868710
+    = 0.9628104. RunningMean: [1, 2, 3] -> 2; then [5] -> (3*2 + 5)/4 = 2.75."""
+    from alphapo.losses import RunningMean
+
+    got = value("bco_pair", beta=0.5, delta=0.25)
+    assert got == pytest.approx(softplus(-0.25) + softplus(-0.75), rel=1e-12)
+    assert got == pytest.approx(0.9628104, rel=1e-6)
+    running = RunningMean().update(torch.tensor([1.0, 2.0, 3.0]))
+    assert running.mean == 2.0 and running.count == 3
+    running = running.update(torch.tensor([5.0]))
+    assert running.mean == pytest.approx(2.75, rel=1e-15) and running.count == 4
+    assert running.update(torch.tensor([])) is running
