@@ -35,7 +35,20 @@ def train(config):
     return _train(config)
 
 
+def __getattr__(name):  # lazy: keep ``import alphapo.training`` free of torch
+    if name in ("TrainResult", "NonFiniteLossError"):
+        from alphapo.training import trainer
+
+        return getattr(trainer, name)
+    if name in ("plot_run", "plot_compare"):
+        from alphapo.training import plotting
+
+        return getattr(plotting, name)
+    raise AttributeError(f"module 'alphapo.training' has no attribute {name!r}")
+
+
 __all__ = [
     "ConfigError", "DataConfig", "LoggingConfig", "LoraConfig", "LossConfig", "ModelConfig", "OptimConfig",
     "ReferenceConfig", "TrainConfig", "apply_overrides", "load_config", "save_config", "train",
+    "TrainResult", "NonFiniteLossError", "plot_run", "plot_compare",
 ]
