@@ -14,10 +14,13 @@ What it does, top to bottom (each stage is a call into the package's public API)
    (``alpha = 0.25``), hyper-parameters in ``METHODS`` (AlphaPO paper Table 3 values for SimPO/AlphaPO's
    beta and gamma; the learning rate is scaled up for a 0.2M-parameter model trained for a few hundred
    steps).
-4. **Evaluation** (``alphapo.evaluation.judge_head_to_head``) on held-out prompts (never seen in SFT or
-   pairs): one sample per prompt at temperature 0.8 from each trained model and from the SFT policy
-   (same seed), judged by the gold judge: win rate vs SFT (ties half) with a Wilson 95% interval, the
-   length-controlled win rate, mean gold score, mean length.
+4. **Evaluation** (``alphapo.evaluation.judge_head_to_head``) on 500 held-out prompts (never seen in SFT
+   or pairs): one greedy response per prompt from each trained model and from the SFT policy (the
+   Arena-Hard protocol), judged by the gold judge: win rate vs SFT (ties half) with a Wilson 95%
+   interval, the length-controlled win rate, mean gold score, mean length. The same comparison with
+   responses sampled at temperature 0.8 (AlpacaEval-style, same seed on both sides) is reported too,
+   under ``"sampled"``. The SFT targets of the toy world (5 samples at T = 0.8 per held-out prompt: mean
+   gold score, share of prompts with best-minus-worst >= 2) are measured on the same prompts.
 5. **Report**: ``OUT/report.md`` (table, figures, wall times), ``OUT/summary.json``, ``OUT/displacement.png``
    (log-probability of chosen and rejected responses during training: the likelihood displacement the
    AlphaPO paper discusses), ``OUT/reward_histogram.png`` (gold-score distributions, AlphaPO Figure 3
@@ -46,9 +49,9 @@ from pathlib import Path
 # (Mistral-Instruct row: beta 2.5, gamma/beta 0.1, so gamma = 0.25); DPO uses a beta that keeps its
 # implicit reward margin in the same range on the toy world's short answers (sweep in the README).
 METHODS: dict[str, dict] = {
-    "dpo": {"loss": "dpo", "params": {"beta": 0.3}, "learning_rate": 1e-3},
-    "simpo": {"loss": "simpo", "params": {"beta": 2.5, "gamma": 0.25}, "learning_rate": 1e-3},
-    "alphapo": {"loss": "alphapo", "params": {"beta": 2.5, "gamma": 0.25, "alpha": 0.25}, "learning_rate": 1e-3},
+    "dpo": {"loss": "dpo", "params": {"beta": 0.3}, "learning_rate": 5e-4},
+    "simpo": {"loss": "simpo", "params": {"beta": 2.5, "gamma": 0.25}, "learning_rate": 5e-4},
+    "alphapo": {"loss": "alphapo", "params": {"beta": 2.5, "gamma": 0.25, "alpha": 0.25}, "learning_rate": 5e-4},
 }
 
 
@@ -69,7 +72,8 @@ class QuickstartConfig:
     temperature: float = 0.8
     max_new_tokens: int = 24
     n_eval: int = 500  # held-out prompts (<= sft.n_heldout)
-    eval_temperature: float = 0.8
+    eval_temperature: float = 0.0  # headline evaluation: greedy (Arena-Hard protocol)
+    sampled_eval_temperature: float | None = 0.8  # a second, sampled evaluation (AlpacaEval-style); None: skip
     epochs: int = 1
     batch_size: int = 32
     methods: dict = field(default_factory=lambda: json.loads(json.dumps(METHODS)))
@@ -82,6 +86,37 @@ def _log(msg: str) -> None:
 
 def _words(text: str) -> int:
     return len(text.split())
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _responses(model, tokenizer, prompts, temperature: float, config: QuickstartConfig) -> list[str]:
+    """One response per prompt (greedy at temperature 0), seeded by the run's seed."""
+    from alphapo.generation.sampling import generate_responses
+
+    gen = generate_responses(model, tokenizer, prompts, k=1, temperature=temperature,
+                             max_new_tokens=config.max_new_tokens, batch_size=100, seed=config.seed + 1,
+                             progress=False)
+    return [r[0] for r in gen.responses]
+
+
+def _head_to_head(judge, prompts, responses, ref_responses, ref_scores, seed: int) -> dict:
+    """Gold-judge head-to-head vs the SFT responses: the metrics that go into summary.json."""
+    from alphapo.evaluation.evaluate import judge_head_to_head
+
+    ev = judge_head_to_head(judge, prompts, responses, ref_responses, reference_scores=ref_scores, seed=seed)
+    s = ev.summary()
+    return {
+        "win_rate": s["win_rate"], "win_rate_ci": s["win_rate_ci"], "lc_win_rate": s["lc_win_rate"],
+        "lc_win_rate_ci": s["lc_win_rate_ci"], "n_wins": s["n_wins"], "n_ties": s["n_ties"],
+        "n_losses": s["n_losses"], "mean_gold_score": s["mean_score"],
+        "mean_length": _mean([_words(r) for r in responses]), "mean_length_chars": s["mean_length"],
+        "mean_correctness": _mean([a["correctness"] for a in judge.score_attributes(prompts, responses)]),
+        "scores": ev.scores,
+    }
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -128,6 +163,30 @@ def _fmt(x, digits=3):
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _decoding(temperature: float) -> str:
+    return "greedy decoding" if temperature == 0 else f"sampled at temperature {temperature:g}"
+
+
+def _table(summary: dict, key: str) -> list[str]:
+    """The per-method markdown table; ``key`` "" is the headline evaluation, "sampled" the second one."""
+    sft = summary["sft"] if not key else summary["sft"][key]
+    rows = [
+        "| method | win rate vs SFT | 95% CI | LC win rate | W / T / L | mean gold score | mean length | "
+        "train time |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| SFT (reference) | - | - | - | - | {_fmt(sft['mean_gold_score'], 2)} | "
+        f"{_fmt(sft['mean_length'], 1)} | {summary['sft']['train_seconds']:.0f} s |",
+    ]
+    for name, method in summary["methods"].items():
+        m = method if not key else method[key]
+        lo, hi = m["win_rate_ci"]
+        rows.append(
+            f"| {name} | {_fmt(m['win_rate'])} | [{_fmt(lo)}, {_fmt(hi)}] | {_fmt(m['lc_win_rate'])} | "
+            f"{m['n_wins']} / {m['n_ties']} / {m['n_losses']} | {_fmt(m['mean_gold_score'], 2)} | "
+            f"{_fmt(m['mean_length'], 1)} | {method['train_seconds']:.0f} s |")
+    return rows
+
+
 def render_report(summary: dict) -> str:
     """``report.md`` from the summary dict (pure: every number in the report comes from ``summary``)."""
     cfg, sft, pairs = summary["config"], summary["sft"], summary["pairs"]
@@ -137,23 +196,22 @@ def render_report(summary: dict) -> str:
         f"Toy world, seed {cfg['seed']}. Wall time **{summary['wall_time_s']:.0f} s** "
         f"({', '.join(f'{k} {v:.0f} s' for k, v in summary['stage_seconds'].items())}).",
         "",
-        f"Each trained policy vs the SFT policy on {summary['n_eval']} held-out prompts, one sample each at "
-        f"temperature {cfg['eval_temperature']}, judged by the toy gold judge (score 1..10). Win rate counts "
-        "ties as half; the interval is a Wilson 95% interval. LC win rate: AlpacaEval-2.0-style length-"
-        "controlled win rate (length in characters). Length in words (= toy tokens).",
+        f"Each trained policy vs the SFT policy on {summary['n_eval']} held-out prompts (never seen in SFT or "
+        f"in the pairs), one response each ({_decoding(cfg['eval_temperature'])}), judged by the toy gold judge "
+        "(score 1..10). Win rate counts ties as half; the interval is a Wilson 95% interval. LC win rate: "
+        "AlpacaEval-2.0-style length-controlled win rate (length in characters). Length in words (= toy "
+        "tokens).",
         "",
-        "| method | win rate vs SFT | 95% CI | LC win rate | W / T / L | mean gold score | mean length | "
-        "train time |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| SFT (reference) | - | - | - | - | {_fmt(sft['mean_gold_score'], 2)} | "
-        f"{_fmt(sft['mean_length'], 1)} | {sft['train_seconds']:.0f} s |",
     ]
-    for name, m in summary["methods"].items():
-        lo, hi = m["win_rate_ci"]
-        lines.append(
-            f"| {name} | {_fmt(m['win_rate'])} | [{_fmt(lo)}, {_fmt(hi)}] | {_fmt(m['lc_win_rate'])} | "
-            f"{m['n_wins']} / {m['n_ties']} / {m['n_losses']} | {_fmt(m['mean_gold_score'], 2)} | "
-            f"{_fmt(m['mean_length'], 1)} | {m['train_seconds']:.0f} s |")
+    lines += _table(summary, "")
+    if all("sampled" in m for m in summary["methods"].values()) and "sampled" in sft:
+        temp = next(iter(summary["methods"].values()))["sampled"]["eval_temperature"]
+        lines += ["", f"Same comparison with sampled responses ({_decoding(temp)}, same seed for both sides):", ""]
+        lines += _table(summary, "sampled")
+    tg = sft["targets"]
+    lines += ["", f"SFT policy on the same held-out prompts, {tg['k']} samples each at temperature "
+              f"{tg['temperature']}: mean gold score {tg['mean_gold_score']:.2f} (target 3.5..7), "
+              f"{tg['frac_spread_ge_2']:.0%} of prompts with best-minus-worst >= 2 (target >= 70%)."]
     lines += [
         "",
         "Hyper-parameters: " + "; ".join(
@@ -197,7 +255,6 @@ def render_report(summary: dict) -> str:
 
 def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) -> dict:
     """Run the pipeline into ``out_dir``; returns the summary (also ``OUT/summary.json``)."""
-    from alphapo.evaluation.evaluate import judge_head_to_head
     from alphapo.evaluation.plots import plot_reward_histogram
     from alphapo.generation.io import write_json_atomic, write_jsonl_atomic
     from alphapo.generation.pairs import generate_pairs
@@ -253,22 +310,28 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
     pairs_info = {**gen.stats.to_dict(), "n_pairs": len(records), "n_dropped_empty": n_empty}
     stage["pairs"] = time.time() - t
 
-    # reference side of the evaluation: the SFT policy's samples on held-out prompts
+    # reference side of the evaluation: the SFT policy's responses on held-out prompts (greedy, and
+    # sampled with the same seed as the trained models: common random numbers lower the variance)
     eval_prompts = [x.messages() for x in heldout[:config.n_eval]]
-    eval_kwargs = dict(k=1, temperature=config.eval_temperature, max_new_tokens=config.max_new_tokens,
-                       batch_size=100, seed=config.seed + 1, progress=False)
+    temps = {"": config.eval_temperature}
+    if config.sampled_eval_temperature is not None:
+        temps["sampled"] = config.sampled_eval_temperature
     t = time.time()
-    ref_gen = generate_responses(policy, tokenizer, eval_prompts, **eval_kwargs)
-    ref_responses = [r[0] for r in ref_gen.responses]
-    ref_scores = judge.score(eval_prompts, ref_responses)
+    ref = {key: _responses(policy, tokenizer, eval_prompts, temp, config) for key, temp in temps.items()}
+    ref_scores = {key: judge.score(eval_prompts, r) for key, r in ref.items()}
+    # the issue's SFT targets: k = 5 samples at T = 0.8 per held-out prompt
+    targets = generate_responses(policy, tokenizer, eval_prompts, k=5, temperature=0.8,
+                                 max_new_tokens=config.max_new_tokens, batch_size=100, seed=config.seed + 2,
+                                 progress=False).responses
+    target_scores = [judge.score([p] * len(rs), rs) for p, rs in zip(eval_prompts, targets)]
     stage["evaluation"] = time.time() - t
     del policy
 
-    # 3 + 4. train each method from the SFT policy, then evaluate it against the SFT samples
+    # 3 + 4. train each method from the SFT policy, then evaluate it against the SFT policy
     methods: dict[str, dict] = {}
     curves: dict[str, list[dict]] = {}
-    eval_scores = {"SFT": ref_scores}
-    eval_responses = {"SFT": ref_responses}
+    eval_scores = {"SFT": ref_scores[""]}
+    eval_responses = {"SFT": ref[""]}
     stage["training"] = 0.0
     for i, (name, m) in enumerate(config.methods.items(), 1):
         _log(f"3/4 train {name} ({i}/{len(config.methods)}): {m['loss']} {m['params']} lr {m['learning_rate']:g}")
@@ -290,38 +353,42 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
 
         t = time.time()
         model, tok = load_policy(result.final_dir, device="cpu")
-        g = generate_responses(model, tok, eval_prompts, **eval_kwargs)
-        responses = [r[0] for r in g.responses]
-        ev = judge_head_to_head(judge, eval_prompts, responses, ref_responses, reference_scores=ref_scores,
-                                seed=config.seed)
-        s = ev.summary()
+        results = {}
+        for key, temp in temps.items():
+            responses = _responses(model, tok, eval_prompts, temp, config)
+            results[key] = _head_to_head(judge, eval_prompts, responses, ref[key], ref_scores[key], config.seed)
+            if key == "":
+                eval_scores[name], eval_responses[name] = results[key].pop("scores"), responses
+            else:
+                results[key].pop("scores")
         methods[name] = {
             "loss": m["loss"], "params": m["params"], "learning_rate": m["learning_rate"],
-            "win_rate": s["win_rate"], "win_rate_ci": s["win_rate_ci"], "lc_win_rate": s["lc_win_rate"],
-            "lc_win_rate_ci": s["lc_win_rate_ci"], "n_wins": s["n_wins"], "n_ties": s["n_ties"],
-            "n_losses": s["n_losses"], "mean_gold_score": s["mean_score"],
-            "mean_length": sum(map(_words, responses)) / len(responses), "mean_length_chars": s["mean_length"],
-            "mean_correctness": sum(a["correctness"] for a in judge.score_attributes(eval_prompts, responses))
-            / len(responses),
+            **results[""], "eval_temperature": config.eval_temperature,
             "train_seconds": round(train_seconds, 2), "train_steps": result.global_step,
             "final_train_metrics": {k: v for k, v in result.train_metrics.items()
                                     if k.startswith(("loss", "rewards/", "logps/"))},
         }
-        eval_scores[name] = ev.scores
-        eval_responses[name] = responses
+        if "sampled" in results:
+            methods[name]["sampled"] = {**results["sampled"], "eval_temperature": temps["sampled"]}
         stage["evaluation"] += time.time() - t
-        _log(f"4/4 {name}: win rate vs SFT {s['win_rate']:.3f} [{s['win_rate_ci'][0]:.3f}, "
-             f"{s['win_rate_ci'][1]:.3f}], mean gold {s['mean_score']:.2f} (SFT {ev.mean_reference_score:.2f})")
+        r = results[""]
+        _log(f"4/4 {name}: win rate vs SFT {r['win_rate']:.3f} [{r['win_rate_ci'][0]:.3f}, "
+             f"{r['win_rate_ci'][1]:.3f}], mean gold {r['mean_gold_score']:.2f} "
+             f"(SFT {_mean(ref_scores['']):.2f})")
 
     plot_displacement(curves, out / "displacement.png")
     plot_reward_histogram(eval_scores, out / "reward_histogram.png",
                           title="Gold score of held-out samples", xlabel="gold score (1..10)", bins=18)
-    sft_attrs = judge.score_attributes(eval_prompts, ref_responses)
     summary = {
         "methods": methods,
-        "sft": {"mean_gold_score": sum(ref_scores) / len(ref_scores),
-                "mean_length": sum(map(_words, ref_responses)) / len(ref_responses),
-                "mean_correctness": sum(a["correctness"] for a in sft_attrs) / len(sft_attrs),
+        "sft": {"mean_gold_score": _mean(ref_scores[""]), "mean_length": _mean([_words(r) for r in ref[""]]),
+                "mean_correctness": _mean([a["correctness"]
+                                           for a in judge.score_attributes(eval_prompts, ref[""])]),
+                **({"sampled": {"mean_gold_score": _mean(ref_scores["sampled"]),
+                                "mean_length": _mean([_words(r) for r in ref["sampled"]])}} if "sampled" in ref else {}),
+                "targets": {"k": 5, "temperature": 0.8,
+                            "mean_gold_score": _mean([x for row in target_scores for x in row]),
+                            "frac_spread_ge_2": _mean([float(max(row) - min(row) >= 2) for row in target_scores])},
                 "train_seconds": round(stage["sft"], 2), "n_parameters": sft_summary["n_parameters"],
                 "steps": sft_cfg.steps, "n_demonstrations": sft_summary["n_demonstrations"],
                 "final_loss": sft_summary["final_loss"]},
