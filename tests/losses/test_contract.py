@@ -103,3 +103,14 @@ def test_mismatched_shapes_are_an_error():
     with pytest.raises(UserError, match="rejected_logps"):
         get_loss("simpo")(chosen_logps=torch.zeros(3), rejected_logps=torch.zeros(2),
                           chosen_lengths=torch.ones(3), rejected_lengths=torch.ones(3))
+
+
+def test_losses_pickle_and_keep_their_values():
+    """Composed losses are plain objects of module-level pieces, so they pickle (worker processes)."""
+    import pickle
+
+    for name, loss in LOSSES.items():
+        clone = pickle.loads(pickle.dumps(loss))
+        if not loss.multi_response:
+            inputs = pair_inputs(loss, seed=3)
+            assert torch.equal(clone(**inputs).losses, loss(**inputs).losses), name

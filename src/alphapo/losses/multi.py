@@ -129,7 +129,7 @@ class MultiResponseLoss:
 
         if isinstance(self.aggregate, Link):
             k = u.shape[1]
-            i, j = torch.triu_indices(k, k, offset=1)
+            i, j = torch.triu_indices(k, k, offset=1, device=u.device)
             z = self.shape.difference(u[:, i], u[:, j], beta=beta, **shape_kw)  # (B, k(k-1)/2)
             link_kw = {name: a[name] for name in self.aggregate.params}
             pair = self.aggregate.fn(z, beta=beta, score_gap=scores[:, i] - scores[:, j], **link_kw)
