@@ -241,7 +241,8 @@ def run_trl(spec: dict, clock: StepClock) -> tuple[list[float], bool]:
     if pair == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        cfg = DPOConfig(**common, beta=p["beta"], loss_type=["sigmoid"], precompute_ref_log_probs=False,
+        cfg = DPOConfig(**common, beta=p["beta"], loss_type=["sigmoid"],
+                        precompute_ref_log_probs=spec["trl_precompute_ref"],
                         use_weighting=False, ld_alpha=None, label_smoothing=0.0)
         trainer = DPOTrainer(model=spec["model_dir"], args=cfg, train_dataset=dataset, processing_class=tok)
         ds = trainer.train_dataset
@@ -413,6 +414,9 @@ def parse_args(argv=None):
     ap.add_argument("--beta", type=float, default=2.5, help="SimPO/AlphaPO beta (default 2.5)")
     ap.add_argument("--gamma", type=float, default=1.0, help="SimPO/AlphaPO absolute margin (default 1.0)")
     ap.add_argument("--alpha", type=float, default=0.25, help="AlphaPO alpha (default 0.25)")
+    ap.add_argument("--trl-precompute-ref", action="store_true",
+                    help="DPO: let TRL precompute reference log-probs before training too (TRL's default "
+                         "is a reference forward in every step; ours always precomputes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tol", type=float, default=1e-5, help="first-step loss tolerance (default 1e-5)")
     ap.add_argument("--json", help="also write all raw results to this file")
@@ -462,8 +466,12 @@ def main(argv=None) -> int:
                         "out_dir": str(work / f"{pair}-{side}-{rep}"), "steps": args.steps,
                         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                         "max_length": args.max_length, "threads": args.threads,
+                        "trl_precompute_ref": args.trl_precompute_ref,
                         "loss_params": loss_params(pair, args)}
                 r = launch(spec, work, f"{pair}-{side}-{rep}")
+                if r["steps"] != args.steps or len(r["losses"]) != args.steps:
+                    raise SystemExit(f"{pair}/{side}: {r['steps']} optimizer steps and {len(r['losses'])} "
+                                     f"logged losses, expected {args.steps}")
                 print(f"  {pair:8s} {side:4s} #{rep}: {r['steps_per_second']:.2f} steps/s "
                       f"({r['steps_per_cpu_second']:.2f} per CPU-s), train "
                       f"{r['train_rss_mib']:.0f} MiB (process peak {r['peak_rss_mib']:.0f}), wall {r['wall_s']:.1f}s, "
