@@ -58,7 +58,7 @@ METHODS: dict[str, dict] = {
 def _default_sft():
     from alphapo.toyworld.sft import ToySFTConfig
 
-    return ToySFTConfig(hidden_size=96, steps=2000, p_error=0.6, n_heldout=500)
+    return ToySFTConfig()
 
 
 @dataclass

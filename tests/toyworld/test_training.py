@@ -59,3 +59,20 @@ def test_reward_model_is_loadable_by_the_hf_judge(tmp_path):
     assert scores == pytest.approx([judge.score(prompts[:1], [r])[0] for r in ["2", "sure ! 2", "5"]], abs=1e-5)
     # ties count half in the accuracy: (1 + 0.5 + 0) / 3
     assert pair_accuracy([2.0, 1.0, 0.0], [1.0, 1.0, 1.0]) == pytest.approx(0.5)
+
+
+def test_measure_targets_reads_the_split_from_the_policy(tmp_path):
+    pytest.importorskip("alphapo.generation.sampling")
+    from alphapo.toyworld import GoldJudge
+    from alphapo.toyworld.sft import measure_targets
+
+    train_sft(ToySFTConfig(seed=5, **TINY), tmp_path / "p", progress=False)
+    m = measure_targets(tmp_path / "p", k=3)
+    assert (m["seed"], m["n_prompts"], m["k"]) == (5, TINY["n_heldout"], 3)
+    judge = GoldJudge()
+    for ex in m["examples"]:
+        scores = judge.score([ex["user"]] * 3, ex["samples"])
+        assert scores == ex["scores"]
+    spreads = [max(ex["scores"]) - min(ex["scores"]) for ex in m["examples"]]
+    assert 0.0 <= m["frac_spread_ge_2"] <= 1.0 and 1.0 <= m["mean_gold_score"] <= 10.0
+    assert m["mean_spread"] >= 0 and all(s >= 0 for s in spreads)

@@ -1,8 +1,8 @@
 """``alphapo toy ...``: the toy world's commands.
 
     alphapo toy prompts --out heldout.jsonl --split heldout --seed 0   # prompts for generate / eval
-    alphapo toy sft --out runs/toy/sft --seed 0 [--steps 1200] [--set p_error=0.4 ...]
-    alphapo toy check --model runs/toy/sft --seed 0                    # SFT targets on held-out prompts
+    alphapo toy sft --out runs/toy/sft --seed 0 [--steps 2000] [--set p_error=0.5 ...]
+    alphapo toy check --model runs/toy/sft                             # SFT targets on held-out prompts
     alphapo toy reward-model --out runs/toy/rm --seed 0 [--init runs/toy/sft]
     alphapo toy score --prompt "what is 3 plus 4" --response "sure ! 7"  # gold score + attributes
 
@@ -42,13 +42,13 @@ def register(subparsers) -> None:
     p.add_argument("--split", choices=("train", "heldout"), default="heldout")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=4000)
-    p.add_argument("--n-heldout", type=int, default=200)
+    p.add_argument("--n-heldout", type=int, default=500)
     p.set_defaults(func=run_prompts)
 
     p = sub.add_parser("sft", help="train the tiny Llama SFT policy from scratch on noisy-teacher demos")
     p.add_argument("--out", required=True, help="output model folder (HF format)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1200)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 2000)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override ToySFTConfig fields, e.g. p_error=0.4 hidden_size=96")
     p.add_argument("--no-progress", action="store_true")
@@ -56,7 +56,8 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("check", help="measure the SFT targets (mean gold score, best-worst spread)")
     p.add_argument("--model", required=True)
-    p.add_argument("--seed", type=int, default=0, help="the seed the policy was trained with (task split)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="task-split seed (default: read from the policy's sft_summary.json)")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--sample-seed", type=int, default=1234)

@@ -16,7 +16,7 @@ gives the same weights on the same machine and thread count.
 The policy imitates a teacher that is wrong about half the time and verbose about half the time, so its
 samples at temperature 0.8 vary in quality: the gold judge's best-minus-worst spread over 5 samples is
 what on-policy preference pairs learn from. ``measure_targets`` checks the issue's targets (mean gold
-score in [3.5, 7], >= 70% of held-out prompts with spread >= 2).
+score in [3.5, 7], >= 70% of held-out prompts with spread >= 2; ``alphapo toy check``).
 """
 
 from __future__ import annotations
@@ -41,15 +41,15 @@ class ToySFTConfig:
 
     seed: int = 0
     n_train: int = 4000  # training tasks, one teacher demonstration each
-    n_heldout: int = 200  # held-out tasks (never trained on; used by evaluation)
-    p_error: float = 0.5  # teacher corrupts the answer with this probability
+    n_heldout: int = 500  # held-out tasks (never trained on; used by evaluation)
+    p_error: float = 0.6  # teacher corrupts the answer with this probability
     p_verbose: float = 0.5  # teacher wraps the answer in filler with this probability
-    hidden_size: int = 64
+    hidden_size: int = 96
     layers: int = 2
     heads: int = 4
     kv_heads: int = 2
     intermediate_size: int = 256
-    steps: int = 1200
+    steps: int = 2000
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 50
@@ -175,49 +175,26 @@ def train_sft(config: ToySFTConfig, out_dir: str | Path, *, progress: bool = Tru
         torch.set_num_threads(old_threads)
 
 
-def sample_responses(model, tokenizer, prompts: list[list[dict]], *, k: int = 5, temperature: float = 0.8,
-                     seed: int = 0, max_new_tokens: int = 24, batch_size: int = 256) -> list[list[str]]:
-    """``k`` sampled responses per prompt (KV-cached ``generate``, left padding), deterministic given ``seed``.
+def measure_targets(model_dir: str | Path, *, k: int = 5, temperature: float = 0.8, sample_seed: int = 1234,
+                    seed: int | None = None, n_train: int | None = None, n_heldout: int | None = None) -> dict:
+    """The issue's SFT targets on held-out prompts: mean gold score and share of prompts with spread >= 2.
 
-    A small self-contained sampler for the toy world's own checks; ``alphapo.generation`` is the general
-    one. ``temperature = 0`` means greedy (then all k responses are identical).
+    The task split (seed, n_train, n_heldout) is read from the policy's ``sft_summary.json``; pass them to
+    override (or for a policy trained elsewhere). Sampling uses ``alphapo.generation.generate_responses``.
     """
-    import torch
-
-    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-    flat = [t for t in texts for _ in range(k)]
-    out: list[str] = []
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            for lo in range(0, len(flat), batch_size):
-                enc = tokenizer(flat[lo:lo + batch_size], return_tensors="pt", padding=True,
-                                add_special_tokens=False)
-                kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) \
-                    if temperature > 0 else dict(do_sample=False)
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, use_cache=True,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                     **kwargs)
-                out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = old_side
-    return [out[i * k:(i + 1) * k] for i in range(len(prompts))]
-
-
-def measure_targets(model_dir: str | Path, *, seed: int, n_heldout: int = 200, n_train: int = 4000,
-                    k: int = 5, temperature: float = 0.8, sample_seed: int = 1234) -> dict:
-    """The issue's SFT targets on held-out prompts: mean gold score and share of prompts with spread >= 2."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from alphapo.generation.sampling import generate_responses, load_policy
     from alphapo.toyworld.judge import GoldJudge
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    summary_path = Path(model_dir) / "sft_summary.json"
+    saved = json.loads(summary_path.read_text())["config"] if summary_path.is_file() else {}
+    seed = saved.get("seed", 0) if seed is None else seed
+    n_train = saved.get("n_train", ToySFTConfig.n_train) if n_train is None else n_train
+    n_heldout = saved.get("n_heldout", ToySFTConfig.n_heldout) if n_heldout is None else n_heldout
+    model, tokenizer = load_policy(model_dir, device="cpu")
     _, heldout = split_tasks(seed, n_train, n_heldout)
     prompts = [t.messages() for t in heldout]
-    samples = sample_responses(model, tokenizer, prompts, k=k, temperature=temperature, seed=sample_seed)
+    samples = generate_responses(model, tokenizer, prompts, k=k, temperature=temperature, max_new_tokens=24,
+                                 batch_size=100, seed=sample_seed, progress=False).responses
     judge = GoldJudge()
     scores = [judge.score([p] * k, s) for p, s in zip(prompts, samples)]
     flat = [x for row in scores for x in row]
@@ -230,6 +207,7 @@ def measure_targets(model_dir: str | Path, *, seed: int, n_heldout: int = 200, n
         "frac_spread_ge_2": sum(s >= 2 for s in spreads) / len(spreads),
         "mean_spread": sum(spreads) / len(spreads),
         "mean_by_task": {kind: sum(v) / len(v) for kind, v in sorted(by_kind.items())},
-        "n_prompts": len(prompts), "k": k, "temperature": temperature,
-        "examples": [{"user": heldout[i].user, "samples": samples[i], "scores": scores[i]} for i in range(5)],
+        "n_prompts": len(prompts), "k": k, "temperature": temperature, "seed": seed,
+        "examples": [{"user": heldout[i].user, "samples": samples[i], "scores": scores[i]}
+                     for i in range(min(5, len(heldout)))],
     }
