@@ -1,15 +1,18 @@
 """Data parallelism: 2 CPU processes (gloo) train exactly like 1 process with the same global batch.
 
 The two-process run is the real command under the real launcher, with the shipped example config:
-``accelerate launch --config_file examples/accelerate/cpu_2proc.yaml -m alphapo.cli train ...``
-(per-device batch 2 x 2 processes). The single-process run is ``alphapo.training.train`` in this
-process (per-device batch 4). Both have global batch 4, so the trainer's batch plan gives every
-optimizer step the same 4 examples (``plan_epoch`` depends on the global batch only; the 4 are sorted by
-length and dealt to the processes), and DDP averages the per-process gradients, each already scaled by
+``accelerate launch --config_file examples/accelerate/cpu_2proc.yaml -m alphapo.cli train ...``.
+The single-process run is ``alphapo.training.train`` in this process (per-device batch 4). Both have
+global batch 4, so the trainer's batch plan gives every optimizer step the same 4 examples
+(``plan_epoch`` depends on the global batch only; the 4 are sorted by length and dealt to the
+processes), and DDP averages the per-process gradients, each already scaled by
 ``num_processes / global_batch``. The loss trajectory must match to 1e-5 and the final weights closely.
 
-Why ``dpo``: it exercises the cross-process path most: rank 0 computes the reference log-probs and writes
-the on-disk cache, rank 1 waits and reads it, and the logged metrics are gathered from both ranks.
+Two cases: ``dpo`` with per-device batch 2 x 2 processes exercises the cross-process reference path
+(rank 0 computes the reference log-probs and writes the on-disk cache, rank 1 waits and reads it; the
+logged metrics are gathered from both ranks); ``alphapo`` with per-device batch 1 x accumulation 2 x 2
+processes exercises accumulation under DDP (``no_sync`` on the first micro-batch, all-reduce on the
+last).
 
 Guard against a silent single-process launch (``accelerate launch --cpu`` starts only one process): with
 one process the global batch would be 2, giving twice as many optimizer steps, which the test rejects.
@@ -34,9 +37,10 @@ from conftest import write_pairs
 ROOT = Path(__file__).resolve().parents[2]
 ACCELERATE_CONFIG = ROOT / "examples" / "accelerate" / "cpu_2proc.yaml"
 N_PAIRS, GLOBAL_BATCH = 16, 4
-COMMON = ["loss.name=dpo", "loss.beta=0.1", "train.learning_rate=1e-3", "train.warmup_ratio=0.0",
-          "train.seed=0", "data.max_length=256", "logging.logging_steps=1", "logging.progress_bar=false",
-          "logging.tensorboard=false"]
+COMMON = ["train.learning_rate=1e-3", "train.warmup_ratio=0.0", "train.seed=0", "data.max_length=256",
+          "logging.logging_steps=1", "logging.progress_bar=false", "logging.tensorboard=false"]
+LOSSES = {"dpo": ["loss.name=dpo", "loss.beta=0.1"],
+          "alphapo": ["loss.name=alphapo", "loss.beta=2.5", "loss.gamma=1.0", "loss.alpha=0.25"]}
 
 
 def _free_port() -> int:
@@ -51,12 +55,13 @@ def _train_records(out: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_match_one_process(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("loss,per_device,accum", [("dpo", 2, 1), ("alphapo", 1, 2)])
+def test_two_cpu_processes_match_one_process(loss, per_device, accum, tiny_model_dir, tmp_path):
     from alphapo.training import load_config, train
 
     data = write_pairs(tmp_path / "pairs.jsonl", n=N_PAIRS, seed=2)
     base = [f"model.name_or_path={tiny_model_dir}", f"data.train_path={data}",
-            f"reference.cache_dir={tmp_path / 'ref-cache'}", *COMMON]
+            f"reference.cache_dir={tmp_path / 'ref-cache'}", *LOSSES[loss], *COMMON]
 
     single_out = tmp_path / "single"
     train(load_config(None, [*base, f"output_dir={single_out}", "train.per_device_batch_size=4"]))
@@ -67,7 +72,8 @@ def test_two_cpu_processes_match_one_process(tiny_model_dir, tmp_path):
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--config_file", str(ACCELERATE_CONFIG),
            "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
-           "-m", "alphapo.cli", "train", *base, f"output_dir={ddp_out}", "train.per_device_batch_size=2"]
+           "-m", "alphapo.cli", "train", *base, f"output_dir={ddp_out}",
+           f"train.per_device_batch_size={per_device}", f"train.gradient_accumulation_steps={accum}"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
@@ -77,7 +83,7 @@ def test_two_cpu_processes_match_one_process(tiny_model_dir, tmp_path):
 
     assert len(ddp) == len(single), (
         f"{len(ddp)} optimizer steps under 2 processes vs {len(single)} in one: the launcher did not start "
-        f"2 processes (global batch != {GLOBAL_BATCH})")
+        f"2 processes (global batch {per_device} x {accum} x processes != {GLOBAL_BATCH})")
     losses_1 = [r["loss"] for r in single]
     losses_2 = [r["loss"] for r in ddp]
     assert max(losses_1) - min(losses_1) > 1e-3, "the trajectory does not move: the test would be vacuous"
