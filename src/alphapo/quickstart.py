@@ -77,6 +77,7 @@ class QuickstartConfig:
     epochs: int = 1
     batch_size: int = 32
     methods: dict = field(default_factory=lambda: json.loads(json.dumps(METHODS)))
+    threads: int = 1  # torch threads; tiny models run faster on one (thread sync costs more than it saves)
     progress: bool = True
 
 
@@ -255,6 +256,19 @@ def render_report(summary: dict) -> str:
 
 def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) -> dict:
     """Run the pipeline into ``out_dir``; returns the summary (also ``OUT/summary.json``)."""
+    import torch
+
+    config = config or QuickstartConfig()
+    old_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(Path(out_dir), config)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(out: Path, config: QuickstartConfig) -> dict:
     from alphapo.evaluation.plots import plot_reward_histogram
     from alphapo.generation.io import write_json_atomic, write_jsonl_atomic
     from alphapo.generation.pairs import generate_pairs
@@ -274,14 +288,12 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
     )
     from alphapo.training.plotting import read_metrics
 
-    config = config or QuickstartConfig()
     sft_cfg = config.sft
     sft_cfg.seed = config.seed
     if config.n_eval > sft_cfg.n_heldout:
         from alphapo.errors import UserError
 
         raise UserError(f"n_eval={config.n_eval} exceeds the held-out split (sft.n_heldout={sft_cfg.n_heldout})")
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     stage: dict[str, float] = {}
@@ -414,12 +426,15 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: fastest for these tiny models; 0 = torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = run_quickstart(args.out, QuickstartConfig(seed=args.seed, progress=not args.no_progress))
+    summary = run_quickstart(args.out, QuickstartConfig(seed=args.seed, threads=args.threads,
+                                                            progress=not args.no_progress))
     best = max(summary["methods"].items(), key=lambda kv: kv[1]["win_rate"])
     print(f"best method: {best[0]} (gold win rate vs SFT {best[1]['win_rate']:.3f}); "
           f"report: {Path(args.out) / 'report.md'}")
