@@ -97,3 +97,20 @@ def test_two_cpu_processes_match_one_process(loss, per_device, accum, tiny_model
     assert w1.keys() == w2.keys()
     for name in w1:  # AdamW amplifies rounding-level gradient differences: compare at 5e-5
         torch.testing.assert_close(w2[name], w1[name], rtol=0, atol=5e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_example_accelerate_configs_load():
+    """Every shipped launcher config parses with accelerate's own loader and says what its name says."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    expected = {"cpu_2proc.yaml": "MULTI_GPU", "multi_gpu.yaml": "MULTI_GPU", "fsdp2.yaml": "FSDP",
+                "deepspeed_zero2.yaml": "DEEPSPEED", "deepspeed_zero3.yaml": "DEEPSPEED"}
+    found = sorted(p.name for p in ACCELERATE_CONFIG.parent.glob("*.yaml"))
+    assert found == sorted(expected)
+    for name, kind in expected.items():
+        config = load_config_from_file(str(ACCELERATE_CONFIG.parent / name))
+        assert config.distributed_type.value == kind, name
+        if kind == "DEEPSPEED":  # the trainer accumulates itself; DeepSpeed's own accumulation must be 1
+            assert config.deepspeed_config["gradient_accumulation_steps"] == 1, name
+    cpu = load_config_from_file(str(ACCELERATE_CONFIG))
+    assert cpu.num_processes == 2 and cpu.use_cpu
