@@ -69,8 +69,8 @@ def test_two_cpu_processes_match_one_process(loss, per_device, accum, tiny_model
     assert len(single) == N_PAIRS // GLOBAL_BATCH
 
     ddp_out = tmp_path / "ddp"
-    accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch", "--config_file", str(ACCELERATE_CONFIG),
+    # `python -m accelerate.commands.launch` is `accelerate launch`, without relying on the console script
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIG),
            "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
            "-m", "alphapo.cli", "train", *base, f"output_dir={ddp_out}",
            f"train.per_device_batch_size={per_device}", f"train.gradient_accumulation_steps={accum}"]
