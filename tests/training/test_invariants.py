@@ -60,8 +60,7 @@ def _train(tmp_path, model_dir, data, *, loss: str, per_device: int, accum: int,
     return [r["loss"] for r in records], [r["grad_norm"] for r in records], weights
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("loss", sorted(LOSSES))  # ~1 s each: part of the fast suite
 def test_batch_split_does_not_change_training(loss, tiny_model_dir, tmp_path):
     data = write_pairs(tmp_path / "pairs.jsonl", n=N_PAIRS, seed=1)
     base_losses, base_norms, base_weights = _train(tmp_path, tiny_model_dir, data, loss=loss,
