@@ -68,5 +68,6 @@ def test_report_table_matches_summary(tiny_run):
         row = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
         assert f"{m['win_rate']:.3f}" in row and f"{m['lc_win_rate']:.3f}" in row
         assert f"{m['mean_gold_score']:.2f}" in row and f"{m['n_wins']} / {m['n_ties']} / {m['n_losses']}" in row
+        assert f"{m['mean_correctness']:.3f}" in row
     assert f"Wall time **{summary['wall_time_s']:.0f} s**" in report
     assert "![displacement](displacement.png)" in report and "![reward histogram](reward_histogram.png)" in report

@@ -127,6 +127,15 @@ def _atomic_text(path: Path, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
+def _smooth(values: list[float], window: int = 5) -> list[float]:
+    """Trailing moving average (the first points average over what exists so far)."""
+    out = []
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1):i + 1]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
 def plot_displacement(curves: dict[str, list[dict]], path: Path) -> Path:
     """Mean summed log-prob of chosen (solid) and rejected (dashed) responses vs step, one colour per method."""
     import matplotlib
@@ -142,10 +151,11 @@ def plot_displacement(curves: dict[str, list[dict]], path: Path) -> Path:
         rows = [r for r in records if r.get("split", "train") == "train" and "logps/chosen" in r]
         steps = [r["step"] for r in rows]
         c = colors[i % len(colors)]
-        axes[0].plot(steps, [r["logps/chosen"] for r in rows], color=c, label=f"{name} chosen")
-        axes[0].plot(steps, [r["logps/rejected"] for r in rows], color=c, linestyle="--", label=f"{name} rejected")
+        axes[0].plot(steps, _smooth([r["logps/chosen"] for r in rows]), color=c, label=f"{name} chosen")
+        axes[0].plot(steps, _smooth([r["logps/rejected"] for r in rows]), color=c, linestyle="--",
+                     label=f"{name} rejected")
         if rows and "rewards/margins" in rows[0]:
-            axes[1].plot(steps, [r["rewards/margins"] for r in rows], color=c, label=name)
+            axes[1].plot(steps, _smooth([r["rewards/margins"] for r in rows]), color=c, label=name)
     axes[0].set_title("log-probability of chosen (solid) / rejected (dashed)")
     axes[0].set_xlabel("optimizer step")
     axes[0].set_ylabel("mean summed log-prob")
@@ -172,10 +182,10 @@ def _table(summary: dict, key: str) -> list[str]:
     """The per-method markdown table; ``key`` "" is the headline evaluation, "sampled" the second one."""
     sft = summary["sft"] if not key else summary["sft"][key]
     rows = [
-        "| method | win rate vs SFT | 95% CI | LC win rate | W / T / L | mean gold score | mean length | "
-        "train time |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| SFT (reference) | - | - | - | - | {_fmt(sft['mean_gold_score'], 2)} | "
+        "| method | win rate vs SFT | 95% CI | LC win rate | W / T / L | mean gold score | mean correctness | "
+        "mean length | train time |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| SFT (reference) | - | - | - | - | {_fmt(sft['mean_gold_score'], 2)} | {_fmt(sft['mean_correctness'])} | "
         f"{_fmt(sft['mean_length'], 1)} | {summary['sft']['train_seconds']:.0f} s |",
     ]
     for name, method in summary["methods"].items():
@@ -184,7 +194,7 @@ def _table(summary: dict, key: str) -> list[str]:
         rows.append(
             f"| {name} | {_fmt(m['win_rate'])} | [{_fmt(lo)}, {_fmt(hi)}] | {_fmt(m['lc_win_rate'])} | "
             f"{m['n_wins']} / {m['n_ties']} / {m['n_losses']} | {_fmt(m['mean_gold_score'], 2)} | "
-            f"{_fmt(m['mean_length'], 1)} | {method['train_seconds']:.0f} s |")
+            f"{_fmt(m['mean_correctness'])} | {_fmt(m['mean_length'], 1)} | {method['train_seconds']:.0f} s |")
     return rows
 
 
@@ -200,8 +210,10 @@ def render_report(summary: dict) -> str:
         f"Each trained policy vs the SFT policy on {summary['n_eval']} held-out prompts (never seen in SFT or "
         f"in the pairs), one response each ({_decoding(cfg['eval_temperature'])}), judged by the toy gold judge "
         "(score 1..10). Win rate counts ties as half; the interval is a Wilson 95% interval. LC win rate: "
-        "AlpacaEval-2.0-style length-controlled win rate (length in characters). Length in words (= toy "
-        "tokens).",
+        "AlpacaEval-2.0-style length-controlled win rate (length in characters). Mean correctness: the gold "
+        "judge's correctness attribute (0..1). Length in words (= toy tokens). Here conciseness is part of "
+        "the gold score, so the LC win rate discounts a real gain; compare it with mean correctness to see "
+        "how much of a win is more than brevity.",
         "",
     ]
     lines += _table(summary, "")
@@ -234,8 +246,10 @@ def render_report(summary: dict) -> str:
         "",
         "## Displacement curves",
         "",
-        "Mean summed log-probability of the chosen and rejected responses under the policy during training "
-        "(likelihood displacement: both can fall while the margin grows).",
+        "Mean summed log-probability of the chosen and rejected responses in each training batch, and the "
+        "implicit reward margin (moving average over 5 logged points; the raw values are in "
+        "`<method>/metrics.jsonl`). Likelihood displacement shows as the chosen log-probability falling "
+        "while the margin grows.",
         "",
         "![displacement](displacement.png)",
         "",
@@ -397,7 +411,10 @@ def _run(out: Path, config: QuickstartConfig) -> dict:
                 "mean_correctness": _mean([a["correctness"]
                                            for a in judge.score_attributes(eval_prompts, ref[""])]),
                 **({"sampled": {"mean_gold_score": _mean(ref_scores["sampled"]),
-                                "mean_length": _mean([_words(r) for r in ref["sampled"]])}} if "sampled" in ref else {}),
+                                "mean_length": _mean([_words(r) for r in ref["sampled"]]),
+                                "mean_correctness": _mean([a["correctness"] for a in
+                                                           judge.score_attributes(eval_prompts, ref["sampled"])])}}
+                   if "sampled" in ref else {}),
                 "targets": {"k": 5, "temperature": 0.8,
                             "mean_gold_score": _mean([x for row in target_scores for x in row]),
                             "frac_spread_ge_2": _mean([float(max(row) - min(row) >= 2) for row in target_scores])},
