@@ -23,6 +23,14 @@ def test_preferences_from_scores_ties_half():
         preferences_from_scores([1, 2], [1])
 
 
+def test_preferences_from_scores_rejects_non_finite_scores():
+    """NaN - x compares False both ways, so a NaN judge score used to become a silent loss (0.0)."""
+    with pytest.raises(UserError, match="non-finite model judge score.*prompt 1"):
+        preferences_from_scores([3, float("nan")], [1, 2])
+    with pytest.raises(UserError, match="non-finite reference"):
+        preferences_from_scores([3, 2], [float("inf"), 2])
+
+
 def test_win_rate_counts_ties_as_half():
     """2 wins, 1 tie, 1 loss: (2 + 0.5) / 4 = 0.625."""
     wr = win_rate([1, 1, 0.5, 0])

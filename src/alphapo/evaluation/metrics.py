@@ -77,11 +77,20 @@ def _as_preferences(preferences: Sequence[float]) -> np.ndarray:
 
 def preferences_from_scores(model_scores: Sequence[float], reference_scores: Sequence[float], *,
                             tie_tol: float = 0.0) -> np.ndarray:
-    """1 where the model's score is higher, 0 where lower, 0.5 where |difference| <= ``tie_tol``. Shape (n,)."""
+    """1 where the model's score is higher, 0 where lower, 0.5 where |difference| <= ``tie_tol``. Shape (n,).
+
+    Non-finite scores are an error (a NaN would otherwise read as a loss for the model).
+    """
     m = np.asarray(model_scores, dtype=np.float64)
     r = np.asarray(reference_scores, dtype=np.float64)
     if m.shape != r.shape:
         raise UserError(f"model and reference scores differ in length: {m.size} vs {r.size}")
+    for name, s in (("model", m), ("reference", r)):
+        # A NaN score compares False both ways, so it would silently count as a loss for the model.
+        bad = np.flatnonzero(~np.isfinite(s))
+        if bad.size:
+            raise UserError(f"{bad.size} non-finite {name} judge score(s) (first at prompt {int(bad[0])}: "
+                            f"{s[bad[0]]}); check the judge")
     diff = m - r
     return np.where(np.abs(diff) <= tie_tol, 0.5, np.where(diff > 0, 1.0, 0.0))
 
