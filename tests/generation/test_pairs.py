@@ -52,6 +52,9 @@ def test_bad_inputs():
         select_pairs(["a", "b"], [P], [["x", "y"]], [[1, 2]])
     with pytest.raises(UserError, match="'a'.*2 responses and 1 scores"):
         select_pairs(["a"], [P], [["x", "y"]], [[1]])
+    # NaN used to pass: max([nan, 1, 2]) is nan, so the "pair" depended on where the NaN sat
+    with pytest.raises(UserError, match="'a'.*non-finite"):
+        select_pairs(["a"], [P], [["x", "y", "z"]], [[float("nan"), 1, 2]])
 
 
 def test_empty_responses_are_excluded_and_counted():

@@ -32,6 +32,7 @@ samples per second); ``alphapo generate`` writes them as JSONL atomically.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -92,6 +93,9 @@ def select_pairs(ids: Sequence[str], prompts: Sequence[Conversation], responses:
             raise UserError(f"prompt {rid!r} (row {n}): need >= 2 responses with one score each, "
                             f"got {len(resp)} responses and {len(sc)} scores")
         sc = [float(s) for s in sc]
+        if not all(math.isfinite(s) for s in sc):
+            # max/min over a NaN depend on its position, so the pair would be arbitrary: stop instead.
+            raise UserError(f"prompt {rid!r} (row {n}): the judge returned a non-finite score {sc}")
         all_scores.extend(sc)
         keep = [i for i, r in enumerate(resp) if r or empty_responses == "keep"]
         n_empty += sum(not r for r in resp)
