@@ -8,8 +8,8 @@ What it does, top to bottom (each stage is a call into the package's public API)
    demonstrations; it answers the toy tasks with a spread of quality (right or wrong, concise or verbose).
 2. **On-policy pairs** (``alphapo.generation.pairs.generate_pairs``): k = 5 samples per training prompt at
    temperature 0.8 from the SFT policy, scored by the toy gold judge; best = chosen, worst = rejected
-   (the AlphaPO / SimPO recipe). Prompts whose 5 scores tie are dropped and counted; so are pairs with an
-   empty response (the data loader rejects empty turns).
+   (the AlphaPO / SimPO recipe). Prompts whose 5 scores tie are dropped and counted; empty responses are
+   excluded from the choice and counted (the data loader rejects empty turns).
 3. **Preference training** (``alphapo.training.train``) from the SFT policy with DPO, SimPO and AlphaPO
    (``alpha = 0.25``), hyper-parameters in ``METHODS`` (AlphaPO paper Table 3 values for SimPO/AlphaPO's
    beta and gamma; the learning rate is scaled up for a 0.2M-parameter model trained for a few hundred
@@ -239,8 +239,8 @@ def render_report(summary: dict) -> str:
         "",
         f"On-policy pairs: {pairs['n_prompts']} prompts x k={cfg['k']} samples at temperature "
         f"{cfg['temperature']}, gold judge, best vs worst: {pairs['n_pairs']} pairs kept, "
-        f"{pairs['n_dropped_all_equal']} prompts dropped (all 5 scores equal), {pairs['n_dropped_empty']} "
-        f"dropped (an empty response). Mean gold score of the samples {_fmt(pairs['mean_score'], 2)}, mean "
+        f"{pairs['n_dropped_all_equal']} prompts dropped (all scores equal), {pairs['n_dropped_empty']} "
+        f"dropped (fewer than two non-empty responses; {pairs['n_empty_responses']} empty responses in all). Mean gold score of the samples {_fmt(pairs['mean_score'], 2)}, mean "
         f"best-minus-worst {_fmt(pairs['mean_best_minus_worst'], 2)}; {pairs['samples_per_second']:.0f} "
         "samples/s.",
         "",
@@ -329,11 +329,9 @@ def _run(out: Path, config: QuickstartConfig) -> dict:
                          ids=[f"toy-train-{i}" for i in range(len(pair_tasks))], k=config.k,
                          temperature=config.temperature, max_new_tokens=config.max_new_tokens, batch_size=64,
                          seed=config.seed, progress=config.progress)
-    # the data loader rejects empty assistant turns; drop them here, visibly, rather than at load time
-    records = [r for r in gen.records if r["chosen"][0]["content"].strip() and r["rejected"][0]["content"].strip()]
-    n_empty = len(gen.records) - len(records)
-    write_jsonl_atomic(out / "pairs.jsonl", records)
-    pairs_info = {**gen.stats.to_dict(), "n_pairs": len(records), "n_dropped_empty": n_empty}
+    # generate_pairs already excludes empty responses (alphapo.data rejects empty assistant turns) and counts them
+    write_jsonl_atomic(out / "pairs.jsonl", gen.records)
+    pairs_info = {**gen.stats.to_dict(), "n_pairs": len(gen.records)}
     stage["pairs"] = time.time() - t
 
     # reference side of the evaluation: the SFT policy's responses on held-out prompts (greedy, and

@@ -53,7 +53,7 @@ class RewardModelConfig:
     steps: int = 600
     batch_size: int = 32  # pairs per step
     lr: float = 2e-3
-    threads: int = 0
+    threads: int = 1  # torch threads (1 is fastest for tiny models); 0 keeps torch's default
 
 
 def gold_pairs(tasks: list[Task], seed: int, *, p_error: float, p_verbose: float) -> tuple[list[dict], int]:

@@ -54,7 +54,7 @@ class ToySFTConfig:
     lr: float = 3e-3
     warmup_steps: int = 50
     weight_decay: float = 0.0
-    threads: int = 0  # torch threads for this run; 0 keeps torch's default
+    threads: int = 1  # torch threads for this run (1 is fastest for tiny models); 0 keeps torch's default
 
     @classmethod
     def from_dict(cls, values: dict) -> ToySFTConfig:
