@@ -73,6 +73,9 @@ def test_rewards_from_precomputed_logps():
     assert rewards_from_logps(RECS[:1], table, beta=0.1) == [pytest.approx((0.2, -0.1))]
     with pytest.raises(UserError, match="no log-probabilities for record 'b'"):
         rewards_from_logps(RECS, table, beta=0.1)
+    for bad in (float("nan"), float("inf"), True):  # used to pass the isinstance(int, float) check
+        with pytest.raises(UserError, match="record 'a' lack finite numeric chosen_logp"):
+            rewards_from_logps(RECS[:1], {"a": {**table["a"], "chosen_logp": bad}}, beta=0.1)
 
 
 def test_cli_implicit_with_models_and_with_logps(models, tmp_path, capsys):

@@ -13,6 +13,7 @@ position ``t`` is token ``t + 1``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from alphapo.errors import UserError
@@ -78,9 +79,12 @@ def rewards_from_logps(records: Sequence[Mapping], logps: Mapping[str, Mapping],
         row = logps.get(str(rec["id"]))
         if row is None:
             raise UserError(f"no log-probabilities for record {rec['id']!r} in the --logps file")
-        missing = [k for k in LOGP_FIELDS if not isinstance(row.get(k), (int, float))]
+        # bool is an int subclass and NaN/inf are floats: neither is a log-probability (a NaN reward would
+        # only fail later, in the goal text, with no record named).
+        missing = [k for k in LOGP_FIELDS if isinstance(row.get(k), bool) or not isinstance(row.get(k), (int, float))
+                   or not math.isfinite(row[k])]
         if missing:
-            raise UserError(f"log-probabilities of record {rec['id']!r} lack numeric {', '.join(missing)}")
+            raise UserError(f"log-probabilities of record {rec['id']!r} lack finite numeric {', '.join(missing)}")
         out.append((beta * (row["chosen_logp"] - row["ref_chosen_logp"]),
                     beta * (row["rejected_logp"] - row["ref_rejected_logp"])))
     return out
