@@ -51,3 +51,72 @@ def test_matches_full_log_softmax_and_trimming_is_exact(tiny_model_dir):
     assert lengths.tolist() == [3.0, 2.0, 5.0]
     assert torch.allclose(trimmed, torch.tensor(expected), atol=1e-5, rtol=0)
     assert torch.allclose(trimmed, untrimmed, atol=1e-6, rtol=0)
+
+
+def _grads(model, batch, **kw):
+    model.zero_grad()
+    logps, _ = sequence_logps(model, batch, **kw)
+    weights = torch.tensor([1.0, -2.0, 0.5])  # distinct per-sequence weights: a wrong row order shows up
+    (logps * weights).sum().backward()
+    return logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+class _NoKeepWrapper(torch.nn.Module):
+    """A causal LM whose forward does not take ``logits_to_keep`` (as many non-HF/custom models)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def get_output_embeddings(self):
+        return self.inner.get_output_embeddings()
+
+    def forward(self, input_ids, attention_mask, use_cache=False):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+
+def test_rows_only_head_matches_full_logits_values_and_gradients(tiny_model_dir):
+    """The output-layer hook (logits (M, V)) gives the same logps and parameter gradients as full logits.
+
+    Checked for an HF model (which also accepts ``logits_to_keep``) and for a wrapper without that
+    argument (where the alternative is the full ``(N, T, V)`` path); the hook is removed afterwards.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from alphapo.training.logps import output_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).float()
+    prompts = [[1, 10, 11, 12], [1, 13], [1, 14, 15]]
+    comps = [[20, 21, 2], [22, 2], [23, 24, 25, 26, 2]]
+    batch = collate_sequences(prompts, comps, pad_id=0)
+    for m in (model, _NoKeepWrapper(model)):
+        assert output_head(m) is model.get_output_embeddings()
+        rows, g_rows = _grads(m, batch, rows_only=True)
+        full, g_full = _grads(m, batch, rows_only=False, trim=False)
+        assert torch.allclose(rows, full, atol=1e-6, rtol=0)
+        assert g_rows.keys() == g_full.keys() and len(g_rows) > 0
+        for name in g_full:
+            assert torch.allclose(g_rows[name], g_full[name], atol=1e-6, rtol=1e-5), name
+    assert not model.get_output_embeddings()._forward_pre_hooks  # hook removed on exit
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    assert out.logits.shape[:2] == batch.input_ids.shape  # model behaves normally afterwards
+
+
+def test_rows_only_falls_back_without_output_layer(tiny_model_dir):
+    """A model with no ``get_output_embeddings`` takes the full-logits path (same values)."""
+    from transformers import AutoModelForCausalLM
+
+    class Bare(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, use_cache=False):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    batch = collate_sequences([[1, 10], [1, 11, 12]], [[20, 2], [21, 22, 2]], pad_id=0)
+    with torch.no_grad():
+        bare, _ = sequence_logps(Bare(model), batch)
+        direct, _ = sequence_logps(model, batch)
+    assert torch.allclose(bare, direct, atol=1e-6, rtol=0)
