@@ -82,7 +82,22 @@ def test_max_length_cuts_completion_without_eos_and_counts(tiny_tokenizer):
         assert len(ex["prompt_input_ids"]) + len(ex["chosen_input_ids"]) <= p + 2
 
 
+def test_prompt_filling_max_length_is_cut_to_half(tiny_tokenizer):
+    """No max_prompt_length and a prompt of p >= max_length = 6 tokens: the prompt keeps its last
+    6 // 2 = 3 tokens, the completions get the other 3 (cut, so no EOS); counted as both truncations."""
+    tok = tiny_tokenizer
+    rec = _pair()
+    full = encode_prompt(tok, rec["prompt"])
+    assert len(full) >= 6
+    (ex,), rep = tokenize_preferences([rec], tok, max_length=6)
+    assert ex["prompt_input_ids"] == full[-3:]
+    assert ex["chosen_input_ids"] == _ids(tok, "The answer is 19.")[:3]
+    assert (rep.prompt_truncated, rep.completion_truncated, rep.truncated_rows) == (1, 1, 1)
+
+
 def test_bad_truncation_arguments(tiny_tokenizer):
+    with pytest.raises(UserError, match="at least 2"):  # used to return empty completions (length 0)
+        tokenize_preferences([_pair()], tiny_tokenizer, max_length=1)
     with pytest.raises(UserError, match="prompt_truncation"):
         tokenize_preferences([_pair()], tiny_tokenizer, prompt_truncation="middle")
     with pytest.raises(UserError, match="max_prompt_length"):

@@ -165,6 +165,8 @@ def tokenize_preferences(records: Iterable[Mapping], tokenizer, *, max_length: i
     for name, value in (("max_length", max_length), ("max_prompt_length", max_prompt_length)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise UserError(f"{name} must be a positive integer or None, got {value!r}")
+    if max_length == 1:  # the prompt keeps >= 1 token, so no room would be left for any completion token
+        raise UserError("max_length must be at least 2 (one prompt token and one completion token)")
     if max_length is not None and max_prompt_length is not None and max_prompt_length >= max_length:
         raise UserError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length}) "
                         "to leave room for the completion")
