@@ -54,5 +54,9 @@ def test_atomic_writers_leave_nothing_behind_on_failure(tmp_path):
         write_jsonl_atomic(out, records())
     assert out.read_text() == '{"a": 1}\n'  # the old file is intact, not half-overwritten
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no temporary file left
+    # strict JSON: a NaN (which json.dumps writes as the non-standard token NaN) is refused, file intact
+    with pytest.raises(ValueError):
+        write_jsonl_atomic(out, [{"score": float("nan")}])
+    assert out.read_text() == '{"a": 1}\n' and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
     write_json_atomic(tmp_path / "s.json", {"x": [1, 2]})
     assert json.loads((tmp_path / "s.json").read_text()) == {"x": [1, 2]}

@@ -87,10 +87,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_jsonl_atomic(path: str | Path, records: Iterable[dict]) -> Path:
-    """Write one JSON object per line, atomically."""
-    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    """Write one JSON object per line, atomically: ``alphapo.data.writer.write_jsonl`` (the one JSONL
+    writer: strict JSON, so a NaN/inf is a ``ValueError`` rather than a ``NaN`` token other readers reject)."""
+    from alphapo.data.writer import write_jsonl
+
+    write_jsonl(path, records)
     return Path(path)
 
 
