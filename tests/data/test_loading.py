@@ -113,6 +113,12 @@ def test_json_list_and_split_object(tmp_path):
     assert load_preferences(tmp_path / "s.json") == [EXPECTED_PAIR]
     assert load_preferences(tmp_path / "s.json", split="test") == []
     assert len(load_preferences(tmp_path / "lines.json")) == 2
+    # one list under a split name: another split is an error (it used to return the train rows silently)
+    (tmp_path / "train_only.json").write_text(json.dumps({"train": [row]}))
+    with pytest.raises(UserError, match="no split 'test'.*only split 'train'"):
+        load_preferences(tmp_path / "train_only.json", split="test")
+    (tmp_path / "data.json").write_text(json.dumps({"data": [row]}))  # not a split name: the rows
+    assert load_preferences(tmp_path / "data.json", split="test") == [EXPECTED_PAIR]
 
 
 def test_parquet(tmp_path):

@@ -7,7 +7,8 @@ parsed at once; use JSONL for large data):
 
 - JSONL (``.jsonl``, ``.ndjson``): read in binary, one line at a time; row numbers are 1-based line
   numbers (blank lines are skipped but counted, so the number matches an editor).
-- JSON (``.json``): a list of objects, or an object holding lists per split (``{"train": [...]}``).
+- JSON (``.json``): a list of objects, or an object holding lists per split (``{"train": [...]}``; a
+  missing split is an error) or one list under another key (``{"data": [...]}``, any split).
   A ``.json`` file that is really JSON Lines is read as JSONL.
 - Parquet (``.parquet``): record batches of 1024 rows via pyarrow.
 - CSV / TSV (``.csv``, ``.tsv``): the header names the columns; cells holding JSON lists (message lists,
@@ -35,6 +36,7 @@ RawRow = tuple[int, Any]  # (1-based row or line number, parsed row or Issue)
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FORMATS = ("jsonl", "json", "parquet", "csv", "tsv", "disk", "hub")
+_SPLIT_NAMES = {"train", "test", "validation", "valid", "val", "dev", "eval", "evaluation", "heldout"}
 
 
 def detect_format(source: str | Path) -> str:
@@ -120,10 +122,15 @@ def _read_json(path: Path, name: str, split: str) -> Iterator[RawRow]:
         return
     if isinstance(doc, dict):
         lists = {k: v for k, v in doc.items() if isinstance(v, list)}
+        only = next(iter(lists)) if len(lists) == 1 else None
         if split in lists:
             doc = lists[split]
-        elif len(lists) == 1:
-            doc = next(iter(lists.values()))
+        elif only is not None and only.lower() in _SPLIT_NAMES:
+            # {"train": [...]} asked for split "test": reading the train rows instead would be a silent swap
+            raise UserError(f"{name}: no split {split!r}; the file holds only split {only!r} "
+                            f"(pass --split {only} / split={only!r})")
+        elif only is not None:  # one list under a non-split key, e.g. {"data": [...]}
+            doc = lists[only]
         else:
             raise UserError(f"{name}: a JSON object must hold the rows as a list under the split name "
                             f"{split!r} (found keys {sorted(doc)}); or make the file a JSON list of rows")
