@@ -51,8 +51,9 @@ EOS once) and ours (prompt and completion separately, EOS appended) give the sam
 worker compares its tokenised dataset with ours and the table reports it (``tokens equal``). Data order:
 TRL reads the examples sequentially in the order of our trainer's batch plan for epoch 0
 (``alphapo.training.data.plan_epoch``), so step ``s`` sees the same examples in both. No dropout (the
-tiny Llama has none; TRL's ``disable_dropout`` stays on), float32, no gradient checkpointing, AdamW
-(``optim="adamw_torch"``, not TRL's default fused kernel, so both run the same update), betas
+tiny Llama has none; TRL's ``disable_dropout`` stays on), float32, no gradient checkpointing, fused
+AdamW on both sides (ours selects ``torch.optim.AdamW(fused=True)`` for unsharded runs, TRL gets
+``optim="adamw_torch_fused"``, so both run the same kernel), betas
 (0.9, 0.999), eps 1e-8, weight decay 0, clipping at 1.0, cosine schedule with warmup ratio 0.1.
 Nothing is downloaded: the model (``alphapo.testing``'s tiny Llama and tokenizer, output vocabulary
 widened to ``--vocab-size``) is written into a temporary folder.
@@ -173,11 +174,13 @@ class StepClock:
 
         self.times: list[float] = []
         self.cpu_times: list[float] = []
+        self.fused: set[bool] = set()  # which AdamW kernel actually stepped (both sides must be fused)
         self.handle = register_optimizer_step_post_hook(self._tick)
 
     def _tick(self, optimizer, args, kwargs) -> None:
         self.times.append(time.perf_counter())
         self.cpu_times.append(time.process_time())
+        self.fused.add(bool(optimizer.defaults.get("fused")))
 
     @staticmethod
     def _rate(stamps: list[float]) -> float:
@@ -233,7 +236,7 @@ def run_trl(spec: dict, clock: StepClock) -> tuple[list[float], bool]:
         output_dir=str(Path(spec["out_dir"]) / "run"), per_device_train_batch_size=spec["batch_size"],
         gradient_accumulation_steps=1, max_steps=spec["steps"], learning_rate=spec["lr"],
         lr_scheduler_type="cosine", warmup_steps=0.1, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
-        adam_epsilon=1e-8, max_grad_norm=1.0, optim="adamw_torch", seed=spec["seed"], data_seed=spec["seed"],
+        adam_epsilon=1e-8, max_grad_norm=1.0, optim="adamw_torch_fused", seed=spec["seed"], data_seed=spec["seed"],
         train_sampling_strategy="sequential", bf16=False, fp16=False, gradient_checkpointing=False,
         use_cpu=True, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
         dataloader_num_workers=0, max_length=spec["max_length"], disable_dropout=True,
@@ -316,7 +319,7 @@ def worker(spec_path: str) -> None:
               "steps_per_second": clock.steps_per_second(), "steps_per_cpu_second": clock.steps_per_cpu_second(),
               "peak_rss_mib": peak_kib / 1024,
               "train_rss_mib": (peak_kib - baseline_kib) / 1024, "tokens_match": tokens_match,
-              "wall_s": time.perf_counter() - t_start,
+              "wall_s": time.perf_counter() - t_start, "fused_adamw": clock.fused == {True},
               "late_imports": sorted(set(sys.modules) - before)}
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
@@ -454,7 +457,8 @@ def main(argv=None) -> int:
 
     print(f"# alphapo vs TRL: tiny Llama (hidden {args.hidden_size}, {args.layers} layers, vocab {args.vocab_size}), "
           f"{len(rows)} pairs, batch {args.batch_size}, {args.steps} steps, {args.repeats} repeat(s), "
-          f"{args.threads} thread(s), longest sequence {longest} tokens; work dir {work}", flush=True)
+          f"{args.threads} thread(s), longest sequence {longest} tokens, fused AdamW on both sides; "
+          f"work dir {work}", flush=True)
     results, table = [], []
     for pair in pairs:
         runs = []
@@ -472,6 +476,8 @@ def main(argv=None) -> int:
                 if r["steps"] != args.steps or len(r["losses"]) != args.steps:
                     raise SystemExit(f"{pair}/{side}: {r['steps']} optimizer steps and {len(r['losses'])} "
                                      f"logged losses, expected {args.steps}")
+                if not r["fused_adamw"]:
+                    raise SystemExit(f"{pair}/{side}: the optimizer did not run the fused AdamW kernel")
                 print(f"  {pair:8s} {side:4s} #{rep}: {r['steps_per_second']:.2f} steps/s "
                       f"({r['steps_per_cpu_second']:.2f} per CPU-s), train "
                       f"{r['train_rss_mib']:.0f} MiB (process peak {r['peak_rss_mib']:.0f}), wall {r['wall_s']:.1f}s, "

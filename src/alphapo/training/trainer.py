@@ -6,7 +6,8 @@ Read top to bottom, a run is:
 2. load + tokenise the data (``alphapo.data``), hold out an eval split, check scores exist if needed;
 3. if the loss needs reference log-probs: read them from the on-disk cache, or load the reference model,
    compute them once, cache them and free the model (``reference.py``); reference-free losses skip this;
-4. load the policy (optionally LoRA, gradient checkpointing), AdamW, warmup + cosine schedule;
+4. load the policy (optionally LoRA, gradient checkpointing), AdamW (fused kernel unless sharded),
+   warmup + cosine schedule;
 5. for each optimizer step: the global batch (``data.plan_epoch``) is split into length-sorted
    micro-batches; each micro-batch is *one* forward over chosen and rejected together
    (``logps.sequence_logps``); per-example losses are summed and divided by the global batch size, so
@@ -497,6 +498,37 @@ def _reference_logps(config: TrainConfig, examples, *, pad_id: int, accelerator,
     return tensors
 
 
+def fused_adamw_supported(device: torch.device, params) -> bool:
+    """True when this torch build has a fused AdamW kernel for ``device`` and every parameter dtype.
+
+    torch checks this only at the first ``step()`` (lazily, then raises), so the trainer asks up front,
+    for the device the parameters will live on after ``accelerator.prepare``.
+    """
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # pragma: no cover - private helper moved: be conservative
+        devices = {"cuda", "cpu"}
+    return device.type in devices and all(p.is_floating_point() for p in params)
+
+
+def make_adamw(groups: list[dict], *, fused: bool, device: torch.device, **kwargs) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` over ``groups``, with the fused kernel when asked for and supported.
+
+    The fused kernel (one kernel per step for all parameters instead of a loop of elementwise ops) is
+    what TRL/transformers select with ``optim="adamw_torch_fused"``; it computes the same update
+    (Loshchilov & Hutter, decoupled weight decay) with a different operation order, so results match the
+    unfused optimizer to float rounding, not bit for bit. The trainer asks for it only when the run is
+    not sharded: FSDP and DeepSpeed own the optimizer step (DeepSpeed substitutes its own optimizer,
+    FSDP1 flattens parameters), so there the plain ``AdamW`` is kept. Where ``device`` or a parameter
+    dtype has no fused kernel (:func:`fused_adamw_supported`) the plain ``AdamW`` is used.
+    """
+    params = [p for g in groups for p in g["params"]]
+    if fused and fused_adamw_supported(device, params):
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    return torch.optim.AdamW(groups, **kwargs)
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` with ``config.loss`` on ``config.data``; see the module docstring."""
     from accelerate import Accelerator
@@ -589,16 +621,17 @@ def train(config: TrainConfig) -> TrainResult:
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
+    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
+    optimizer = make_adamw(
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon)
+        fused=not sharded, device=accelerator.device, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
+        eps=t.adam_epsilon)
     spe = steps_per_epoch(len(train_ex), global_batch)
     total_steps = t.epochs * spe if t.max_steps is None else min(t.max_steps, t.epochs * spe)
     warmup = math.ceil(t.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total=total_steps, warmup=warmup, kind=t.lr_scheduler))
     model, optimizer = accelerator.prepare(model, optimizer)
-    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
     if sharded and (lg.save_steps or config.resume):
         raise UserError("logging.save_steps / resume are supported for single-process and DDP runs only; "
                         "under FSDP/DeepSpeed the final and best models are saved, but not resumable "
