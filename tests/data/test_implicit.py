@@ -55,6 +55,13 @@ def test_completion_logps_match_token_by_token(models):
     assert all(v < 0 for v in fast)
 
 
+def test_completion_logps_refuses_an_empty_prompt(models):
+    """An empty prompt made the slice start at -1 (the sequence end): a wrong sum, not an error."""
+    tok, policy, _, _, _ = models
+    with pytest.raises(UserError, match="prompt 1 has no tokens"):
+        completion_logps(policy, [[5, 6], []], [[7, 2], [7, 2]], pad_id=tok.pad_token_id)
+
+
 def test_implicit_rewards_are_beta_times_logratio_and_zero_for_same_model(models):
     tok, policy, ref, _, _ = models
     examples, _ = tokenize_preferences(RECS, tok)

@@ -26,10 +26,16 @@ def completion_logps(model, prompts: Sequence[Sequence[int]], completions: Seque
 
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    empty = [i for i, p in enumerate(prompts) if not len(p)]
+    if empty:  # lo = len(p) - 1 = -1 below would slice from the end: a silently wrong sum
+        raise UserError(f"prompt {empty[0]} has no tokens; the first completion token needs context")
     device = next(model.parameters()).device
-    out: list[float] = []
-    for start in range(0, len(prompts), batch_size):
-        ps, cs = prompts[start:start + batch_size], completions[start:start + batch_size]
+    out = [0.0] * len(prompts)
+    # length-sorted batches: little padding (padding does not change the values, only the cost)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(completions[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        ps, cs = [prompts[i] for i in idx], [completions[i] for i in idx]
         seqs = [list(p) + list(c) for p, c in zip(ps, cs)]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -45,7 +51,7 @@ def completion_logps(model, prompts: Sequence[Sequence[int]], completions: Seque
         for i, (p, c) in enumerate(zip(ps, cs)):
             # completion token j sits at sequence position len(p)+j, predicted from position len(p)+j-1
             lo = len(p) - 1
-            out.append(float(token_lp[i, lo:lo + len(c)].double().sum()))
+            out[idx[i]] = float(token_lp[i, lo:lo + len(c)].double().sum())
     return out
 
 
