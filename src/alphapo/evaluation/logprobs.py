@@ -54,40 +54,21 @@ def completion_logps(model, tokenizer, prompts: Sequence[Conversation], completi
                      batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Summed log pi(completion | prompt) and completion token counts; both numpy (n,).
 
-    Right-padded batches (length-sorted); logits at position t predict token t+1; only completion
-    positions are normalised (log-softmax over the vocabulary in float32).
+    Tokenises with ``tokenize_completions`` and scores with ``alphapo.data.implicit.completion_logps``
+    (right-padded, length-sorted batches; logits at position t predict token t+1; only completion
+    positions are summed, log-softmax in float32, sums in float64).
     """
-    import torch
+    from alphapo.data.implicit import completion_logps as _sum_logps
 
     if len(prompts) != len(completions):
         raise UserError(f"{len(prompts)} prompts but {len(completions)} completions")
     prompt_ids, completion_ids = tokenize_completions(tokenizer, prompts, completions)
-    device = next(model.parameters()).device
+    for i, ids in enumerate(prompt_ids):
+        if not ids:  # the first completion token needs a position to be predicted from
+            raise UserError(f"prompt {i} renders to no tokens; completion log-probs need a non-empty prompt")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    n = len(prompt_ids)
-    logps = np.zeros(n)
-    lengths = np.array([len(c) for c in completion_ids], dtype=np.int64)
-    order = sorted(range(n), key=lambda i: len(prompt_ids[i]) + len(completion_ids[i]))
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        seqs = [prompt_ids[i] + completion_ids[i] for i in idx]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(idx), width), dtype=torch.long)
-        label_mask = torch.zeros((len(idx), width), dtype=torch.bool)
-        for row, (i, s) in enumerate(zip(idx, seqs)):
-            ids[row, :len(s)] = torch.tensor(s)
-            attn[row, :len(s)] = 1
-            label_mask[row, len(prompt_ids[i]):len(s)] = True
-        with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits[:, :-1]
-        labels = ids[:, 1:].to(logits.device)
-        mask = label_mask[:, 1:].to(logits.device)
-        token_logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-        sums = (token_logps * mask).sum(-1).cpu().numpy()
-        for row, i in enumerate(idx):
-            logps[i] = sums[row]
-    return logps, lengths
+    logps = _sum_logps(model, prompt_ids, completion_ids, pad_id=pad, batch_size=batch_size)
+    return np.asarray(logps, dtype=np.float64), np.array([len(c) for c in completion_ids], dtype=np.int64)
 
 
 @dataclass(frozen=True)
