@@ -112,5 +112,7 @@ def test_example_accelerate_configs_load():
         assert config.distributed_type.value == kind, name
         if kind == "DEEPSPEED":  # the trainer accumulates itself; DeepSpeed's own accumulation must be 1
             assert config.deepspeed_config["gradient_accumulation_steps"] == 1, name
+            # unset clipping is DeepSpeed's "auto", which the trainer fills with train.max_grad_norm
+            assert "gradient_clipping" not in config.deepspeed_config, name
     cpu = load_config_from_file(str(ACCELERATE_CONFIG))
     assert cpu.num_processes == 2 and cpu.use_cpu

@@ -498,6 +498,34 @@ def _reference_logps(config: TrainConfig, examples, *, pad_id: int, accelerator,
     return tensors
 
 
+def deepspeed_config_for_loop(ds_config: dict, *, per_device_batch_size: int, num_processes: int,
+                              max_grad_norm: float | None) -> dict:
+    """A copy of a DeepSpeed config dict set up for alphapo's loop (which accumulates by itself).
+
+    - ``gradient_accumulation_steps = 1``: the loop runs the micro-batches of an optimizer step and marks
+      the last one (``sync_gradients``), where accelerate calls ``engine.step()``. With DeepSpeed's own
+      accumulation ``g > 1`` the engine would also divide every micro-batch loss by ``g`` (the loop
+      already scales by ``1 / global batch``) and step only every ``g``-th boundary.
+    - ``train_micro_batch_size_per_gpu = per_device_batch_size`` and ``train_batch_size =
+      per_device_batch_size * num_processes`` (DeepSpeed checks ``train_batch_size = micro x accumulation
+      x world size``; accelerate would otherwise read the micro-batch from a DataLoader the loop does not
+      have, and fail).
+    - ``gradient_clipping``: when ``"auto"`` or absent, ``max_grad_norm`` (``0.0`` = off when it is None),
+      because DeepSpeed clips inside ``engine.step()`` and ignores ``accelerator.clip_grad_norm_``'s
+      value; an explicit number is kept.
+
+    Example: ``{"gradient_accumulation_steps": 4, "gradient_clipping": "auto"}`` with per-device batch 2,
+    8 processes, max_grad_norm 1.0 -> accumulation 1, micro-batch 2, train batch 16, clipping 1.0.
+    """
+    out = dict(ds_config)
+    out["gradient_accumulation_steps"] = 1
+    out["train_micro_batch_size_per_gpu"] = per_device_batch_size
+    out["train_batch_size"] = per_device_batch_size * num_processes
+    if out.get("gradient_clipping", "auto") == "auto":
+        out["gradient_clipping"] = float(max_grad_norm) if max_grad_norm is not None else 0.0
+    return out
+
+
 def fused_adamw_supported(device: torch.device, params) -> bool:
     """True when this torch build has a fused AdamW kernel for ``device`` and every parameter dtype.
 
@@ -631,6 +659,15 @@ def train(config: TrainConfig) -> TrainResult:
     warmup = math.ceil(t.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total=total_steps, warmup=warmup, kind=t.lr_scheduler))
+    if accelerator.distributed_type.value == "DEEPSPEED":
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config  # edited in place: accelerate reads it
+        ds.update(deepspeed_config_for_loop(ds, per_device_batch_size=t.per_device_batch_size,
+                                            num_processes=accelerator.num_processes,
+                                            max_grad_norm=t.max_grad_norm))
+        if ds["gradient_clipping"] != (t.max_grad_norm or 0.0):
+            note(f"DeepSpeed config gradient_clipping={ds['gradient_clipping']} differs from "
+                 f"train.max_grad_norm={t.max_grad_norm}; DeepSpeed clips with its own value "
+                 f"(set it to \"auto\" to use train.max_grad_norm)")
     model, optimizer = accelerator.prepare(model, optimizer)
     if sharded and (lg.save_steps or config.resume):
         raise UserError("logging.save_steps / resume are supported for single-process and DDP runs only; "
