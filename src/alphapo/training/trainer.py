@@ -498,6 +498,19 @@ def _reference_logps(config: TrainConfig, examples, *, pad_id: int, accelerator,
     return tensors
 
 
+def precision_mismatch(launcher: str | None, configured: str) -> str | None:
+    """The one-line warning when the launcher's precision (``ACCELERATE_MIXED_PRECISION``) differs from ours.
+
+    ``accelerate launch`` exports the accelerate config's ``mixed_precision`` (``no``/``fp16``/``bf16``/
+    ``fp8``) in that variable; the trainer creates its ``Accelerator`` with ``train.mixed_precision``,
+    which wins. None when the variable is unset or empty (not launched) or the two agree.
+    """
+    if not launcher or launcher.lower() == configured:
+        return None
+    return (f"the launcher asks for mixed_precision={launcher.lower()} (ACCELERATE_MIXED_PRECISION), "
+            f"train.mixed_precision={configured} is used; set both the same to silence this")
+
+
 def deepspeed_config_for_loop(ds_config: dict, *, per_device_batch_size: int, num_processes: int,
                               max_grad_norm: float | None) -> dict:
     """A copy of a DeepSpeed config dict set up for alphapo's loop (which accumulates by itself).
@@ -599,6 +612,9 @@ def train(config: TrainConfig) -> TrainResult:
         if accelerator.is_main_process:
             print(f"alphapo train: {msg}", file=sys.stderr)
 
+    mismatch = precision_mismatch(os.environ.get("ACCELERATE_MIXED_PRECISION"), t.mixed_precision)
+    if mismatch:
+        note(f"warning: {mismatch}")
     load_kw = dict(columns=d.columns, skip_invalid=d.skip_invalid, max_length=d.max_length,
                    max_prompt_length=d.max_prompt_length, prompt_truncation=d.prompt_truncation, log=note)
     train_ex = load_examples(d.train_path, tokenizer, split=d.split, **load_kw)
