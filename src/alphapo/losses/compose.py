@@ -144,6 +144,17 @@ def check_inputs(loss_name: str, requires: frozenset[str], args: dict[str, Any],
                 )
 
 
+def bind_arguments(loss_name: str, signature: inspect.Signature, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Bind a loss call's keywords to its signature (defaults applied); a TypeError lists what it accepts."""
+    try:
+        bound = signature.bind(**kwargs)
+    except TypeError as err:
+        raise TypeError(f"loss {loss_name!r}: {err}; accepted keywords: "
+                        f"{', '.join(signature.parameters)}") from None
+    bound.apply_defaults()
+    return bound.arguments
+
+
 def lengths_or_error(loss_name: str, lengths: Tensor | None, which: str, dtype: torch.dtype) -> Tensor:
     """Lengths as a float tensor; a clear error if missing or not positive (a completion has >= 1 token)."""
     if lengths is None:
@@ -212,13 +223,7 @@ class PairwiseLoss:
                 f"normalize={self.normalize.name!r}, reference={self.reference.name!r})")
 
     def __call__(self, **kwargs: Any) -> LossOutput:
-        try:
-            bound = self.__signature__.bind(**kwargs)
-        except TypeError as err:
-            raise TypeError(f"loss {self.name!r}: {err}; accepted keywords: "
-                            f"{', '.join(self.__signature__.parameters)}") from None
-        bound.apply_defaults()
-        a = bound.arguments
+        a = bind_arguments(self.name, self.__signature__, kwargs)
         check_inputs(self.name, self.requires, a, "chosen_logps")
         dtype = compute_dtype(*(v for v in a.values() if torch.is_tensor(v)))
 

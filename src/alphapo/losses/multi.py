@@ -39,6 +39,7 @@ from alphapo.losses.compose import (
     Reference,
     _kw,
     _resolve,
+    bind_arguments,
 )
 from alphapo.losses.links import LINKS, Link
 from alphapo.losses.numerics import compute_dtype
@@ -111,13 +112,7 @@ class MultiResponseLoss:
         return f"MultiResponseLoss({self.name!r}, shape={self.shape.name!r}, aggregate={agg!r})"
 
     def __call__(self, **kwargs: Any) -> LossOutput:
-        try:
-            bound = self.__signature__.bind(**kwargs)
-        except TypeError as err:
-            raise TypeError(f"loss {self.name!r}: {err}; accepted keywords: "
-                            f"{', '.join(self.__signature__.parameters)}") from None
-        bound.apply_defaults()
-        a = bound.arguments
+        a = bind_arguments(self.name, self.__signature__, kwargs)
         if self.normalize.needs_lengths and a.get("lengths") is None:
             raise MissingInputError(f"loss {self.name!r} normalises by length and needs input lengths "
                                     "(got None)")
