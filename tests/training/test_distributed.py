@@ -80,6 +80,7 @@ def test_two_cpu_processes_match_one_process(loss, per_device, accum, tiny_model
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, f"accelerate launch failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     ddp = _train_records(ddp_out)
+    assert proc.stdout.count("steps; final model in") == 1, proc.stdout[-2000:]  # rank 0 only
 
     assert len(ddp) == len(single), (
         f"{len(ddp)} optimizer steps under 2 processes vs {len(single)} in one: the launcher did not start "

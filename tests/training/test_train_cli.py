@@ -27,6 +27,7 @@ def test_train_and_plot_run_from_the_command_line(tiny_model_dir, pairs_path, tm
                      f"output_dir={out}", "train.max_steps=2", "logging.progress_bar=false",
                      "logging.tensorboard=false", "loss.alpha=0.5"])
     assert code == 0
+    assert capsys.readouterr().out == f"alphapo train: 2 steps; final model in {out / 'final'}\n"
     saved = load_config(out / "config.yaml")
     assert saved.loss.params["alpha"] == 0.5 and saved.train.max_steps == 2  # the resolved config is kept
     assert len([line for line in (out / "metrics.jsonl").read_text().splitlines()

@@ -53,7 +53,10 @@ def run_train(args: argparse.Namespace) -> int:
     from alphapo.training.trainer import train
 
     result = train(config)
-    print(f"alphapo train: {result.global_step} steps; final model in {result.final_dir}")
+    from accelerate.state import PartialState
+
+    if PartialState().is_main_process:  # under `accelerate launch` every rank returns here: say it once
+        print(f"alphapo train: {result.global_step} steps; final model in {result.final_dir}")
     return 0
 
 
