@@ -1,6 +1,6 @@
-"""Hand-written fake losses (DPO and SimPO from spec/losses.md) to test the loop apart from alphapo.losses.
+"""Hand-written fake losses (DPO, SimPO, RPO-multi from spec/losses.md) to test the loop apart from alphapo.losses.
 
-``install()`` swaps them into ``alphapo.losses`` (used by subprocess runners, see test_resume.py).
+Used through the ``fake_losses`` fixture (conftest.py), which swaps them into ``alphapo.losses``.
 """
 
 from __future__ import annotations
@@ -45,9 +45,3 @@ _fake_rpo_multi.multi_response = True
 
 REGISTRY = {"dpo": _fake_dpo, "simpo": _fake_simpo, "rpo_multi": _fake_rpo_multi}
 
-
-def install() -> None:
-    import alphapo.losses as losses_mod
-
-    losses_mod.LOSSES = dict(REGISTRY)
-    losses_mod.get_loss = REGISTRY.__getitem__

@@ -1,6 +1,7 @@
 """Exact resume: a run SIGKILLed mid-epoch and resumed ends bit-for-bit equal to an uninterrupted run.
 
-Both runs are real ``alphapo train`` subprocesses (CPU, one thread, same seed). The interrupted run is
+Both runs are real ``alphapo train`` subprocesses (CPU, one thread, same seed) with the real ``simpo``
+loss from ``alphapo.losses``. The interrupted run is
 killed with SIGKILL once its ``latest`` checkpoint reaches step 4 of 24 (2 epochs of 12 steps, so the
 resumed part also crosses an epoch boundary), then restarted with ``resume=true``.
 """
@@ -21,14 +22,9 @@ from safetensors.torch import load_file
 
 from conftest import write_pairs
 
-HERE = Path(__file__).parent
-# the subprocess swaps in the hand-written fake losses so this test does not depend on alphapo.losses
-RUNNER = ("import sys; sys.path.insert(0, {here!r}); import fakes; fakes.install(); "
-          "from alphapo.cli import main; sys.exit(main(sys.argv[1:]))")
-
 
 def _cmd(model_dir, data, out, *extra):
-    return [sys.executable, "-c", RUNNER.format(here=str(HERE)), "train",
+    return [sys.executable, "-m", "alphapo.cli", "train",
             f"model.name_or_path={model_dir}", f"data.train_path={data}", f"output_dir={out}",
             "loss.name=simpo", "train.epochs=2", "train.learning_rate=1e-3", "train.per_device_batch_size=1",
             "train.global_batch_size=2", "logging.save_steps=2", "logging.progress_bar=false",
