@@ -41,3 +41,16 @@ def test_tiny_model_loads_like_a_hub_model(tiny_model_dir):
     assert text == "<|bos|><|user|>\nhi<|end|>\n<|assistant|>\n"
     out = model(torch.tensor([[1, 5, 6]]))
     assert out.logits.shape == (1, 3, len(tok))
+
+
+def test_save_tiny_model_can_widen_the_vocabulary(tmp_path):
+    import pytest
+    from transformers import AutoConfig
+
+    from alphapo.testing import build_tokenizer, save_tiny_model
+
+    n_tokens = len(build_tokenizer())
+    out = save_tiny_model(tmp_path / "wide", vocab_size=n_tokens + 100)
+    assert AutoConfig.from_pretrained(out).vocab_size == n_tokens + 100
+    with pytest.raises(ValueError, match="vocab_size"):
+        save_tiny_model(tmp_path / "narrow", vocab_size=n_tokens - 1)

@@ -115,12 +115,18 @@ def build_tiny_llama(vocab_size: int, *, seed: int = 0, **config_kwargs):
 
 
 def save_tiny_model(out_dir: str | Path, *, seed: int = 0, chat_template: str | None = "system",
-                    **config_kwargs) -> Path:
-    """Write a tiny model + tokenizer to ``out_dir``; returns the path."""
+                    vocab_size: int | None = None, **config_kwargs) -> Path:
+    """Write a tiny model + tokenizer to ``out_dir``; returns the path.
+
+    ``vocab_size`` widens the model's embedding and output layer beyond the tokenizer's tokens (the extra
+    rows are never produced by the tokenizer); benchmarks use it to give the output layer a realistic cost.
+    """
     out = Path(out_dir)
     tok = build_tokenizer(chat_template=chat_template)
+    if vocab_size is not None and vocab_size < len(tok):
+        raise ValueError(f"vocab_size must be >= the tokenizer's {len(tok)} tokens, got {vocab_size}")
     ids = {name: tok.convert_tokens_to_ids(name) for name in ("<|pad|>", "<|bos|>", "<|end|>")}
-    model = build_tiny_llama(len(tok), seed=seed, pad_token_id=ids["<|pad|>"],
+    model = build_tiny_llama(vocab_size or len(tok), seed=seed, pad_token_id=ids["<|pad|>"],
                              bos_token_id=ids["<|bos|>"], eos_token_id=ids["<|end|>"], **config_kwargs)
     model.generation_config.pad_token_id = ids["<|pad|>"]
     model.generation_config.eos_token_id = ids["<|end|>"]
