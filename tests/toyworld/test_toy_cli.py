@@ -27,3 +27,16 @@ def test_toy_prompts_writes_the_heldout_split(tmp_path):
     _, held = split_tasks(2, 100, 10)
     assert [r["prompt"][-1]["content"] for r in rows] == [t.user for t in held]
     assert rows[0]["prompt"][0]["role"] == "system"
+
+
+def test_toy_sft_cli_applies_overrides(tmp_path, capsys):
+    out = tmp_path / "sft"
+    args = ["toy", "sft", "--out", str(out), "--seed", "1", "--steps", "3", "--no-progress", "--set", "n_train=40",
+            "n_heldout=4", "hidden_size=16", "layers=1", "heads=2", "kv_heads=1", "intermediate_size=32",
+            "batch_size=4", "warmup_steps=1"]
+    assert main(args) == 0
+    saved = json.loads((out / "sft_summary.json").read_text())["config"]
+    assert (saved["seed"], saved["steps"], saved["hidden_size"], saved["n_train"]) == (1, 3, 16, 40)
+    assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    assert main(["toy", "sft", "--out", str(tmp_path / "x"), "--set", "hiden_size=8"]) == 2
+    assert "did you mean 'hidden_size'" in capsys.readouterr().err
