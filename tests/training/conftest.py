@@ -54,6 +54,20 @@ def multi_path(tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _no_home_cache(tmp_path_factory, monkeypatch):
+    """Point the default caches into pytest's temp folder, never the user's home.
+
+    Tests that do not set ``reference.cache_dir`` would otherwise write the reference cache to
+    ``~/.cache/alphapo`` (``$ALPHAPO_CACHE`` moves it), and matplotlib (plot tests) its font cache to
+    ``~/.cache/matplotlib`` (``$MPLCONFIGDIR``). Subprocesses (launcher, resume runs) inherit both
+    through ``os.environ``.
+    """
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("ALPHAPO_CACHE", str(base / "alphapo-cache"))
+    monkeypatch.setenv("MPLCONFIGDIR", str(base / "matplotlib"))
+
+
+@pytest.fixture(autouse=True)
 def _one_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the machine is shared; tiny models do not benefit from threads

@@ -10,16 +10,17 @@ def test_deepspeed_config_accumulation_one_batch_sizes_and_auto_clipping():
     given = {"gradient_accumulation_steps": 4, "gradient_clipping": "auto", "train_micro_batch_size_per_gpu":
              "auto", "train_batch_size": "auto", "zero_optimization": {"stage": 2}, "bf16": {"enabled": True}}
     got = deepspeed_config_for_loop(given, per_device_batch_size=2, num_processes=8, max_grad_norm=0.5)
-    assert got == {"gradient_accumulation_steps": 1, "gradient_clipping": 0.5, "train_micro_batch_size_per_gpu": 2,
-                   "train_batch_size": 16, "zero_optimization": {"stage": 2}, "bf16": {"enabled": True}}
+    assert got == {"gradient_accumulation_steps": 1, "gradient_clipping": 0.5,
+                   "train_micro_batch_size_per_gpu": 2, "train_batch_size": 16,
+                   "zero_optimization": {"stage": 2}, "bf16": {"enabled": True}}
     assert given["gradient_accumulation_steps"] == 4  # the input is not modified
 
 
 def test_deepspeed_clipping_absent_none_and_explicit():
     """Absent clipping takes max_grad_norm; no clipping (None) is DeepSpeed's 0.0; an explicit value stays."""
     got = deepspeed_config_for_loop({}, per_device_batch_size=1, num_processes=2, max_grad_norm=1.0)
-    assert got == {"gradient_accumulation_steps": 1, "train_micro_batch_size_per_gpu": 1, "train_batch_size": 2,
-                   "gradient_clipping": 1.0}
+    assert got == {"gradient_accumulation_steps": 1, "train_micro_batch_size_per_gpu": 1,
+                   "train_batch_size": 2, "gradient_clipping": 1.0}
     got = deepspeed_config_for_loop({"gradient_clipping": "auto"}, per_device_batch_size=4, num_processes=1,
                                     max_grad_norm=None)
     assert got["gradient_clipping"] == 0.0 and got["train_batch_size"] == 4

@@ -33,6 +33,7 @@ def test_fused_adamw_on_cpu_matches_plain_adamw():
 def test_fused_falls_back_when_the_device_has_no_kernel():
     """No fused kernel for the target device (``meta``) or for a non-float parameter: plain AdamW."""
     p = torch.nn.Parameter(torch.zeros(2))
-    assert not make_adamw([{"params": [p]}], fused=True, device=torch.device("meta"), lr=1e-3).defaults["fused"]
-    assert make_adamw([{"params": [p]}], fused=True, device=torch.device("cpu"), lr=1e-3).defaults["fused"]
+    meta, cpu = torch.device("meta"), torch.device("cpu")
+    assert not make_adamw([{"params": [p]}], fused=True, device=meta, lr=1e-3).defaults["fused"]
+    assert make_adamw([{"params": [p]}], fused=True, device=cpu, lr=1e-3).defaults["fused"]
     assert not fused_adamw_supported(torch.device("cpu"), [torch.zeros(2, dtype=torch.long)])
