@@ -6,7 +6,7 @@ that set-up, small enough to run end to end on a laptop CPU in minutes:
 
 - ``tasks``: five synthetic instruction task types (sort, reverse, count, filter by category,
   arithmetic), each with an exact reference answer, and a noisy teacher that writes demonstrations
-  (wrong about half the time, verbose about half the time).
+  (wrong 60% of the time and verbose half the time, with the SFT defaults).
 - ``tokenizer``: a word-level tokenizer built locally with ``tokenizers``; chat template with a system role.
 - ``judge``: ``GoldJudge`` (score 1..10 with partial credit; attributes ``correctness``, ``conciseness``,
   ``length``) and ``ProxyJudge`` (gold + length bias + deterministic noise).

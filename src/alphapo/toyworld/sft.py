@@ -13,7 +13,7 @@
 Everything is seeded (task content, teacher noise, initialisation, batch order), so the same config
 gives the same weights on the same machine and thread count.
 
-The policy imitates a teacher that is wrong about half the time and verbose about half the time, so its
+The policy imitates a teacher that is wrong 60% of the time and verbose half the time, so its
 samples at temperature 0.8 vary in quality: the gold judge's best-minus-worst spread over 5 samples is
 what on-policy preference pairs learn from. ``measure_targets`` checks the issue's targets (mean gold
 score in [3.5, 7], >= 70% of held-out prompts with spread >= 2; ``alphapo toy check``).
