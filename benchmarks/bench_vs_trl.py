@@ -116,20 +116,13 @@ def write_model(out: Path, args) -> Path:
     in real checkpoints whose embedding matrix is padded. A realistic vocabulary makes the LM head and
     the log-softmax, where the two implementations differ most, weigh as they do in real models.
     """
-    from alphapo.testing import build_tiny_llama, build_tokenizer
+    from alphapo.testing import save_tiny_model
 
-    tok = build_tokenizer(chat_template=None)
-    if args.vocab_size < len(tok):
-        raise SystemExit(f"--vocab-size must be >= the tokenizer's {len(tok)} tokens")
-    ids = {name: tok.convert_tokens_to_ids(name) for name in ("<|pad|>", "<|bos|>", "<|end|>")}
-    model = build_tiny_llama(args.vocab_size, seed=args.seed, pad_token_id=ids["<|pad|>"],
-                             bos_token_id=ids["<|bos|>"], eos_token_id=ids["<|end|>"], **model_kwargs(args))
-    model.generation_config.pad_token_id = ids["<|pad|>"]
-    model.generation_config.eos_token_id = ids["<|end|>"]
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    return out
+    try:
+        return save_tiny_model(out, seed=args.seed, chat_template=None, vocab_size=args.vocab_size,
+                               **model_kwargs(args))
+    except ValueError as err:  # --vocab-size smaller than the tokenizer
+        raise SystemExit(f"--vocab-size: {err}") from None
 
 
 def loss_params(pair: str, args) -> dict[str, float]:
