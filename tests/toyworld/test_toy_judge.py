@@ -63,6 +63,8 @@ def test_parse_task_recovers_the_reference_answer():
     assert parse_task("what is 7 plus 5").answer == ("12",)
     with pytest.raises(UserError, match="not a toy-world prompt"):
         parse_task("write a poem")
+    # an extra instruction on its own line (reward-augmented goal) does not hide the task
+    assert parse_task("aim for a score of 8 out of 10\n\nwhat is 7 plus 5").answer == ("12",)
 
 
 def test_lcs_length():

@@ -51,8 +51,22 @@ _PATTERNS = (
 
 
 def parse_task(user: str) -> Task:
-    """Recover the task (and its reference answer) from a toy user message; ``UserError`` if not a toy prompt."""
-    text = " ".join(user.split())
+    """Recover the task (and its reference answer) from a toy user message; ``UserError`` if not a toy prompt.
+
+    The whole message is tried first, then each of its lines from the last, so a message with an extra
+    instruction on its own line (e.g. a reward-augmented goal: "aim for a score of 8\n\nwhat is 2 plus
+    3") is still graded on its task.
+    """
+    candidates = [user] + [line for line in reversed(user.splitlines()) if line.strip()]
+    for text in candidates:
+        task = _match_task(" ".join(text.split()))
+        if task is not None:
+            return task
+    raise UserError(f"not a toy-world prompt: {user!r} (the toy judges only grade toy tasks; "
+                    "make prompts with alphapo.toyworld.make_tasks or `alphapo toy prompts`)")
+
+
+def _match_task(text: str) -> Task | None:
     for kind, pattern in _PATTERNS:
         m = pattern.match(text)
         if not m:
@@ -69,8 +83,7 @@ def parse_task(user: str) -> Task:
             return Task(kind, text, (str(len(items)),))
         if m["cat"] in CATEGORIES:
             return Task(kind, text, tuple(w for w in items if w in CATEGORIES[m["cat"]]))
-    raise UserError(f"not a toy-world prompt: {user!r} (the toy judges only grade toy tasks; "
-                    "make prompts with alphapo.toyworld.make_tasks or `alphapo toy prompts`)")
+    return None
 
 
 def _user_message(prompt) -> str:
