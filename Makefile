@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/alphapo demo
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_vs_trl.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_vs_trl.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
