@@ -21,17 +21,14 @@ The saved folder is a plain HF sequence-classification model with tokenizer and 
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from alphapo.toyworld.judge import GoldJudge
+from alphapo.toyworld.sft import save_pretrained_atomic
 from alphapo.toyworld.tasks import Task, split_tasks, teacher_response
 
 
@@ -200,19 +197,7 @@ def train_reward_model(config: RewardModelConfig, out_dir: str | Path, *, progre
             "final_loss": losses[-1], "loss_curve": losses[:: max(1, len(losses) // 100)],
             "wall_time_s": round(time.time() - start, 2),
         }
-        out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            (tmp / "reward_model_summary.json").write_text(json.dumps(summary, indent=2))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        save_pretrained_atomic(out_dir, model, tokenizer, {"reward_model_summary.json": summary})
         return summary
     finally:
         torch.set_num_threads(old_threads)

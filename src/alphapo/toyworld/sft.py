@@ -158,22 +158,34 @@ def train_sft(config: ToySFTConfig, out_dir: str | Path, *, progress: bool = Tru
                    "loss_curve": losses[:: max(1, len(losses) // 100)],
                    "n_parameters": sum(p.numel() for p in model.parameters()),
                    "wall_time_s": round(time.time() - start, 2)}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            (tmp / "sft_summary.json").write_text(json.dumps(summary, indent=2))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        save_pretrained_atomic(out, model, tokenizer, {"sft_summary.json": summary})
         return summary
     finally:
         torch.set_num_threads(old_threads)
 
+
+
+def save_pretrained_atomic(out_dir: str | Path, model, tokenizer, json_files: dict[str, dict]) -> Path:
+    """Save a model + tokenizer (HF format, safetensors) and JSON side files as one folder, atomically.
+
+    Everything is written to a temporary sibling folder that replaces ``out_dir`` only once complete, so
+    an interrupted save never leaves a half-written model where a loader would find it.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for name, payload in json_files.items():
+            (tmp / name).write_text(json.dumps(payload, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 def measure_targets(model_dir: str | Path, *, k: int = 5, temperature: float = 0.8, sample_seed: int = 1234,
                     seed: int | None = None, n_train: int | None = None, n_heldout: int | None = None) -> dict:
