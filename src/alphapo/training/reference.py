@@ -8,9 +8,14 @@ in one pass before training, free the reference model, and store them in
 second run with the same inputs reads the file and loads no reference model at all. Reference-free
 losses (simpo, alphapo, cpo, ...) never reach this module.
 
-The model fingerprint hashes ``config.json`` and, for each weight file, its name, size and SHA-256 of
-its first and last MiB (hashing every byte of a 15 GB checkpoint would cost more than the forward it
-saves); pass a folder path. A hub id without a local folder is fingerprinted by its name only.
+The model fingerprint hashes ``config.json`` and, for each weight file, its name, size and content: every
+byte for files up to ``FULL_HASH_BYTES`` (1 GiB, about a second of SHA-256), else the first and last MiB
+plus the file's modification time (hashing every byte of a 15 GB checkpoint on every run costs more than
+it should). Why not first/last MiB alone: a model fine-tuned on some tensors only (a merged LoRA on
+attention) and saved over the same folder keeps its size, its leading tensors (embeddings) and often its
+trailing ones, and would silently reuse the old reference log-probs; the modification time makes an
+in-place rewrite of a large file a new key (a mere copy or ``touch`` only costs one recomputation). Pass
+a folder path. A hub id without a local folder is fingerprinted by its name only.
 
 Deviations from TRL: TRL (``precompute_ref_log_probs=True``) recomputes the values for every run; we do
 not. The cached values come from forwards in eval mode on length-sorted batches, so padding differs from
@@ -32,6 +37,7 @@ from alphapo.training.data import is_multi
 from alphapo.training.logps import collate_sequences, sequence_logps
 
 _CHUNK = 1 << 20
+FULL_HASH_BYTES = 1 << 30  # weight files up to this size are hashed in full
 
 
 def default_cache_dir() -> Path:
@@ -50,12 +56,16 @@ def model_fingerprint(name_or_path: str) -> str:
         if f.name == "config.json":
             h.update(f.read_bytes())
         elif f.suffix in (".safetensors", ".bin", ".pt") and f.is_file():
-            size = f.stat().st_size
-            h.update(f"{f.name}:{size}".encode())
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}".encode())
             with f.open("rb") as fh:
-                h.update(fh.read(_CHUNK))
-                if size > _CHUNK:
-                    fh.seek(max(size - _CHUNK, _CHUNK))
+                if st.st_size <= FULL_HASH_BYTES:
+                    for block in iter(lambda: fh.read(_CHUNK), b""):
+                        h.update(block)
+                else:
+                    h.update(f":mtime_ns={st.st_mtime_ns}".encode())
+                    h.update(fh.read(_CHUNK))
+                    fh.seek(st.st_size - _CHUNK)
                     h.update(fh.read(_CHUNK))
     return h.hexdigest()
 
