@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from alphapo.training.logps import collate_sequences, gather_logps, sequence_logps
@@ -16,6 +17,13 @@ def test_collate_masks_completion_tokens_only():
     assert b.num_tokens == 8
     b = collate_sequences([[5]], [[8]] , pad_id=0)
     assert b.attention_mask.tolist() == [[1, 1]]
+
+
+def test_collate_rejects_empty_prompt():
+    """With no prompt, no position predicts the first completion token: the summed logp would cover
+    |y| - 1 tokens while the length said |y| (a silent off-by-one in every length-normalised loss)."""
+    with pytest.raises(ValueError, match="sequence 1 has an empty prompt"):
+        collate_sequences([[1], []], [[2], [3, 4]], pad_id=0)
 
 
 def test_gather_logps_hand_computed():

@@ -63,6 +63,9 @@ def collate_sequences(prompts: list[list[int]], completions: list[list[int]], pa
     for i, (p, c) in enumerate(zip(prompts, completions)):
         if not c:
             raise ValueError(f"sequence {i} has an empty completion")
+        if not p:  # nothing predicts the first completion token: |y| would count a token logp(y) lacks
+            raise ValueError(f"sequence {i} has an empty prompt; the first completion token needs context "
+                             f"(prepend a BOS token)")
         ids = list(p) + list(c)
         input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention[i, : len(ids)] = 1
