@@ -59,3 +59,10 @@ def test_incomplete_or_stale_checkpoints_are_skipped(tmp_path):
     assert ckpt.find_latest(tmp_path) == third and not good.exists()
     assert not (tmp_path / ".tmp-step-000004-abc").exists()
     assert json.loads((third / "state.json").read_text())["complete"] is True
+
+
+def test_cuda_rng_states_restore_in_device_order():
+    # 12 GPUs: a string sort would hand device 2 the state of device 10
+    rng = {f"torch_cuda_{i}": torch.tensor([i], dtype=torch.uint8) for i in range(12)}
+    rng["torch_cpu"] = torch.tensor([99], dtype=torch.uint8)
+    assert [int(s) for s in ckpt.cuda_rng_states(rng)] == list(range(12))

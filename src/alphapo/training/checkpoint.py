@@ -182,6 +182,12 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
     return json.loads((Path(path) / "state.json").read_text())["trainer"]
 
 
+def cuda_rng_states(rng: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The ``torch_cuda_<i>`` states in device order (numeric: "torch_cuda_10" sorts after "torch_cuda_9")."""
+    keys = [k for k in rng if k.startswith("torch_cuda_")]
+    return [rng[k] for k in sorted(keys, key=lambda k: int(k.removeprefix("torch_cuda_")))]
+
+
 def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
     """Restore model parameters, optimizer, scheduler and RNG state in place; returns the trainer state."""
     path = Path(path)
@@ -202,7 +208,7 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer, scheduler)
     rng = load_file(path / "rng.safetensors")
     torch.set_rng_state(rng["torch_cpu"])
     if torch.cuda.is_available():
-        cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
+        cuda_states = cuda_rng_states(rng)
         if cuda_states:
             torch.cuda.set_rng_state_all(cuda_states)
     return state["trainer"]
