@@ -62,3 +62,29 @@ def test_print_config_shows_resolved_values(capsys):
     assert main(["train", "--print-config", "loss.name=simpo", "loss.beta=3"]) == 0
     text = capsys.readouterr().out
     assert "name: simpo" in text and "beta: 3" in text and "warmup_ratio: 0.1" in text
+
+
+def test_a_failed_plot_save_keeps_the_previous_png(tmp_path, monkeypatch):
+    """A save that dies midway (disk full, kill) must not leave a truncated PNG under the final name."""
+    import matplotlib.figure
+
+    from alphapo.training.plotting import plot_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rec = {"step": 1, "epoch": 0.5, "split": "train", "loss": 0.69}
+    (run / "metrics.jsonl").write_text(json.dumps(rec) + "\n")
+    plots = run / "plots"
+    plots.mkdir()
+    (plots / "training.png").write_bytes(b"previous")
+
+    def dies_midway(self, fname, **kwargs):
+        with open(fname, "wb") as fh:
+            fh.write(b"\x89PNG trunc")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", dies_midway)
+    with pytest.raises(OSError, match="disk full"):
+        plot_run(run)
+    assert (plots / "training.png").read_bytes() == b"previous"
+    assert sorted(p.name for p in plots.iterdir()) == ["training.png"]  # no temp file, no partial lnorm

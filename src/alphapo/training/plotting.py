@@ -19,6 +19,8 @@ per run, labelled from the run's ``config.yaml`` (loss name and its hyper-parame
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from alphapo.errors import UserError
@@ -45,6 +47,19 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not records:
         raise UserError(f"{path} has no records yet")
     return records
+
+
+def _save_png(fig, path: Path, dpi: int) -> None:
+    """``fig.savefig`` through a temp file in the same folder + ``os.replace``: a failed or killed save
+    leaves the previous PNG (or none), never a truncated one."""
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -81,7 +96,7 @@ def _lnorm_figure(records: list[dict], prefix: str, title: str, path: Path) -> P
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_png(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -107,7 +122,7 @@ def _training_figure(train: list[dict], evals: list[dict], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_png(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -154,7 +169,7 @@ def plot_compare(run_dirs: list[str | Path], out_dir: str | Path, split: str = "
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"compare_lnorm{'' if split == 'train' else '_eval'}.png"
-    fig.savefig(path, dpi=100)
+    _save_png(fig, path, dpi=100)
     plt.close(fig)
     return path
 
