@@ -176,6 +176,17 @@ def test_metrics_jsonl_is_strict_json(tmp_path):
     assert "Infinity" not in line
 
 
+def test_resume_drops_later_records_and_a_record_torn_by_the_kill(tmp_path):
+    """Resuming from step 2 keeps records of steps <= 2; a last line cut mid-write by SIGKILL (only a
+    record written after the checkpoint can be torn) is dropped instead of crashing the resume."""
+    from alphapo.training.trainer import _Logger
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 1}\n{"step": 2, "loss": 2}\n{"step": 3, "loss": 3}\n{"step": 4, "lo')
+    _Logger(tmp_path, enabled=True, tensorboard=False).truncate_after(2)
+    assert path.read_text() == '{"step": 1, "loss": 1}\n{"step": 2, "loss": 2}\n'
+
+
 def test_reference_loaded_when_hyper_parameters_make_the_loss_need_it():
     """rloo needs no reference at beta = 0 but does with a KL penalty (beta > 0)."""
     from alphapo.losses import LOSSES

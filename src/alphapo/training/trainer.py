@@ -367,8 +367,13 @@ class _Logger:
         """Drop records of steps after ``step`` (written by a run that was killed before its next save)."""
         if not self.enabled or not self.path.is_file():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        if lines:
+            try:
+                json.loads(lines[-1])
+            except json.JSONDecodeError:  # a record torn by the kill: written after the checkpoint
+                lines.pop()
+        keep = [line for line in lines if json.loads(line).get("step", 0) <= step]
         ckpt.atomic_write_text(self.path, "".join(line + "\n" for line in keep))
 
     def log(self, record: dict[str, Any]) -> None:
