@@ -62,3 +62,21 @@ def test_cache_key_separates_model_data_and_precision():
     assert base == refmod.cache_key("m", "d", "float32|no")
     assert len({base, refmod.cache_key("m2", "d", "float32|no"), refmod.cache_key("m", "d2", "float32|no"),
                 refmod.cache_key("m", "d", "float32|bf16")}) == 4
+
+
+def test_hub_id_is_keyed_by_its_cached_snapshot(tmp_path, monkeypatch):
+    # a new revision of the same repo id (refs/main moved to another snapshot) must not reuse the old
+    # reference log-probs; the name alone gave both revisions one key
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--org--tiny"
+    for commit, byte in (("a" * 40, 0), ("b" * 40, 1)):
+        _model_dir(repo / "snapshots" / commit, _weights(byte))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    first = refmod.model_fingerprint("org/tiny")
+    assert first == refmod.model_fingerprint(str(repo / "snapshots" / ("a" * 40)))
+    (repo / "refs" / "main").write_text("b" * 40)
+    assert refmod.model_fingerprint("org/tiny") != first
+    assert refmod.model_fingerprint("org/not-cached") != refmod.model_fingerprint("org/also-not-cached")

@@ -15,7 +15,9 @@ it should). Why not first/last MiB alone: a model fine-tuned on some tensors onl
 attention) and saved over the same folder keeps its size, its leading tensors (embeddings) and often its
 trailing ones, and would silently reuse the old reference log-probs; the modification time makes an
 in-place rewrite of a large file a new key (a mere copy or ``touch`` only costs one recomputation). Pass
-a folder path. A hub id without a local folder is fingerprinted by its name only.
+a folder path. A hub id is fingerprinted by its snapshot in the local Hugging Face cache (the folder
+named by the commit that ``refs/main`` points to, i.e. what an offline ``from_pretrained`` loads), so a
+newer revision of the same repo is a new key; an id not in the cache is fingerprinted by its name only.
 
 Deviations from TRL: TRL (``precompute_ref_log_probs=True``) recomputes the values for every run; we do
 not. The cached values come from forwards in eval mode on length-sorted batches, so padding differs from
@@ -50,8 +52,11 @@ def model_fingerprint(name_or_path: str) -> str:
     h = hashlib.sha256()
     path = Path(name_or_path)
     if not path.is_dir():
-        h.update(f"name:{name_or_path}".encode())
-        return h.hexdigest()
+        snapshot = _hub_snapshot(name_or_path)
+        if snapshot is None:
+            h.update(f"name:{name_or_path}".encode())
+            return h.hexdigest()
+        path = snapshot
     for f in sorted(path.iterdir()):
         if f.name == "config.json":
             h.update(f.read_bytes())
@@ -68,6 +73,17 @@ def model_fingerprint(name_or_path: str) -> str:
                     fh.seek(st.st_size - _CHUNK)
                     h.update(fh.read(_CHUNK))
     return h.hexdigest()
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The cached snapshot folder of a hub model id (its ``config.json``'s folder), without any download."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid repo id, no hub library: fall back to the name
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def cache_key(model_fp: str, data_fp: str, dtype: str) -> str:
