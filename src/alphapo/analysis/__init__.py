@@ -11,30 +11,5 @@
 Command line: ``alphapo analyze gradient|shapes|surface`` (``alphapo.analysis.cli``).
 """
 
-from alphapo.analysis.gradient import (
-    ILLUSTRATION_ALPHAS,
-    ILLUSTRATIONS,
-    GradientTerms,
-    alpha_zero,
-    alpha_zero_as_printed,
-    gradient_terms,
-    lemma_a1_predicts_decreasing,
-    preferred_likelihood_increases,
-    reward,
-    reward_derivative,
-    reward_derivative_is_decreasing,
-)
-
-__all__ = [
-    "GradientTerms",
-    "ILLUSTRATIONS",
-    "ILLUSTRATION_ALPHAS",
-    "alpha_zero",
-    "alpha_zero_as_printed",
-    "gradient_terms",
-    "lemma_a1_predicts_decreasing",
-    "preferred_likelihood_increases",
-    "reward",
-    "reward_derivative",
-    "reward_derivative_is_decreasing",
-]
+from alphapo.analysis.gradient import *  # noqa: F403  (the public API is gradient.py's __all__)
+from alphapo.analysis.gradient import __all__  # noqa: F401

@@ -42,6 +42,7 @@ from alphapo.errors import UserError
 __all__ = [
     "GradientTerms",
     "ILLUSTRATIONS",
+    "ILLUSTRATION_ALPHAS",
     "alpha_zero",
     "alpha_zero_as_printed",
     "gradient_terms",
