@@ -1,4 +1,4 @@
-"""The losses contract (BRIEF section 1): registry, signatures, attributes, outputs and errors."""
+"""The losses contract (``alphapo.losses.contract``): registry, signatures, attributes, ranges, outputs, errors."""
 
 from __future__ import annotations
 
@@ -114,3 +114,118 @@ def test_losses_pickle_and_keep_their_values():
         if not loss.multi_response:
             inputs = pair_inputs(loss, seed=3)
             assert torch.equal(clone(**inputs).losses, loss(**inputs).losses), name
+
+
+def test_the_registry_is_built_from_each_loss_s_own_name():
+    from alphapo.losses import registry
+
+    assert all(loss.name == name for name, loss in LOSSES.items())
+    with pytest.raises(ValueError, match="two losses are named 'dpo'"):
+        registry(LOSSES["dpo"], LOSSES["dpo"])
+
+
+def test_only_links_that_use_beta_take_it():
+    """IPO's squared link is the only built-in link scaled by beta; the others do not take it."""
+    from alphapo.losses import LINKS, Link
+
+    assert {name for name, link in LINKS.items() if link.takes_beta} == {"squared"}
+    for name, link in LINKS.items():
+        assert ("beta" in inspect.signature(link.fn).parameters) == (name == "squared")
+
+    # A user-defined link that takes beta still gets it: loss = z / beta with z = beta * (h_w - h_l) - gamma,
+    # so at beta = 0.5, gamma = 0: (-1 - -3) = 2 exactly, and beta reaches the link.
+    from alphapo.losses import compose
+
+    per_beta = Link("per_beta", lambda z, *, beta: z / beta)
+    loss = compose(link=per_beta)
+    t = torch.tensor
+    out = loss(chosen_logps=t([-1.0]), rejected_logps=t([-3.0]), ref_chosen_logps=t([0.0]),
+               ref_rejected_logps=t([0.0]), beta=0.5)
+    assert out.losses.item() == 2.0
+
+
+def test_loss_inputs_come_from_declarations_never_from_a_call():
+    """rloo needs the reference only with a KL penalty; nothing is learnt by calling the loss."""
+    from alphapo.losses import loss_inputs
+
+    rloo = LOSSES["rloo"]
+    assert loss_inputs(rloo, {}) == ({"logps", "scores", "lengths", "ref_logps"}, {"scores"})
+    assert not loss_inputs(rloo, {}).needs_reference and not loss_inputs(rloo, {"beta": 0.0}).needs_reference
+    with_kl = loss_inputs(rloo, {"beta": 0.1})
+    assert with_kl.required == {"scores", "ref_logps"} and with_kl.needs_reference
+    assert loss_inputs(LOSSES["dpo"], {}).needs_reference and loss_inputs(LOSSES["rpo_multi"], {}).needs_reference
+    assert not loss_inputs(LOSSES["alphapo"], {}).needs_reference
+    # and rloo itself agrees: with beta != 0 and no ref_logps it names the missing input
+    with pytest.raises(MissingInputError, match="ref_logps"):
+        rloo(logps=torch.zeros(1, 2), scores=torch.zeros(1, 2), beta=0.1)
+
+    def explodes(*, chosen_logps, rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, beta=0.1):
+        raise AssertionError("the loss must not be called to find its inputs")
+
+    explodes.requires = frozenset({"ref_chosen_logps", "ref_rejected_logps"})
+    spec = loss_inputs(explodes, {"beta": 0.3})
+    assert spec.needs_reference and spec.accepted == {"chosen_logps", "rejected_logps", "ref_chosen_logps",
+                                                      "ref_rejected_logps"}
+    explodes.requires = frozenset()
+    assert not loss_inputs(explodes, {}).needs_reference  # accepting a reference input is not needing it
+
+
+def test_resolved_hyperparameters_fill_in_the_defaults_used():
+    from alphapo.losses import resolve_hyperparameters
+
+    assert resolve_hyperparameters(LOSSES["rpo_bwd"], {"beta": 0.2}) == {"beta": 0.2, "gamma": 0.0, "eta": 1.0}
+    assert resolve_hyperparameters(LOSSES["alphapo"], {}) == {"beta": 2.5, "alpha": 0.25, "gamma": 0.25}
+    assert resolve_hyperparameters(LOSSES["sft"], {}) == {}
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("dpo", {"beta": -0.1}, r"loss.beta=-0.1 is outside \(0, inf\).*rejected"),
+    ("dpo", {"beta": 0}, r"loss.beta=0 is outside \(0, inf\)"),
+    ("simpo", {"gamma": -0.5}, r"loss.gamma=-0.5 is outside \[0, inf\)"),
+    ("simpo", {"beta": float("nan")}, r"loss.beta=nan is outside"),
+    ("alphapo", {"alpha": float("inf")}, r"loss.alpha=inf is outside \(-inf, inf\)"),
+    ("cdpo", {"eps": 0.5}, r"loss.eps=0.5 is outside \[0, 0.5\)"),
+    ("robust", {"eps": -0.1}, r"loss.eps=-0.1 is outside \[0, 0.5\)"),
+    ("exo_pair", {"eps": 0.0}, r"loss.eps=0.0 is outside \(0, 1\)"),
+    ("discopop", {"tau": 0.0}, r"loss.tau=0.0 is outside \(0, inf\)"),
+    ("rpo_sqr", {"eta": -1.0}, r"loss.eta=-1.0 is outside \(0, inf\)"),
+    ("rpo_multi", {"eta": 0.0}, r"loss.eta=0.0 is outside \(0, inf\)"),
+    ("cpo", {"nll_weight": -1.0}, r"loss.nll_weight=-1.0 is outside \[0, inf\)"),
+    ("aot", {"eps": 0.7}, r"loss.eps=0.7 is outside \[0, 0.5\)"),
+    ("nca_pair", {"beta": -1.0}, r"loss.beta=-1.0 is outside \(0, inf\)"),
+    ("rloo", {"beta": -0.1}, r"loss.beta=-0.1 is outside \[0, inf\)"),
+    ("dpo", {"beta": "big"}, r"loss.beta: expected a number for loss 'dpo', got 'big'"),
+    ("dpo", {"beta": True}, r"loss.beta: expected a number"),
+    ("simpo", {"gama": 1.0}, r"no hyper-parameter 'gama'; did you mean 'gamma'"),
+])
+def test_hyperparameters_outside_their_documented_range_are_errors(name, params, message):
+    from alphapo.losses import HyperparameterError, resolve_hyperparameters
+
+    with pytest.raises(HyperparameterError, match=message):
+        resolve_hyperparameters(LOSSES[name], params)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_declares_the_range_of_beta_and_only_of_its_hyperparameters(name):
+    from alphapo.losses import Interval, resolve_hyperparameters
+    from alphapo.losses.contract import hyperparameters
+
+    loss = LOSSES[name]
+    assert set(loss.ranges) <= set(hyperparameters(loss))
+    assert all(isinstance(r, Interval) for r in loss.ranges.values())
+    if "beta" in hyperparameters(loss):
+        assert "beta" in loss.ranges
+    resolve_hyperparameters(loss, {})  # the defaults themselves are inside the declared ranges
+    assert all(default in loss.ranges[k] for k, default in resolve_hyperparameters(loss, {}).items()
+               if k in loss.ranges)
+
+
+def test_interval_notation():
+    from alphapo.losses import Interval
+
+    half_open = Interval.parse("[0, 0.5)")
+    assert 0 in half_open and 0.4999 in half_open and 0.5 not in half_open and -1e-12 not in half_open
+    assert str(half_open) == "[0, 0.5)" and str(Interval.parse("(0, inf]")) == "(0, inf)"  # inf never included
+    assert float("inf") not in Interval.parse("[-inf, inf]") and float("nan") not in Interval.parse("(-1, 1)")
+    with pytest.raises(ValueError, match="not an interval"):
+        Interval.parse("0..1")

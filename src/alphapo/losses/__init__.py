@@ -6,8 +6,11 @@ of shape ``(B,)`` (``chosen_logps``, ``rejected_logps`` summed over completion t
 ``ref_rejected_logps``, ``chosen_scores``, ``rejected_scores``, ``chosen_nll``) plus hyper-parameter
 keywords, and returns a ``LossOutput`` with per-example ``.losses`` and detached ``.chosen_rewards`` /
 ``.rejected_rewards``. The caller reduces (``out.losses.mean()``). ``loss.requires`` names the inputs it
-must get beyond the policy log-probs and lengths, ``loss.multi_response`` says whether it takes
-``(B, k)`` tensors instead, and ``inspect.signature(loss)`` lists everything it accepts.
+must get beyond the policy log-probs and lengths (``loss_inputs(loss, params)`` for given
+hyper-parameters, e.g. whether the reference model must run), ``loss.ranges`` the documented range of
+each hyper-parameter (``resolve_hyperparameters`` checks them), ``loss.multi_response`` says whether it
+takes ``(B, k)`` tensors instead, and ``inspect.signature(loss)`` lists everything it accepts. The
+contract is written out in ``alphapo.losses.contract``.
 
 Why: preference losses differ along independent axes (reference model or not, length normalisation or
 not, reward shape, link function), yet most libraries hard-code each combination behind flags. Here the
@@ -47,15 +50,18 @@ import difflib
 from typing import Callable
 
 from alphapo.errors import UserError
-from alphapo.losses.compose import (
-    NORMALIZERS,
-    REFERENCES,
+from alphapo.losses.compose import NORMALIZERS, REFERENCES, Normalizer, PairwiseLoss, Reference, compose
+from alphapo.losses.contract import (
+    LOSS_TENSOR_INPUTS,
+    REFERENCE_INPUTS,
+    HyperparameterError,
+    Interval,
+    LossInputs,
     LossOutput,
     MissingInputError,
-    Normalizer,
-    PairwiseLoss,
-    Reference,
-    compose,
+    loss_inputs,
+    registry,
+    resolve_hyperparameters,
 )
 from alphapo.losses.links import LINKS, Link
 from alphapo.losses.multi import MULTI_LOSSES, MultiResponseLoss, compose_multi
@@ -93,8 +99,9 @@ def get_loss(name: str) -> Callable[..., LossOutput]:
 
 
 __all__ = [
-    "LINKS", "LOSSES", "MAX_EXPONENT", "MULTI_LOSSES", "NORMALIZERS", "PAIRWISE_LOSSES", "REFERENCES",
-    "SHAPES", "TRL_CPO_LOSS_NAMES", "TRL_DPO_LOSS_NAMES", "Link", "LossOutput", "MissingInputError",
-    "MultiResponseLoss", "Normalizer",
-    "PairwiseLoss", "Reference", "RewardShape", "RunningMean", "compose", "compose_multi", "get_loss",
+    "LINKS", "LOSSES", "LOSS_TENSOR_INPUTS", "MAX_EXPONENT", "MULTI_LOSSES", "NORMALIZERS", "PAIRWISE_LOSSES",
+    "REFERENCES", "REFERENCE_INPUTS", "SHAPES", "TRL_CPO_LOSS_NAMES", "TRL_DPO_LOSS_NAMES",
+    "HyperparameterError", "Interval", "Link", "LossInputs", "LossOutput", "MissingInputError",
+    "MultiResponseLoss", "Normalizer", "PairwiseLoss", "Reference", "RewardShape", "RunningMean", "compose",
+    "compose_multi", "get_loss", "loss_inputs", "registry", "resolve_hyperparameters",
 ]

@@ -12,16 +12,18 @@ Every combination is valid, e.g. the alpha shape with the IPO squared link on re
     ...            ref_chosen_logps=..., ref_rejected_logps=..., beta=0.1, alpha=0.5)
     >>> out.losses.mean().backward()
 
-The returned ``PairwiseLoss`` follows the losses contract (BRIEF section 1): keyword-only call, an
-explicit ``inspect.signature`` (only the inputs and hyper-parameters this combination uses; the
-reference log-probs appear only when ``reference="ratio"``, scores only for the RPO links), attributes
-``requires`` (inputs that must be given beyond logps/lengths) and ``multi_response = False``, and a
-``LossOutput`` with ``.losses`` (B,) and detached ``.chosen_rewards`` / ``.rejected_rewards`` (B,),
-the shape's rewards ``r(u)``.
+The returned ``PairwiseLoss`` follows the losses contract (``alphapo.losses.contract``): keyword-only
+call, an explicit ``inspect.signature`` (only the inputs and hyper-parameters this combination uses;
+the reference log-probs appear only when ``reference="ratio"``, scores only for the RPO links),
+attributes ``name``, ``requires`` (inputs that must be given beyond logps/lengths), ``ranges`` (``beta``
+in ``(0, inf)``, the margin ``gamma`` and ``nll_weight`` in ``[0, inf)``, plus the shape's and link's
+own) and ``multi_response = False``, and a ``LossOutput`` with ``.losses`` (B,) and detached
+``.chosen_rewards`` / ``.rejected_rewards`` (B,), the shape's rewards ``r(u)``.
 
 Pieces may be given by name (``SHAPES``, ``LINKS``, ``NORMALIZERS``, ``REFERENCES``) or as objects
 (``RewardShape``, ``Link``, ``Normalizer``, ``Reference``), so a user-defined shape or link composes
-with the built-in ones. Hyper-parameters are the union of the pieces' (``beta`` and ``gamma`` always;
+with the built-in ones. Hyper-parameters are the union of the pieces' (``beta`` and ``gamma`` always, ``beta`` reaching the
+link only when the link takes it;
 ``alpha`` for the alpha shape; ``eps``, ``tau`` or ``eta`` for some links; ``nll_weight`` with an NLL
 term); ``defaults=`` overrides their default values.
 
@@ -38,31 +40,22 @@ from typing import Any, Callable
 import torch
 
 from alphapo.errors import UserError
+from alphapo.losses.contract import (
+    NON_NEGATIVE,
+    POSITIVE,
+    Interval,
+    LossOutput,
+    bind_arguments,
+    check_inputs,
+    keyword,
+    lengths_or_error,
+    resolve_piece,
+)
 from alphapo.losses.links import LINKS, Link
 from alphapo.losses.numerics import compute_dtype
 from alphapo.losses.shapes import SHAPES, RewardShape
 
 Tensor = torch.Tensor
-
-
-class MissingInputError(UserError):
-    """A loss was called without an input tensor it needs (the message names it)."""
-
-
-@dataclass(frozen=True)
-class LossOutput:
-    """What every loss returns.
-
-    ``losses``: per-example losses ``(B,)`` (the caller reduces). ``chosen_rewards`` /
-    ``rejected_rewards``: detached ``(B,)`` rewards for logging (multi-response losses: the rewards of
-    the best- and worst-scored response). ``rewards``: detached ``(B, k)`` for multi-response losses,
-    else ``None``.
-    """
-
-    losses: Tensor
-    chosen_rewards: Tensor
-    rejected_rewards: Tensor
-    rewards: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -113,57 +106,6 @@ REFERENCES: dict[str, Reference] = {
 """``ratio``: u uses ``logp - logp_ref`` (DPO family). ``none``: u uses ``logp`` (SimPO, CPO family)."""
 
 
-def _resolve(value: Any, table: dict[str, Any], cls: type, what: str) -> Any:
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, str) and value in table:
-        return table[value]
-    raise UserError(f"unknown {what} {value!r}; valid: {', '.join(sorted(table))} "
-                    f"(or a {cls.__name__} object)")
-
-
-def _kw(name: str, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
-
-
-def check_inputs(loss_name: str, requires: frozenset[str], args: dict[str, Any], shape_of: str) -> None:
-    """Raise ``MissingInputError`` naming every required input that is ``None``, and check shapes agree."""
-    missing = sorted(k for k in requires if args.get(k) is None)
-    if missing:
-        raise MissingInputError(
-            f"loss {loss_name!r} needs input(s) {', '.join(missing)} (got None); "
-            f"it requires {sorted(requires)} besides the policy log-probs"
-        )
-    ref = args[shape_of]
-    for k, v in args.items():
-        if torch.is_tensor(v) and k != shape_of and k.endswith(("logps", "lengths", "scores", "nll")):
-            if v.shape != ref.shape:
-                raise UserError(
-                    f"loss {loss_name!r}: input {k} has shape {tuple(v.shape)} but {shape_of} has "
-                    f"{tuple(ref.shape)}; all inputs must have the same shape"
-                )
-
-
-def bind_arguments(loss_name: str, signature: inspect.Signature, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Bind a loss call's keywords to its signature (defaults applied); a TypeError lists what it accepts."""
-    try:
-        bound = signature.bind(**kwargs)
-    except TypeError as err:
-        raise TypeError(f"loss {loss_name!r}: {err}; accepted keywords: "
-                        f"{', '.join(signature.parameters)}") from None
-    bound.apply_defaults()
-    return bound.arguments
-
-
-def lengths_or_error(loss_name: str, lengths: Tensor | None, which: str, dtype: torch.dtype) -> Tensor:
-    """Lengths as a float tensor; a clear error if missing or not positive (a completion has >= 1 token)."""
-    if lengths is None:
-        raise MissingInputError(f"loss {loss_name!r} normalises by length and needs input {which} (got None)")
-    if bool((lengths <= 0).any()):
-        raise UserError(f"loss {loss_name!r}: {which} must be positive (a completion has at least its EOS)")
-    return lengths.to(dtype)
-
-
 class PairwiseLoss:
     """A pairwise loss composed from reference, normaliser, shape and link (see the module docstring).
 
@@ -196,6 +138,10 @@ class PairwiseLoss:
                                 f"this combination accepts {sorted(params)}")
             params[key] = value
         self.defaults = params
+        declared = {"beta": Interval.parse(POSITIVE), **shape.ranges, "gamma": Interval.parse(NON_NEGATIVE),
+                    **link.ranges, "nll_weight": Interval.parse(NON_NEGATIVE)}
+        self.ranges = {k: v for k, v in declared.items() if k in params}
+        self._link_takes_beta = link.takes_beta
 
         inputs = ["chosen_logps", "rejected_logps"]
         optional = ["chosen_lengths", "rejected_lengths"]
@@ -210,8 +156,8 @@ class PairwiseLoss:
             optional.append("chosen_nll")  # optional: defaults to -chosen_logps / chosen_lengths
         self.requires = frozenset(requires)
         self.__signature__ = inspect.Signature(
-            [_kw(k) for k in inputs] + [_kw(k, None) for k in optional]
-            + [_kw(k, v) for k, v in params.items()]
+            [keyword(k) for k in inputs] + [keyword(k, None) for k in optional]
+            + [keyword(k, v) for k, v in params.items()]
         )
         self.__doc__ = doc or (
             f"Composed pairwise loss: reference={reference.name}, normalize={normalize.name}, "
@@ -241,9 +187,11 @@ class PairwiseLoss:
         shape_kw = {k: a[k] for k in self.shape.params}
         z = self.shape.difference(u_w, u_l, beta=a["beta"], **shape_kw) - a["gamma"]
         link_kw = {k: a[k] for k in self.link.params}
+        if self._link_takes_beta:
+            link_kw["beta"] = a["beta"]
         if self.link.uses_scores:
             link_kw["score_gap"] = f("chosen_scores") - f("rejected_scores")
-        losses = self.link.fn(z, beta=a["beta"], **link_kw)
+        losses = self.link.fn(z, **link_kw)
 
         if "nll_weight" in a:
             nll = f("chosen_nll")
@@ -280,10 +228,10 @@ def compose(
 
     With the defaults, ``compose()`` is DPO: log shape, sigmoid link, summed log-ratios.
     """
-    s = _resolve(shape, SHAPES, RewardShape, "reward shape")
-    lk = _resolve(link, LINKS, Link, "link")
-    n = _resolve(normalize, NORMALIZERS, Normalizer, "normalize")
-    r = _resolve(reference, REFERENCES, Reference, "reference")
+    s = resolve_piece(shape, SHAPES, RewardShape, "reward shape")
+    lk = resolve_piece(link, LINKS, Link, "link")
+    n = resolve_piece(normalize, NORMALIZERS, Normalizer, "normalize")
+    r = resolve_piece(reference, REFERENCES, Reference, "reference")
     label = name or f"{s.name}-{lk.name}-{n.name}-{r.name}"
     return PairwiseLoss(name=label, shape=s, link=lk, normalize=n, reference=r, nll_weight=nll_weight,
                         defaults=defaults, doc=doc)

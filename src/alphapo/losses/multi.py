@@ -30,38 +30,25 @@ import torch
 import torch.nn.functional as F
 
 from alphapo.errors import UserError
-from alphapo.losses.compose import (
-    NORMALIZERS,
-    REFERENCES,
+from alphapo.losses.compose import NORMALIZERS, REFERENCES, Normalizer, Reference
+from alphapo.losses.contract import (
+    NON_NEGATIVE,
+    POSITIVE,
+    Interval,
     LossOutput,
     MissingInputError,
-    Normalizer,
-    Reference,
-    _kw,
-    _resolve,
     bind_arguments,
+    check_multi_inputs,
+    keyword,
+    loss_contract,
+    ranges,
+    registry,
+    resolve_piece,
 )
 from alphapo.losses.links import LINKS, Link
-from alphapo.losses.numerics import compute_dtype
 from alphapo.losses.shapes import SHAPES, RewardShape
 
 Tensor = torch.Tensor
-
-
-def _check_multi(name: str, requires: frozenset[str], args: dict[str, Any]) -> torch.dtype:
-    missing = sorted(k for k in requires if args.get(k) is None)
-    if missing:
-        raise MissingInputError(f"loss {name!r} needs input(s) {', '.join(missing)} (got None)")
-    logps = args["logps"]
-    if logps.dim() != 2 or logps.shape[1] < 2:
-        raise UserError(f"loss {name!r}: logps must have shape (B, k) with k >= 2, got {tuple(logps.shape)}")
-    for k, v in args.items():
-        if torch.is_tensor(v) and k in ("lengths", "scores", "ref_logps") and v.shape != logps.shape:
-            raise UserError(f"loss {name!r}: {k} has shape {tuple(v.shape)}, logps has {tuple(logps.shape)}")
-    lengths = args.get("lengths")
-    if lengths is not None and bool((lengths <= 0).any()):
-        raise UserError(f"loss {name!r}: lengths must be positive")
-    return compute_dtype(*(v for v in args.values() if torch.is_tensor(v)))
 
 
 def _best_worst(rewards: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
@@ -83,13 +70,17 @@ class MultiResponseLoss:
         self.name = self.__name__ = self.__qualname__ = name
         self.shape, self.normalize, self.reference, self.aggregate = shape, normalize, reference, aggregate
         params: dict[str, Any] = {"beta": 0.1, **shape.params}
+        declared = {"beta": Interval.parse(POSITIVE), **shape.ranges}
         if isinstance(aggregate, Link):
             if not aggregate.uses_scores:
                 raise UserError(f"all-pairs losses need a score-using link (rpo_bwd, rpo_fwd, rpo_sqr), "
                                 f"got {aggregate.name!r}")
             params.update(aggregate.params)
+            declared.update(aggregate.ranges)
+            self._link_takes_beta = aggregate.takes_beta
         else:
             params["eta"] = 1.0
+            declared["eta"] = Interval.parse(POSITIVE)
         for key, value in (defaults or {}).items():
             if key not in params:
                 raise UserError(f"{name}: default for unknown hyper-parameter {key!r}; "
@@ -101,9 +92,10 @@ class MultiResponseLoss:
             optional.append("ref_logps")
             requires.add("ref_logps")
         self.requires = frozenset(requires)
+        self.ranges = {k: v for k, v in declared.items() if k in params}
         self.__signature__ = inspect.Signature(
-            [_kw("logps"), _kw("scores", None)] + [_kw(k, None) for k in optional]
-            + [_kw(k, v) for k, v in params.items()]
+            [keyword("logps"), keyword("scores", None)] + [keyword(k, None) for k in optional]
+            + [keyword(k, v) for k, v in params.items()]
         )
         self.__doc__ = doc
 
@@ -116,7 +108,7 @@ class MultiResponseLoss:
         if self.normalize.needs_lengths and a.get("lengths") is None:
             raise MissingInputError(f"loss {self.name!r} normalises by length and needs input lengths "
                                     "(got None)")
-        dtype = _check_multi(self.name, self.requires, a)
+        dtype = check_multi_inputs(self.name, self.requires, a)
         t = {k: v.to(dtype) for k, v in a.items() if torch.is_tensor(v)}
         u = self.normalize.fn(self.reference.fn(t["logps"], t.get("ref_logps")), t.get("lengths"))
         shape_kw = {k: a[k] for k in self.shape.params}
@@ -127,7 +119,9 @@ class MultiResponseLoss:
             i, j = torch.triu_indices(k, k, offset=1, device=u.device)
             z = self.shape.difference(u[:, i], u[:, j], beta=beta, **shape_kw)  # (B, k(k-1)/2)
             link_kw = {name: a[name] for name in self.aggregate.params}
-            pair = self.aggregate.fn(z, beta=beta, score_gap=scores[:, i] - scores[:, j], **link_kw)
+            if self._link_takes_beta:
+                link_kw["beta"] = beta
+            pair = self.aggregate.fn(z, score_gap=scores[:, i] - scores[:, j], **link_kw)
             losses = pair.mean(dim=1)
             rewards = self.shape.reward(u.detach(), beta=beta, **shape_kw)
         else:  # softmax_kl
@@ -144,10 +138,10 @@ def compose_multi(*, shape: str | RewardShape = "log", link: str | Link = "rpo_b
                   defaults: dict[str, float] | None = None, name: str | None = None,
                   doc: str | None = None) -> MultiResponseLoss:
     """Build a multi-response loss: ``link="softmax_kl"`` (rpo_multi) or an RPO distance (all pairs)."""
-    s = _resolve(shape, SHAPES, RewardShape, "reward shape")
-    agg: str | Link = "softmax_kl" if link == "softmax_kl" else _resolve(link, LINKS, Link, "link")
-    n = _resolve(normalize, NORMALIZERS, Normalizer, "normalize")
-    r = _resolve(reference, REFERENCES, Reference, "reference")
+    s = resolve_piece(shape, SHAPES, RewardShape, "reward shape")
+    agg: str | Link = "softmax_kl" if link == "softmax_kl" else resolve_piece(link, LINKS, Link, "link")
+    n = resolve_piece(normalize, NORMALIZERS, Normalizer, "normalize")
+    r = resolve_piece(reference, REFERENCES, Reference, "reference")
     label = name or f"{s.name}-{link if isinstance(link, str) else link.name}-{n.name}-{r.name}-multi"
     return MultiResponseLoss(name=label, shape=s, normalize=n, reference=r, aggregate=agg, defaults=defaults,
                              doc=doc)
@@ -175,6 +169,12 @@ rpo_sqr_all_pairs = compose_multi(link="rpo_sqr", name="rpo_sqr_all_pairs",
                                   doc=_ALL_PAIRS_DOC.format(dist="squared distance", link="rpo_sqr"))
 
 
+def _rloo_requires(params: dict[str, Any]) -> frozenset[str]:
+    """``rloo`` needs the reference log-probs only with a KL penalty (``beta != 0``)."""
+    return frozenset({"scores"} | ({"ref_logps"} if params["beta"] != 0.0 else set()))
+
+
+@loss_contract(requires={"scores"}, ranges=ranges(beta=NON_NEGATIVE), multi_response=True)
 def rloo(*, logps: Tensor, scores: Tensor | None = None, lengths: Tensor | None = None,
          ref_logps: Tensor | None = None, beta: float = 0.0) -> LossOutput:
     """REINFORCE leave-one-out (Ahmadian et al. 2024, "Back to Basics", arXiv:2402.14740; Kool et al. 2019).
@@ -188,8 +188,7 @@ def rloo(*, logps: Tensor, scores: Tensor | None = None, lengths: Tensor | None 
     and unused (the sequence log-prob is summed, as in the paper).
     """
     args = dict(locals())
-    requires = frozenset({"scores"} | ({"ref_logps"} if beta != 0.0 else set()))
-    dtype = _check_multi("rloo", requires, args)
+    dtype = check_multi_inputs("rloo", _rloo_requires(args), args)
     lp = logps.to(dtype)
     with torch.no_grad():
         r = scores.to(dtype)
@@ -202,11 +201,8 @@ def rloo(*, logps: Tensor, scores: Tensor | None = None, lengths: Tensor | None 
     return LossOutput(losses, chosen, rejected, r)
 
 
-rloo.requires = frozenset({"scores"})  # type: ignore[attr-defined]
-rloo.multi_response = True  # type: ignore[attr-defined]
+rloo.requires_for = _rloo_requires  # type: ignore[attr-defined]
 
-MULTI_LOSSES: dict[str, Callable[..., LossOutput]] = {
-    "rpo_multi": rpo_multi, "rpo_bwd_all_pairs": rpo_bwd_all_pairs, "rpo_fwd_all_pairs": rpo_fwd_all_pairs,
-    "rpo_sqr_all_pairs": rpo_sqr_all_pairs, "rloo": rloo,
-}
+MULTI_LOSSES: dict[str, Callable[..., LossOutput]] = registry(
+    rpo_multi, rpo_bwd_all_pairs, rpo_fwd_all_pairs, rpo_sqr_all_pairs, rloo)
 """Every multi-response loss by name (contract: keyword tensors of shape (B, k))."""

@@ -18,7 +18,16 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from alphapo.losses.compose import LossOutput, check_inputs, compose, lengths_or_error
+from alphapo.losses.compose import compose
+from alphapo.losses.contract import (
+    POSITIVE,
+    LossOutput,
+    check_inputs,
+    lengths_or_error,
+    loss_contract,
+    ranges,
+    registry,
+)
 from alphapo.losses.numerics import compute_dtype
 
 Tensor = torch.Tensor
@@ -196,17 +205,6 @@ rpo_sqr = compose(shape="log", link="rpo_sqr", normalize="sum", reference="ratio
 # --------------------------------------------------------------------------------------------------------
 
 
-def _contract(requires: set[str]) -> Callable[[Callable[..., LossOutput]], Callable[..., LossOutput]]:
-    """Attach the contract attributes ``requires`` and ``multi_response`` to a plain loss function."""
-
-    def deco(fn: Callable[..., LossOutput]) -> Callable[..., LossOutput]:
-        fn.requires = frozenset(requires)  # type: ignore[attr-defined]
-        fn.multi_response = False  # type: ignore[attr-defined]
-        return fn
-
-    return deco
-
-
 def _prepare(name: str, requires: frozenset[str], args: dict[str, Any]) -> dict[str, Any]:
     """Check required inputs and shapes, then cast every tensor to the compute dtype (>= float32)."""
     check_inputs(name, requires, args, "chosen_logps")
@@ -215,9 +213,11 @@ def _prepare(name: str, requires: frozenset[str], args: dict[str, Any]) -> dict[
 
 
 _REF = {"ref_chosen_logps", "ref_rejected_logps"}
+_BETA = ranges(beta=POSITIVE)
+_BETA_EPS = ranges(beta=POSITIVE, eps="[0, 0.5)")  # eps: label smoothing, as the smoothed_sigmoid link
 
 
-@_contract(_REF)
+@loss_contract(requires=_REF, ranges=_BETA)
 def nca_pair(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor | None = None,
              rejected_lengths: Tensor | None = None, ref_chosen_logps: Tensor | None = None,
              ref_rejected_logps: Tensor | None = None, beta: float = 0.1) -> LossOutput:
@@ -234,7 +234,7 @@ def nca_pair(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Te
     return LossOutput(losses, r_w.detach(), r_l.detach())
 
 
-@_contract(_REF)
+@loss_contract(requires=_REF, ranges=_BETA)
 def bco_pair(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor | None = None,
              rejected_lengths: Tensor | None = None, ref_chosen_logps: Tensor | None = None,
              ref_rejected_logps: Tensor | None = None, beta: float = 0.1,
@@ -275,7 +275,7 @@ class RunningMean:
         return RunningMean(total, self.mean + (batch_mean - self.mean) * n / total)
 
 
-@_contract(_REF)
+@loss_contract(requires=_REF, ranges=_BETA)
 def sppo_hard(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor | None = None,
               rejected_lengths: Tensor | None = None, ref_chosen_logps: Tensor | None = None,
               ref_rejected_logps: Tensor | None = None, beta: float = 0.1) -> LossOutput:
@@ -295,7 +295,7 @@ def _smoothed(z: Tensor, eps: float) -> Tensor:
     return -(1.0 - eps) * logsig(z) - eps * logsig(-z)
 
 
-@_contract(_REF)
+@loss_contract(requires=_REF, ranges=_BETA_EPS)
 def aot(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor | None = None,
         rejected_lengths: Tensor | None = None, ref_chosen_logps: Tensor | None = None,
         ref_rejected_logps: Tensor | None = None, beta: float = 0.1, eps: float = 0.0) -> LossOutput:
@@ -316,7 +316,7 @@ def aot(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor 
     return LossOutput(losses, (beta * h_w).detach(), (beta * h_l).detach())
 
 
-@_contract(_REF)
+@loss_contract(requires=_REF, ranges=_BETA_EPS)
 def aot_unpaired(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor | None = None,
                  rejected_lengths: Tensor | None = None, ref_chosen_logps: Tensor | None = None,
                  ref_rejected_logps: Tensor | None = None, beta: float = 0.1, eps: float = 0.0) -> LossOutput:
@@ -332,7 +332,7 @@ def aot_unpaired(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths
     return LossOutput(_smoothed(beta * d, eps), (beta * h_w).detach(), (beta * h_l).detach())
 
 
-@_contract(_REF)
+@loss_contract(requires=_REF, ranges=_BETA)
 def apo_zero(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor | None = None,
              rejected_lengths: Tensor | None = None, ref_chosen_logps: Tensor | None = None,
              ref_rejected_logps: Tensor | None = None, beta: float = 0.1) -> LossOutput:
@@ -349,7 +349,7 @@ def apo_zero(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Te
     return LossOutput(losses, r_w.detach(), r_l.detach())
 
 
-@_contract(_REF)
+@loss_contract(requires=_REF, ranges=_BETA)
 def apo_down(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor | None = None,
              rejected_lengths: Tensor | None = None, ref_chosen_logps: Tensor | None = None,
              ref_rejected_logps: Tensor | None = None, beta: float = 0.1) -> LossOutput:
@@ -365,7 +365,7 @@ def apo_down(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Te
     return LossOutput(losses, r_w.detach(), r_l.detach())
 
 
-@_contract(set())
+@loss_contract()
 def sft(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor | None = None,
         rejected_lengths: Tensor | None = None, chosen_nll: Tensor | None = None) -> LossOutput:
     """Supervised fine-tuning on the chosen completions: the mean token NLL of each chosen completion.
@@ -383,13 +383,9 @@ def sft(*, chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor 
     return LossOutput(losses, (a["chosen_logps"] / lw).detach(), (a["rejected_logps"] / ll).detach())
 
 
-PAIRWISE_LOSSES: dict[str, Callable[..., LossOutput]] = {
-    "dpo": dpo, "cdpo": cdpo, "robust": robust, "hinge": hinge, "ipo": ipo, "exo_pair": exo_pair,
-    "nca_pair": nca_pair, "bco_pair": bco_pair, "sppo_hard": sppo_hard, "aot": aot,
-    "aot_unpaired": aot_unpaired, "apo_zero": apo_zero, "apo_down": apo_down, "discopop": discopop,
-    "sft": sft, "sigmoid_norm": sigmoid_norm, "fdpo_alpha": fdpo_alpha,
-    "simpo": simpo, "simpo_ref": simpo_ref, "alphapo": alphapo, "alphapo_ref": alphapo_ref,
-    "cpo": cpo, "cpo_hinge": cpo_hinge, "cpo_ipo": cpo_ipo, "cpo_simpo": cpo_simpo,
-    "rpo_bwd": rpo_bwd, "rpo_fwd": rpo_fwd, "rpo_sqr": rpo_sqr,
-}
+PAIRWISE_LOSSES: dict[str, Callable[..., LossOutput]] = registry(
+    dpo, cdpo, robust, hinge, ipo, exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero,
+    apo_down, discopop, sft, sigmoid_norm, fdpo_alpha, simpo, simpo_ref, alphapo, alphapo_ref, cpo, cpo_hinge,
+    cpo_ipo, cpo_simpo, rpo_bwd, rpo_fwd, rpo_sqr,
+)
 """Every pairwise loss by name (contract: keyword tensors of shape (B,))."""

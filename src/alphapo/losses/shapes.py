@@ -15,7 +15,8 @@ quantity every pairwise link consumes. The difference is computed directly (not 
 so that the alpha shape can factor out its larger exponential (see ``numerics.alpha_difference``).
 
 Shapes are plain frozen dataclasses: a user-defined shape only needs ``name``, ``params`` (extra
-hyper-parameters and their defaults, beyond ``beta``), ``reward`` and ``difference``.
+hyper-parameters and their defaults, beyond ``beta``), ``reward`` and ``difference``; ``ranges`` is
+optional. The alpha shape accepts any finite ``alpha`` (0 is the log shape, -1 linear, +1 inverse-linear).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from alphapo.losses.contract import Interval
 from alphapo.losses.numerics import alpha_difference, alpha_reward
 
 Tensor = torch.Tensor
@@ -35,7 +37,8 @@ class RewardShape:
     """A reward shape ``r(u)`` and its pairwise difference ``r(u_w) - r(u_l)``.
 
     ``reward(u, *, beta, **params)`` and ``difference(u_w, u_l, *, beta, **params)`` take tensors of any
-    (broadcastable) shape. ``params`` maps each extra hyper-parameter name to its default.
+    (broadcastable) shape. ``params`` maps each extra hyper-parameter name to its default, ``ranges`` to
+    its documented range (any finite value where none is given).
     """
 
     name: str
@@ -43,6 +46,7 @@ class RewardShape:
     difference: Callable[..., Tensor]
     params: dict[str, float] = field(default_factory=dict)
     doc: str = ""
+    ranges: dict[str, Interval] = field(default_factory=dict)
 
 
 def _log_reward(u: Tensor, *, beta: float) -> Tensor:

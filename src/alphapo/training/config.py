@@ -31,13 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from alphapo.errors import UserError
-
-# Keyword names of the loss contract that are tensors computed by the trainer, not hyper-parameters.
-LOSS_TENSOR_INPUTS = frozenset({
-    "chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths",
-    "ref_chosen_logps", "ref_rejected_logps", "chosen_scores", "rejected_scores", "chosen_nll",
-    "logps", "lengths", "scores", "ref_logps",
-})
+from alphapo.losses.contract import LOSS_TENSOR_INPUTS, hyperparameters  # noqa: F401 - re-exported
 
 
 class ConfigError(UserError):
@@ -362,9 +356,7 @@ def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
 
 def loss_hyperparameters(loss_fn) -> dict[str, inspect.Parameter]:
     """The keyword parameters of a loss callable that are hyper-parameters (not trainer tensors)."""
-    sig = inspect.signature(loss_fn)
-    return {name: p for name, p in sig.parameters.items()
-            if name not in LOSS_TENSOR_INPUTS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return hyperparameters(loss_fn)
 
 
 def validate_loss_params(loss: LossConfig):
