@@ -113,9 +113,12 @@ class Interval:
 
     def __str__(self) -> str:
         def bound(x: float) -> str:
-            return "inf" if x == math.inf else "-inf" if x == -math.inf else f"{x:g}"
+            if not math.isfinite(x):
+                return "inf" if x > 0 else "-inf"
+            return str(int(x)) if x == int(x) else repr(x)
 
-        return f"{'[' if self.low_closed else '('}{bound(self.low)}, {bound(self.high)}{']' if self.high_closed else ')'}"
+        left, right = "[" if self.low_closed else "(", "]" if self.high_closed else ")"
+        return f"{left}{bound(self.low)}, {bound(self.high)}{right}"
 
 
 def ranges(**spec: str) -> dict[str, Interval]:

@@ -2,18 +2,23 @@
 
 Examples::
 
-    alphapo train src/alphapo/configs/alphapo_tiny.yaml output_dir=runs/a1 loss.alpha=0.5
+    alphapo train src/alphapo/configs/tiny_cpu.yaml output_dir=runs/a1 loss.alpha=0.5
     alphapo train run.yaml resume=true               # continue from OUT/checkpoints/latest
     alphapo train --print-config run.yaml loss.beta=2 # show the resolved config, train nothing
+    alphapo train run.yaml loss.name=dpo loss.beta=0.1 # another loss; the file's loss settings are dropped
     alphapo plot-run runs/a1                          # PNGs of the diagnostics into runs/a1/plots/
     alphapo plot-run runs/a* --out runs/compare       # + a Figure-2-style comparison of the runs
 
 Multi-GPU / multi-process: ``accelerate launch -m alphapo.cli train run.yaml``.
+
+Every config error (unknown key, value outside its documented range, missing model folder, unwritable
+``output_dir``) is one line on stderr and exit code 2, before torch, the model or the data are loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers) -> None:
@@ -36,20 +41,26 @@ def register(subparsers) -> None:
     q.set_defaults(func=run_plot)
 
 
+def _note(message: str) -> None:
+    print(f"alphapo train: {message}", file=sys.stderr)
+
+
 def run_train(args: argparse.Namespace) -> int:
-    from alphapo.training.config import load_config, to_dict
+    from alphapo.training.config import load_config, resolve_config, to_dict, validate
 
     config_path = args.config
     overrides = list(args.overrides)
     if config_path is not None and "=" in config_path and not config_path.endswith((".yaml", ".yml")):
         overrides.insert(0, config_path)  # no YAML file given, only overrides
         config_path = None
-    config = load_config(config_path, overrides)
+    config = load_config(config_path, overrides, log=_note)
     if args.print_config:
         import yaml
 
+        resolve_config(config)  # unknown loss keys and out-of-range values are errors here too
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
         return 0
+    validate(config)  # every config error, as one line, before torch, the model or the data load
     from alphapo.training.trainer import train
 
     result = train(config)

@@ -25,13 +25,25 @@ import dataclasses
 import difflib
 import inspect
 import os
+import re
+import sys
+import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from alphapo.errors import UserError
-from alphapo.losses.contract import LOSS_TENSOR_INPUTS, hyperparameters  # noqa: F401 - re-exported
+
+
+def __getattr__(name: str) -> Any:
+    # ``LOSS_TENSOR_INPUTS`` lives in ``alphapo.losses.contract``; resolved lazily so that importing the
+    # config (the CLI's --help, --print-config) does not import torch.
+    if name == "LOSS_TENSOR_INPUTS":
+        from alphapo.losses.contract import LOSS_TENSOR_INPUTS
+
+        return LOSS_TENSOR_INPUTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ConfigError(UserError):
@@ -77,6 +89,9 @@ class DataConfig:
     prompt_truncation: str = "keep_end"
     max_examples: int | None = None  # keep the first N training records (quick experiments)
     group_by_length: bool = True
+    # auto: conversational prompts get the tokenizer's chat template, plain strings are used as they are
+    # (TRL's rule); always: strings are wrapped as a user turn too; never: no template at all
+    chat_template: Literal["auto", "always", "never"] = "auto"
 
 
 @dataclass
@@ -246,7 +261,8 @@ def _loss_from_dict(raw: Any, key: str) -> LossConfig:
     name = raw.pop("name", LossConfig.name)
     params = dict(raw.pop("params", {}) or {})
     params.update(raw)  # flat form: loss: {name: alphapo, beta: 2.5}
-    return LossConfig(name=str(name), params={k: _parse_scalar(v) for k, v in params.items()})
+    parsed = {k: _parse_scalar(v) for k, v in params.items()}
+    return LossConfig(name=str(name), params={k: v for k, v in parsed.items() if v is not None})  # null: default
 
 
 def _parse_scalar(value: Any) -> Any:
@@ -300,18 +316,41 @@ def to_dict(config) -> dict[str, Any]:
     return out
 
 
-def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """Apply ``key=value`` overrides (dotted keys, e.g. ``train.learning_rate=1e-6``, ``loss.beta=2``)."""
+def _stderr_note(message: str) -> None:
+    print(f"alphapo: {message}", file=sys.stderr)
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str], *,
+                    log: Callable[[str], None] = _stderr_note) -> TrainConfig:
+    """Apply ``key=value`` overrides (dotted keys, e.g. ``train.learning_rate=1e-6``, ``loss.beta=2``).
+
+    ``loss.KEY=null`` removes a loss hyper-parameter (its default applies). ``loss.name=OTHER`` switches
+    the loss: the hyper-parameters the config set for the previous loss are dropped (they were chosen for
+    it, and may not even exist for the new one), ``log`` says which, and ``loss.KEY=VALUE`` overrides
+    given with the switch apply to the new loss.
+    """
     raw = to_dict(config)
     keys = valid_keys(TrainConfig)
+    parsed: list[tuple[str, str]] = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. train.learning_rate=1e-6)")
         key, value = item.split("=", 1)
-        key = key.strip()
+        parsed.append((key.strip(), value))
+    names = [_parse_scalar(value) for key, value in parsed if key == "loss.name"]
+    if names and str(names[-1]) != config.loss.name and config.loss.params:
+        dropped = ", ".join(f"{k}={v}" for k, v in config.loss.params.items())
+        raw["loss"] = {"name": config.loss.name}
+        log(f"loss.name={names[-1]} replaces loss {config.loss.name!r}; its hyper-parameters from the config "
+            f"({dropped}) are dropped (set loss.KEY=VALUE to keep any)")
+    for key, value in parsed:
         parts = key.split(".")
         if parts[0] == "loss" and len(parts) == 2:
-            raw["loss"][parts[1]] = _parse_scalar(value)
+            scalar = _parse_scalar(value)
+            if scalar is None and parts[1] != "name":
+                raw["loss"].pop(parts[1], None)  # loss.KEY=null: back to the loss's default
+            else:
+                raw["loss"][parts[1]] = scalar
             continue
         if key not in keys:
             raise ConfigError(f"unknown config key {key!r}{_suggest(key, keys)}")
@@ -322,8 +361,12 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
     return from_dict(raw)
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, *,
+                log: Callable[[str], None] = _stderr_note) -> TrainConfig:
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides.
+
+    Nothing is validated beyond keys and types: ``resolve_config`` / ``validate`` do that.
+    """
     import yaml
 
     raw: dict[str, Any] = {}
@@ -337,17 +380,24 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             raise ConfigError(f"{p}: invalid YAML: {err}") from None
     config = from_dict(raw)
     if overrides:
-        config = apply_overrides(config, overrides)
+        config = apply_overrides(config, overrides, log=log)
     return config
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML, atomically (temp file + rename)."""
+    """Write the config as YAML, atomically (temp file + rename).
+
+    ``resume`` is left out: it says how this launch started, not what the run is, so training from the
+    saved file later does not silently resume. Call ``validate`` first so that the loss's defaults are
+    written out too.
+    """
     import yaml
 
     from alphapo.training.checkpoint import atomic_write_text
 
-    atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))
+    tree = to_dict(config)
+    tree.pop("resume", None)
+    atomic_write_text(Path(path), yaml.safe_dump(tree, sort_keys=False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,48 +406,191 @@ def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
 
 def loss_hyperparameters(loss_fn) -> dict[str, inspect.Parameter]:
     """The keyword parameters of a loss callable that are hyper-parameters (not trainer tensors)."""
+    from alphapo.losses.contract import hyperparameters
+
     return hyperparameters(loss_fn)
 
 
 def validate_loss_params(loss: LossConfig):
-    """Return the loss callable after checking its name and hyper-parameters; raise ConfigError."""
-    from alphapo import losses as losses_mod
+    """Return the loss callable after checking its name and hyper-parameters; raise ConfigError.
 
-    registry = getattr(losses_mod, "LOSSES", None)
-    if not registry:
-        raise ConfigError("alphapo.losses.LOSSES is empty or missing: no loss is available")
+    Hyper-parameters are checked by the loss contract (``alphapo.losses.contract``): known names, numbers
+    where numbers are expected, and the range each loss documents (``loss.ranges``).
+    """
+    return _resolved_loss(loss)[0]
+
+
+def _resolved_loss(loss: LossConfig):
+    from alphapo import losses as losses_mod
+    from alphapo.losses.contract import resolve_hyperparameters
+
+    registry = losses_mod.LOSSES
     if loss.name not in registry:
         raise ConfigError(f"unknown loss {loss.name!r}{_suggest(loss.name, list(registry))}")
     fn = losses_mod.get_loss(loss.name)
-    params = loss_hyperparameters(fn)
-    for key in loss.params:
-        if key not in params:
-            raise ConfigError(f"loss {loss.name!r} has no hyper-parameter {key!r}"
-                              f"{_suggest(key, list(params))}")
-    missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in loss.params]
-    if missing:
-        raise ConfigError(f"loss {loss.name!r} needs hyper-parameter(s) {missing}: set loss.{missing[0]}=...")
-    return fn
+    try:
+        return fn, resolve_hyperparameters(fn, loss.params)
+    except UserError as err:
+        raise ConfigError(str(err)) from None
 
 
-def validate(config: TrainConfig) -> None:
-    """Cross-field checks that do not need the model or data."""
-    if not config.model.name_or_path:
-        raise ConfigError("model.name_or_path is required (a local folder or hub id)")
+# --------------------------------------------------------------------------------------------------
+# documented ranges of the numeric fields
+
+FIELD_RANGES: dict[str, str] = {
+    "model.lora.r": "[1, inf)",
+    "model.lora.alpha": "(0, inf)",
+    "model.lora.dropout": "[0, 1)",
+    "data.eval_fraction": "[0, 1)",
+    "data.max_length": "[2, inf)",
+    "data.max_prompt_length": "[1, inf)",
+    "data.max_examples": "[1, inf)",
+    "reference.batch_size": "[1, inf)",
+    "train.epochs": "[1, inf)",
+    "train.max_steps": "[1, inf)",
+    "train.per_device_batch_size": "[1, inf)",
+    "train.gradient_accumulation_steps": "[1, inf)",
+    "train.global_batch_size": "[1, inf)",
+    "train.learning_rate": "(0, inf)",
+    "train.warmup_ratio": "[0, 1)",
+    "train.weight_decay": "[0, inf)",
+    "train.adam_beta1": "[0, 1)",
+    "train.adam_beta2": "[0, 1)",
+    "train.adam_epsilon": "(0, inf)",
+    "train.max_grad_norm": "(0, inf)",
+    "train.seed": "[0, 4294967295]",
+    "logging.logging_steps": "[1, inf)",
+    "logging.eval_steps": "[1, inf)",
+    "logging.save_steps": "[1, inf)",
+    "logging.save_total_limit": "[1, inf)",
+}
+"""The documented range of every numeric field, in interval notation (``inf`` is never included, so NaN
+and infinities are always out). ``None``, where a field allows it, is always accepted (off / derived /
+no limit). Loss hyper-parameters are not here: each loss declares its own (``loss.ranges``)."""
+
+_FIELD_WHY = {
+    "train.max_grad_norm": "a negative norm turns every update into gradient ascent and 0 zeroes it; "
+                           "null turns clipping off",
+    "train.learning_rate": "0 trains nothing, a negative rate climbs the loss",
+    "train.epochs": "the untrained model would be saved as final/",
+    "train.max_steps": "the untrained model would be saved as final/; null runs every epoch",
+    "train.adam_beta1": "AdamW's moment decay rates lie in [0, 1)",
+    "train.adam_beta2": "AdamW's moment decay rates lie in [0, 1)",
+    "train.weight_decay": "a negative decay pushes the weights away from 0",
+    "train.seed": "seeds are 32-bit",
+    "data.max_length": "one prompt token and one completion token at least; null: no truncation",
+}
+
+
+def _get(config: TrainConfig, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def check_ranges(config: TrainConfig) -> None:
+    """Every numeric field inside its documented range (``FIELD_RANGES``); ConfigError naming the key."""
+    from alphapo.losses.contract import Interval
+
+    for key, spec in FIELD_RANGES.items():
+        value = _get(config, key)
+        if value is None:
+            continue
+        interval = Interval.parse(spec)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in interval:
+            why = f" ({_FIELD_WHY[key]})" if key in _FIELD_WHY else ""
+            raise ConfigError(f"{key}={value!r} is outside {interval}{why}")
+    d = config.data
+    if d.max_length is not None and d.max_prompt_length is not None and d.max_prompt_length >= d.max_length:
+        raise ConfigError(f"data.max_prompt_length={d.max_prompt_length} must be below data.max_length="
+                          f"{d.max_length} (the completion needs room)")
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """The checks that need neither files nor the network: numeric ranges and the loss (its name, its
+    hyper-parameters' names, types and documented ranges).
+
+    Fills ``config.loss.params`` with every hyper-parameter of the loss and the value used, defaults
+    included (in place, and returns ``config``), so that the saved config.yaml and the model card show
+    what the run used.
+    """
+    check_ranges(config)
+    config.loss.params = _resolved_loss(config.loss)[1]
+    return config
+
+
+# --------------------------------------------------------------------------------------------------
+# paths
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+
+
+def _looks_local(value: str) -> bool:
+    """Whether ``value`` is meant as a local path: it starts like one (./ ../ / ~), has more than one
+    ``/`` or a backslash, or its first folder exists here. Otherwise it may be a hub id ``owner/name``."""
+    if value in (".", "..") or value.startswith(("./", "../", "/", "~", ".\\", "..\\")) or "\\" in value:
+        return True
+    parts = value.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).exists())
+
+
+def check_model_path(key: str, value: str) -> None:
+    """A model given as a local folder must be a saved model folder; anything else must look like a hub id.
+
+    Decided from the string alone, without the network: a missing local path is "no such file or
+    directory", never a hub lookup with retries.
+    """
+    if not value:
+        raise ConfigError(f"{key} is required: a local model folder or a hub id such as 'owner/name'")
+    path = Path(value).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"{key}={value!r} is a file; give the model's folder (the one holding config.json)")
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{key}={value!r}: the folder has no config.json, so it is not a saved model; "
+                              "give the folder that save_pretrained wrote")
+        return
+    if _looks_local(value):
+        raise ConfigError(f"{key}={value!r}: no such file or directory ({path.absolute()})")
+    if not _HUB_ID.fullmatch(value) or ".." in value or "--" in value:
+        raise ConfigError(f"{key}={value!r} is neither an existing folder nor a hub id such as 'owner/name'")
+
+
+def check_output_dir(value: str) -> None:
+    """``output_dir`` must be a folder, or creatable, in a place this process can write to."""
+    if not value:
+        raise ConfigError("output_dir is required")
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output_dir={value!r} is a file; give a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"output_dir={value!r}: {existing} is a file, so the folder cannot be created")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".alphapo-write-test-")
+    except OSError as err:
+        raise ConfigError(f"output_dir={value!r}: cannot write in {existing} ({err.strerror or err})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Everything that can be checked before loading a model or data: ``resolve_config`` (ranges, loss
+    hyper-parameters, defaults filled in), the required keys, the model paths and ``output_dir``.
+
+    Returns ``config`` (its ``loss.params`` resolved in place). Errors are ConfigError, one line each.
+    """
+    resolve_config(config)
+    check_model_path("model.name_or_path", config.model.name_or_path)
+    if config.reference.name_or_path is not None:
+        check_model_path("reference.name_or_path", config.reference.name_or_path)
     if not config.data.train_path:
         raise ConfigError("data.train_path is required (a JSONL/JSON/Parquet file or dataset folder)")
-    t = config.train
-    if t.per_device_batch_size < 1:
-        raise ConfigError("train.per_device_batch_size must be >= 1")
-    if t.gradient_accumulation_steps is not None and t.gradient_accumulation_steps < 1:
-        raise ConfigError("train.gradient_accumulation_steps must be >= 1")
-    if not 0.0 <= t.warmup_ratio < 1.0:
-        raise ConfigError("train.warmup_ratio must be in [0, 1)")
-    if not 0.0 <= config.data.eval_fraction < 1.0:
-        raise ConfigError("data.eval_fraction must be in [0, 1)")
-    if config.logging.logging_steps < 1:
-        raise ConfigError("logging.logging_steps must be >= 1")
-    validate_loss_params(config.loss)
+    check_output_dir(config.output_dir)
+    return config
 
 
 def resolve_accumulation(t: OptimConfig, num_processes: int) -> int:
