@@ -26,11 +26,12 @@ def test_train_and_plot_run_from_the_command_line(tiny_model_dir, pairs_path, tm
     with resources.as_file(resources.files("alphapo.configs") / "tiny_cpu.yaml") as cfg:
         code = main(["train", str(cfg), f"model.name_or_path={tiny_model_dir}", f"data.train_path={pairs_path}",
                      f"output_dir={out}", "train.max_steps=2", "logging.progress_bar=false",
-                     "logging.tensorboard=false", "loss.alpha=0.5"])
+                     "logging.tensorboard=false", "loss.alpha=0.5", "resume=true"])
     assert code == 0
     assert capsys.readouterr().out == f"alphapo train: 2 steps; final model in {out / 'final'}\n"
     saved = load_config(out / "config.yaml")
     assert saved.loss.params["alpha"] == 0.5 and saved.train.max_steps == 2  # the resolved config is kept
+    assert "resume" not in (out / "config.yaml").read_text()  # re-running the saved file starts fresh
     assert len([line for line in (out / "metrics.jsonl").read_text().splitlines()
                 if json.loads(line)["split"] == "train"]) == 2
     assert main(["plot-run", str(out)]) == 0
