@@ -12,7 +12,20 @@ PyYAML) becomes the float it means.
 
 The loss section is special: ``loss.name`` picks a callable from ``alphapo.losses.LOSSES`` and every
 other key under ``loss`` is a hyper-parameter checked against that callable's keyword-only signature
-(:func:`validate_loss_params`), again with nearest-name suggestions.
+and the range the loss documents (:func:`validate_loss_params`, ``alphapo.losses.contract``), again with
+nearest-name suggestions. ``loss.KEY=null`` removes a key (the loss's default applies); ``loss.name=OTHER``
+on the command line drops the hyper-parameters the file set for its loss, with a note.
+
+Validation, in one place and before any model or data is loaded (:func:`validate`, one-line
+``ConfigError`` s that the command line turns into exit code 2):
+
+- :func:`check_ranges`: every numeric field against its documented range, the table ``FIELD_RANGES``
+  (e.g. ``train.max_grad_norm`` in ``(0, inf)``: a negative one would be gradient ascent);
+- :func:`resolve_config`: the ranges and the loss; it fills ``loss`` with every hyper-parameter and the
+  value used, defaults included, so config.yaml and the model card show what ran;
+- :func:`check_model_path` / :func:`check_output_dir`: a model folder that exists and holds config.json,
+  or a string shaped like a hub id (a missing local path is "no such file", never a hub lookup), and an
+  ``output_dir`` that is a folder this process can write in.
 
 Defaults follow the AlphaPO / SimPO recipes (AlphaPO appendix A.6): one epoch, cosine schedule, warmup
 ratio 0.1, AdamW, and a global batch size reached through gradient accumulation
@@ -384,11 +397,15 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     return config
 
 
+LAUNCH_KEYS = ("resume", "overwrite")
+"""Top-level keys that say how one launch starts, not what the run is: never written by ``save_config``."""
+
+
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
     """Write the config as YAML, atomically (temp file + rename).
 
-    ``resume`` is left out: it says how this launch started, not what the run is, so training from the
-    saved file later does not silently resume. Call ``validate`` first so that the loss's defaults are
+    ``LAUNCH_KEYS`` (``resume``) are left out: they say how this launch started, not what the run is, so
+    training from the saved file later does not silently resume. Call ``validate`` first so that the loss's defaults are
     written out too.
     """
     import yaml
@@ -396,7 +413,8 @@ def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
     from alphapo.training.checkpoint import atomic_write_text
 
     tree = to_dict(config)
-    tree.pop("resume", None)
+    for key in LAUNCH_KEYS:
+        tree.pop(key, None)
     atomic_write_text(Path(path), yaml.safe_dump(tree, sort_keys=False))
 
 
