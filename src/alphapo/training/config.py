@@ -547,7 +547,7 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
 def _looks_local(value: str) -> bool:
     """Whether ``value`` is meant as a local path: it starts like one (./ ../ / ~), has more than one
     ``/`` or a backslash, or its first folder exists here. Otherwise it may be a hub id ``owner/name``."""
-    if value in (".", "..") or value.startswith(("./", "../", "/", "~", ".\\", "..\\")) or "\\" in value:
+    if value in (".", "..") or value.startswith(("./", "../", "/", "~")) or "\\" in value:
         return True
     parts = value.split("/")
     return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).exists())
