@@ -52,7 +52,10 @@ def nearest(name: str, choices) -> str:
 
 @dataclass(frozen=True)
 class Param:
-    """One hyper-parameter a job accepts: default, type (float, int, str or bool) and allowed values."""
+    """One hyper-parameter a job accepts: default, type (float, int, str or bool) and allowed values.
+
+    A number written as a string is read as a number (YAML reads ``1e-4``, without a dot, as a string).
+    """
 
     default: Any
     type: type = float
@@ -68,6 +71,11 @@ class Param:
                 raise UserError(f"{where}: expected true or false, got {value!r}")
             return value
         if self.type in (int, float):
+            if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+                try:
+                    value = float(value.strip())
+                except ValueError:
+                    raise UserError(f"{where}: expected a number, got {value!r}") from None
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise UserError(f"{where}: expected a number, got {value!r}")
             if self.type is int and value != int(value):
