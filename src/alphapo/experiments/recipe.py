@@ -143,6 +143,8 @@ def _check_params(job: Job, values: dict, where: str) -> dict:
     for key, value in _mapping(values, where).items():
         if key == "seed":
             raise UserError(f"{where}.seed: the seed is not a parameter; list seeds under the top-level 'seeds'")
+        if key == "threads":
+            raise UserError(f"{where}.threads: set the CPU threads per run with the top-level 'threads'")
         if key not in job.params:
             raise UserError(f"{where}: unknown parameter {key!r} of job {job.name!r}{nearest(key, job.params)}; "
                             f"its parameters: {sorted(job.params)}")

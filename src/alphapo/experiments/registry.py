@@ -3,8 +3,8 @@
 A **job** is the unit of work of one run: a function ``run(params: dict, shared: dict, out_dir: Path) ->
 dict`` registered under a name, with the hyper-parameters it accepts (``Param``: default, type, range)
 and the names of the shared stages it needs. ``params`` holds every declared parameter (defaults filled
-in) plus ``seed``; ``shared`` maps each needed stage's name to what that stage returned; ``out_dir`` is
-the run's own empty folder. The job returns::
+in) plus ``seed`` and ``threads`` (the recipe's CPU threads per run); ``shared`` maps each needed
+stage's name to what that stage returned; ``out_dir`` is the run's own empty folder. The job returns::
 
     {"metrics": {"val/score": 0.61, "test/score": 0.58, ...},          # name -> float
      "per_prompt": {"test/score": [0.5, 1.0, ...], ...}}               # optional: name -> list of floats
@@ -14,8 +14,8 @@ score the same prompts in the same order.
 
 A **shared stage** is computed once per seed (and per value of the parameters it reads, ``keys``) and
 reused by every run that needs it: ``run(params, shared, out_dir) -> dict`` where ``params`` holds only
-``keys`` and ``seed``, ``shared`` the stages listed before it, and ``out_dir`` the stage's own folder. It
-returns a JSON-able dict (typically paths into ``out_dir``).
+``keys``, ``seed`` and ``threads``, ``shared`` the stages listed before it, and ``out_dir`` the stage's
+own folder. It returns a JSON-able dict (typically paths into ``out_dir``).
 
 Register with the decorators::
 
@@ -118,8 +118,9 @@ STAGES: dict[str, Stage] = {}
 def register_job(name: str, *, params: dict[str, Param] | None = None, stages: tuple[str, ...] = (),
                  help: str = "") -> Callable[[JobFn], JobFn]:
     """Decorator: register ``fn`` as the job ``name`` (a later registration under the same name replaces it)."""
-    if "seed" in (params or {}):
-        raise ValueError(f"job {name!r}: 'seed' is reserved (the runner sets it from the recipe's seeds)")
+    for reserved in ("seed", "threads"):
+        if reserved in (params or {}):
+            raise ValueError(f"job {name!r}: {reserved!r} is reserved (the runner sets it from the recipe)")
 
     def deco(fn: JobFn) -> JobFn:
         JOBS[name] = Job(name, fn, dict(params or {}), tuple(stages), help)

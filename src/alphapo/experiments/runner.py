@@ -55,7 +55,7 @@ from alphapo.experiments.recipe import Recipe, RunSpec, expand_grid, load_recipe
 from alphapo.experiments.registry import get_job, get_stage
 from alphapo.experiments.stats import mean_ci, paired_difference
 
-__all__ = ["run_experiment", "run_all", "default_jobs", "results_table", "comparisons", "render_markdown",
+__all__ = ["run_experiment", "file_lock", "execute_run", "ensure_stages", "run_all", "default_jobs", "results_table", "comparisons", "render_markdown",
            "write_atomic", "RESULT_FILE"]
 
 RESULT_FILE = "result.json"
@@ -72,7 +72,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def _flock(path: Path, *, blocking: bool = True) -> Iterator[None]:
+def file_lock(path: Path, *, blocking: bool = True) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         try:
@@ -113,7 +113,7 @@ def _stage_key(names: Sequence[str], params: dict, seed: int) -> str:
     return f"seed{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def ensure_stages(stages: Sequence[str], params: dict, seed: int, root: Path) -> dict[str, dict]:
+def ensure_stages(stages: Sequence[str], params: dict, seed: int, root: Path, threads: int = 1) -> dict[str, dict]:
     """Compute (or read) each shared stage in order; returns ``{stage name: what it returned}``."""
     shared: dict[str, dict] = {}
     for i, name in enumerate(stages):
@@ -122,13 +122,13 @@ def ensure_stages(stages: Sequence[str], params: dict, seed: int, root: Path) ->
         folder = root / "shared" / name / key
         marker = folder / STAGE_FILE
         if not marker.is_file():
-            with _flock(root / "shared" / name / f"{key}.lock"):
+            with file_lock(root / "shared" / name / f"{key}.lock"):
                 if not marker.is_file():  # nobody finished it while we waited
                     if folder.exists():  # left by a killed run: start over
                         shutil.rmtree(folder)
                     folder.mkdir(parents=True)
                     sub = {k: params[k] for k in stage.keys}
-                    sub["seed"] = seed
+                    sub["seed"], sub["threads"] = seed, threads
                     start = time.time()
                     result = stage.fn(sub, dict(shared), folder)
                     if not isinstance(result, dict):
@@ -164,8 +164,11 @@ def _check_job_result(result: Any, job: str) -> dict:
     return {"metrics": metrics, "per_prompt": per_prompt, "extra": result.get("extra", {})}
 
 
-def execute_run(spec: RunSpec, root: Path) -> dict:
-    """Run one job (its shared stages first) and write its ``result.json``; returns the result."""
+def execute_run(spec: RunSpec, root: Path, threads: int = 1) -> dict:
+    """Run one job (its shared stages first) and write its ``result.json``; returns the result.
+
+    The job gets its parameters plus ``seed`` and ``threads`` (the recipe's CPU threads per run).
+    """
     job = get_job(spec.job)
     folder = root / "runs" / spec.rel_dir
     if folder.exists():  # a run killed before its result: start over
@@ -173,16 +176,16 @@ def execute_run(spec: RunSpec, root: Path) -> dict:
     work = folder / "work"
     work.mkdir(parents=True)
     start = time.time()
-    shared = ensure_stages(job.stages, spec.params, spec.seed, root)
-    out = _check_job_result(job.fn({**spec.params, "seed": spec.seed}, shared, work), spec.job)
+    shared = ensure_stages(job.stages, spec.params, spec.seed, root, threads)
+    out = _check_job_result(job.fn({**spec.params, "seed": spec.seed, "threads": threads}, shared, work), spec.job)
     result = {"spec": _spec_dict(spec), **out, "seconds": round(time.time() - start, 3)}
     write_atomic(folder / RESULT_FILE, json.dumps(result, indent=1))
     return result
 
 
-def _worker(spec: RunSpec, root: str) -> tuple[bool, Any]:
+def _worker(spec: RunSpec, root: str, threads: int) -> tuple[bool, Any]:
     try:
-        return True, execute_run(spec, Path(root))
+        return True, execute_run(spec, Path(root), threads)
     except Exception as err:  # one failing run must not stop the others
         text = "".join(traceback.format_exception(err))
         with contextlib.suppress(OSError):
@@ -268,13 +271,13 @@ def run_all(runs: Sequence[RunSpec], root: str | Path, *, jobs: int = 1, threads
     ordered = _interleave(todo)
     if jobs <= 1 or len(ordered) <= 1:
         for spec in ordered:
-            ok, payload = _worker(spec, str(root))
+            ok, payload = _worker(spec, str(root), threads)
             done(spec, ok, payload)
     elif ordered:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(jobs, len(ordered)), mp_context=ctx,
                                  initializer=_init_worker, initargs=(threads,)) as pool:
-            pending = {pool.submit(_worker, spec, str(root)): spec for spec in ordered}
+            pending = {pool.submit(_worker, spec, str(root), threads): spec for spec in ordered}
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
@@ -449,7 +452,7 @@ def run_experiment(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | 
     jobs = default_jobs(recipe.threads) if jobs is None else jobs
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
-    with _flock(out / ".lock", blocking=False):
+    with file_lock(out / ".lock", blocking=False):
         start = time.time()
         results = run_all(runs, out, jobs=jobs, threads=recipe.threads, progress=progress)
         metrics = table_metrics(runs, results, recipe.metrics)

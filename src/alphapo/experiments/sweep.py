@@ -56,11 +56,11 @@ from typing import Any
 from alphapo.errors import UserError
 from alphapo.experiments.recipe import Recipe, RunSpec, config_label, load_recipe, resolve_runs
 from alphapo.experiments.runner import (
-    _flock,
     _json_safe,
     comparisons,
     comparisons_csv,
     default_jobs,
+    file_lock,
     run_all,
     write_atomic,
 )
@@ -263,7 +263,7 @@ def run_sweep(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | None 
     def choose(candidates):  # sees (candidate, select score) pairs only
         return select_best(candidates, spec.mode)
 
-    with _flock(out / ".lock", blocking=False):
+    with file_lock(out / ".lock", blocking=False):
         start_time = time.time()
         ev = _Evaluator(recipe, out, jobs, progress)
         methods: dict[str, dict] = {}

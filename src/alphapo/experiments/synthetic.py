@@ -67,7 +67,7 @@ def synthetic_job(params: dict, shared: dict, out_dir: Path) -> dict:
     difficulty = json.loads(Path(shared["synthetic_prompts"]["path"]).read_text(encoding="utf-8"))
     f = objective(params["alpha"], params["gamma"], params["learning_rate"], params["beta"])
     u = random.Random(f"synthetic-seed:{seed}").gauss(0.0, params["seed_noise"])
-    config = json.dumps({k: v for k, v in params.items() if k != "sleep"}, sort_keys=True)
+    config = json.dumps({k: v for k, v in params.items() if k not in ("sleep", "threads")}, sort_keys=True)
     if params["sleep"]:
         time.sleep(params["sleep"])
     metrics, per_prompt = {"objective": f}, {}
