@@ -41,7 +41,7 @@ __all__ = ["Param", "Job", "Stage", "register_job", "register_stage", "get_job",
 
 JobFn = Callable[[dict, dict, Path], dict]
 
-_BUILTIN_MODULES = ("alphapo.experiments.synthetic",)
+_BUILTIN_MODULES = ("alphapo.experiments.synthetic", "alphapo.experiments.toy")
 
 
 def nearest(name: str, choices) -> str:
