@@ -199,3 +199,18 @@ def test_expanded_runs_are_interleaved_over_seeds():
 
     runs = expand_grid(parse_recipe(RECIPE, "r.yaml"))
     assert [r.seed for r in _interleave(runs)][:3] == [0, 1, 2]
+
+
+@register_job("test_pid", params={"x": Param(0.0, float)})
+def _pid_job(params, shared, out_dir):
+    return {"metrics": {"pid": float(os.getpid()), "x": params["x"], "threads": float(os.environ["OMP_NUM_THREADS"])}}
+
+
+def test_jobs_registered_in_an_importable_module_run_in_worker_processes(tmp_path):
+    recipe = parse_recipe({"job": "test_pid", "seeds": [0, 1], "threads": 1,
+                           "methods": {"m": {"grid": {"x": [1.0, 2.0]}}}}, "pid.yaml")
+    summary = run_experiment(recipe, tmp_path, jobs=2, progress=False)
+    pids = {r["metrics"]["pid"] for r in _results(tmp_path).values()}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2  # two spawned workers ran the four runs
+    assert [row["metrics"]["x"]["mean"] for row in summary["rows"]] == [1.0, 2.0]
+    assert {r["metrics"]["threads"] for r in _results(tmp_path).values()} == {1.0}

@@ -11,7 +11,9 @@ What happens:
    runs and never reuses a result computed with other values.
 3. The other runs execute in up to ``--jobs`` parallel worker processes (default: the CPU cores this
    process may use, divided by the recipe's ``threads``, at least 1). ``--jobs 1`` runs them in this
-   process. Runs are ordered round-robin over seeds so that parallel workers start on different seeds.
+   process. Workers are started with ``spawn`` (a fresh interpreter, ``OMP_NUM_THREADS`` etc. set to
+   ``threads``) and import the modules that registered the runs' jobs and stages, so a job registered in
+   an importable module (or in the ``__main__`` script) is found there. Runs are ordered round-robin over seeds so that parallel workers start on different seeds.
    A failing run writes ``error.txt`` in its folder; the others go on, and the command then fails naming
    the failed runs (rerun it to retry them; finished runs are kept).
 4. Before a run, the shared stages its job needs (for the toy job: the SFT policy and the pair set) are
@@ -193,11 +195,26 @@ def _worker(spec: RunSpec, root: str, threads: int) -> tuple[bool, Any]:
         return False, f"{type(err).__name__}: {err}"
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, modules: Sequence[str]) -> None:
+    """Worker start-up: thread counts, then import the modules that register the jobs and stages."""
+    import importlib
+
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+    for module in modules:
+        importlib.import_module(module)
+
+
+def _registering_modules(runs: Sequence[RunSpec]) -> list[str]:
+    """Modules whose import registers the runs' jobs and stages (a fresh worker process imports them)."""
+    modules: list[str] = []
+    for name in sorted({r.job for r in runs}):
+        job = get_job(name)
+        for fn in [job.fn, *(get_stage(s).fn for s in job.stages)]:
+            module = "__mp_main__" if fn.__module__ == "__main__" else fn.__module__
+            if module not in modules and module != "__mp_main__":  # __main__ is re-run by spawn itself
+                modules.append(module)
+    return modules
 
 
 def default_jobs(threads: int = 1) -> int:
@@ -274,9 +291,10 @@ def run_all(runs: Sequence[RunSpec], root: str | Path, *, jobs: int = 1, threads
             ok, payload = _worker(spec, str(root), threads)
             done(spec, ok, payload)
     elif ordered:
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=min(jobs, len(ordered)), mp_context=ctx,
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
+        # spawn, not fork: a forked child of a process whose torch/OpenMP threads are running can hang
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(jobs, len(ordered)), mp_context=ctx, initializer=_init_worker,
+                                 initargs=(threads, _registering_modules(ordered))) as pool:
             pending = {pool.submit(_worker, spec, str(root), threads): spec for spec in ordered}
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
