@@ -214,3 +214,19 @@ def test_jobs_registered_in_an_importable_module_run_in_worker_processes(tmp_pat
     assert os.getpid() not in pids and 1 <= len(pids) <= 2  # two spawned workers ran the four runs
     assert [row["metrics"]["x"]["mean"] for row in summary["rows"]] == [1.0, 2.0]
     assert {r["metrics"]["threads"] for r in _results(tmp_path).values()} == {1.0}
+
+
+@register_job("test_dies", params={})
+def _dying_job(params, shared, out_dir):
+    if params["seed"] == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # a worker killed from outside (out of memory, say)
+    time.sleep(0.5)
+    return {"metrics": {"score": 1.0}}
+
+
+def test_a_worker_killed_midway_is_a_clear_error(tmp_path):
+    recipe = parse_recipe({"job": "test_dies", "seeds": [0, 1], "methods": {"m": {}}}, "dies.yaml")
+    with pytest.raises(UserError, match="a worker process died .* rerun the same command to resume"):
+        run_experiment(recipe, tmp_path, jobs=2, progress=False)
+    assert not (tmp_path / "results.csv").exists()
+    assert not list(tmp_path.glob("runs/m/*/seed1/result.json"))

@@ -49,6 +49,7 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -296,11 +297,20 @@ def run_all(runs: Sequence[RunSpec], root: str | Path, *, jobs: int = 1, threads
         with ProcessPoolExecutor(max_workers=min(jobs, len(ordered)), mp_context=ctx, initializer=_init_worker,
                                  initargs=(threads, _registering_modules(ordered))) as pool:
             pending = {pool.submit(_worker, spec, str(root), threads): spec for spec in ordered}
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    ok, payload = fut.result()
-                    done(pending.pop(fut), ok, payload)
+            try:
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        ok, payload = fut.result()
+                        done(pending.pop(fut), ok, payload)
+            except BrokenProcessPool as err:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise UserError(f"a worker process died (killed, or out of memory?) while running "
+                                f"{len(pending)} run(s); finished runs are kept: rerun the same command to "
+                                "resume (with a smaller --jobs if memory ran out)") from err
+            except BaseException:  # Ctrl-C: do not start the queued runs
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     if failed:
         lines = "; ".join(f"{s.config} seed {s.seed} ({root / 'runs' / s.rel_dir / 'error.txt'}): {msg}"
                           for s, msg in failed)
