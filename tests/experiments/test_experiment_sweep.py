@@ -167,3 +167,14 @@ def test_sweep_needs_a_sweep_section(tmp_path):
     recipe = parse_recipe({"job": "test_separable", "seeds": [0], "methods": {"m": {}}}, "plain.yaml")
     with pytest.raises(UserError, match="plain.yaml: no 'sweep' section"):
         run_sweep(recipe, tmp_path, jobs=1, progress=False)
+
+
+@register_job("test_unset_start", params={"alpha": Param(None, float), "gamma": Param(0.0, float)})
+def _unset_job(p, shared, out_dir):
+    return {"metrics": {"val": 0.0, "test": 0.0}}
+
+
+def test_greedy_needs_a_starting_value_for_each_coordinate(tmp_path):
+    recipe = _recipe("test_unset_start", {"alphapo": {"search": "a6", "space": {"alpha": [0.0, 0.25]}}})
+    with pytest.raises(UserError, match=r"methods.alphapo: the a6 search .* \['alpha'\] is unset there"):
+        run_sweep(recipe, tmp_path, jobs=1, progress=False)

@@ -187,6 +187,11 @@ def _search(ev: _Evaluator, recipe: Recipe, method: str, start: dict,
     base = ev.runs_of(method, start)[0].params  # every parameter at the starting point
     extra = sorted(k for k in start if k not in coords)
     point = {**{k: base[k] for k in coords}, **{k: start[k] for k in extra}}
+    unset = [k for k in coords if point[k] is None]
+    if unset:
+        raise UserError(f"{recipe.path}: methods.{method}: the {m.search} search starts from the method's "
+                        f"parameters, and {unset} is unset there; give its starting value in params (for "
+                        "AlphaPO from the SimPO point: alpha: 0.0, where AlphaPO's loss equals SimPO's)")
     (score,) = ev.select_scores(method, [point])
     trace = [{"step": "start", "point": dict(point), "select": score}]
     for k in coords:
