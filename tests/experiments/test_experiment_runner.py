@@ -21,7 +21,7 @@ import alphapo
 from alphapo.errors import UserError
 from alphapo.experiments.cli import main
 from alphapo.experiments.recipe import expand_grid, parse_recipe
-from alphapo.experiments.registry import Param, register_job
+from alphapo.experiments.registry import Param, register_job, register_stage
 from alphapo.experiments.runner import run_experiment
 from alphapo.experiments.synthetic import objective
 
@@ -230,3 +230,28 @@ def test_a_worker_killed_midway_is_a_clear_error(tmp_path):
         run_experiment(recipe, tmp_path, jobs=2, progress=False)
     assert not (tmp_path / "results.csv").exists()
     assert not list(tmp_path.glob("runs/m/*/seed1/result.json"))
+
+
+@register_stage("test_slow_stage", keys=())
+def _slow_stage(params, shared, out_dir):
+    time.sleep(2.0)  # long enough for the other worker to arrive while this one computes
+    (out_dir / "data.txt").write_text(str(os.getpid()))
+    return {"pid": os.getpid(), "path": str(out_dir / "data.txt")}
+
+
+@register_job("test_uses_slow_stage", params={"x": Param(0.0, float)}, stages=("test_slow_stage",))
+def _uses_slow_stage(params, shared, out_dir):
+    stage = shared["test_slow_stage"]
+    return {"metrics": {"stage_pid": float(stage["pid"]), "file_pid": float(Path(stage["path"]).read_text()),
+                        "my_pid": float(os.getpid())}}
+
+
+def test_parallel_runs_of_one_seed_wait_for_one_stage_computation(tmp_path):
+    recipe = parse_recipe({"job": "test_uses_slow_stage", "seeds": [0],
+                           "methods": {"m": {"grid": {"x": [1.0, 2.0]}}}}, "race.yaml")
+    run_experiment(recipe, tmp_path, jobs=2, progress=False)
+    log = (tmp_path / "shared" / "test_slow_stage" / "computed.log").read_text().splitlines()
+    assert len(log) == 1  # computed once although both runs needed it at the same time
+    metrics = [r["metrics"] for r in _results(tmp_path).values()]
+    assert len({m["my_pid"] for m in metrics}) == 2  # the two runs ran in two processes at once
+    assert {m["stage_pid"] for m in metrics} == {m["file_pid"] for m in metrics} == {json.loads(log[0])["pid"]}
