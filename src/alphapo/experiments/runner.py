@@ -353,10 +353,11 @@ def _near(name: str, choices) -> str:
 
 def results_table(runs: Sequence[RunSpec], results: dict[str, dict], metrics: Sequence[str],
                   confidence: float = 0.95) -> list[dict]:
-    """One row per configuration: method, config, overrides, seeds, and per metric mean / CI over seeds."""
+    """One row per configuration: method, config, overrides, every parameter, seeds, and per metric the mean
+    and the Student-t interval over seeds."""
     rows = []
     for method, label, overrides, rs in _configs(runs):
-        row: dict[str, Any] = {"method": method, "config": label, "overrides": overrides,
+        row: dict[str, Any] = {"method": method, "config": label, "overrides": overrides, "params": rs[0].params,
                                "seeds": [r.seed for r in rs], "n_seeds": len(rs), "metrics": {}}
         for m in metrics:
             mean, lo, hi = mean_ci([results[r.rel_dir]["metrics"][m] for r in rs], confidence)
