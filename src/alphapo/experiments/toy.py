@@ -1,0 +1,233 @@
+"""The ``toy`` job: SFT -> on-policy pairs -> preference training -> gold-judge evaluation, in the toy world.
+
+This module is the only place the experiments package calls the toy-world pipeline
+(``alphapo.toyworld``, ``alphapo.generation``, ``alphapo.training.train``, ``alphapo.evaluation``); the
+steps are those of ``alphapo quickstart`` (see ``alphapo.quickstart``), split so that what runs of a
+seed share is computed once:
+
+- stage ``toy_sft`` (per seed and SFT sizes): the tiny Llama SFT policy trained on the noisy teacher
+  (``alphapo.toyworld.sft.train_sft``);
+- stage ``toy_pairs`` (per seed, SFT and pair settings): ``k`` samples per training prompt at
+  ``pair_temperature`` from the SFT policy, ranked by the pair judge (``gold``: the gold judge;
+  ``proxy``: ``ProxyJudge`` with ``proxy_length_bias`` and ``proxy_noise_std``, a length-biased imperfect
+  judge), best vs worst; and the SFT policy's greedy responses on the evaluation prompts, gold-scored.
+  Its folder also holds the seed's reference log-prob cache (``reference_cache/``), shared by every run
+  of the seed whose loss needs a reference model: the first such run computes it under a file lock, the
+  others wait and read it, so it is computed once per seed;
+- the job: train ``loss`` from the SFT policy on the pairs (AdamW, cosine schedule, warmup 0.1, one
+  epoch by default), then evaluate greedy responses on two disjoint slices of the held-out prompts:
+  ``val`` (the first ``n_val``) and ``test`` (the next ``n_test``), never seen in SFT or pairs.
+
+Metrics, for split ``s`` in ``val`` and ``test`` (each against the SFT policy's greedy response on the
+same prompt, judged by the gold judge): ``s/win_rate`` (ties count half), ``s/lc_win_rate``
+(length-controlled), ``s/gold_score`` (mean 1..10), ``s/correctness`` (mean 0..1), ``s/length`` (mean
+words), plus ``train/steps``. Per-prompt lists: ``s/gold_score`` and ``s/win`` (1, 0.5 or 0 per prompt),
+for paired comparisons. The run's greedy responses are kept in ``work/responses.json``.
+
+The loss hyper-parameters ``beta``, ``gamma``, ``alpha`` default to "unset": an unset one is not passed,
+so the loss uses its own default; a set one that the loss does not take is an error.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+from alphapo.errors import UserError
+from alphapo.experiments.registry import Param, register_job, register_stage
+
+__all__ = ["SFT_KEYS", "PAIR_KEYS"]
+
+SFT_KEYS = ("n_train", "n_heldout", "p_error", "p_verbose", "sft_steps", "sft_hidden_size", "sft_layers",
+            "sft_heads", "sft_kv_heads", "sft_intermediate_size", "sft_batch_size", "sft_lr", "sft_warmup_steps")
+PAIR_KEYS = ("n_train", "n_heldout", "n_pair_prompts", "k", "pair_temperature", "max_new_tokens", "pair_judge",
+             "proxy_length_bias", "proxy_noise_std", "n_val", "n_test")
+
+PARAMS = {
+    # SFT (defaults: the quickstart's)
+    "n_train": Param(4000, int, low=1), "n_heldout": Param(500, int, low=2),
+    "p_error": Param(0.6, float, low=0.0, high=1.0), "p_verbose": Param(0.5, float, low=0.0, high=1.0),
+    "sft_steps": Param(2000, int, low=1), "sft_hidden_size": Param(96, int, low=2),
+    "sft_layers": Param(2, int, low=1), "sft_heads": Param(4, int, low=1), "sft_kv_heads": Param(2, int, low=1),
+    "sft_intermediate_size": Param(256, int, low=1), "sft_batch_size": Param(32, int, low=1),
+    "sft_lr": Param(3e-3, float, low=0.0), "sft_warmup_steps": Param(50, int, low=0),
+    # on-policy pairs
+    "n_pair_prompts": Param(3000, int, low=1), "k": Param(5, int, low=2),
+    "pair_temperature": Param(0.8, float, low=0.0), "max_new_tokens": Param(24, int, low=1),
+    "pair_judge": Param("gold", str, choices=("gold", "proxy")),
+    "proxy_length_bias": Param(0.2, float), "proxy_noise_std": Param(0.5, float, low=0.0),
+    # evaluation slices of the held-out prompts
+    "n_val": Param(200, int, low=1), "n_test": Param(300, int, low=1),
+    # preference training
+    "loss": Param("alphapo", str),
+    "beta": Param(None, float, low=0.0), "gamma": Param(None, float), "alpha": Param(None, float),
+    "learning_rate": Param(5e-4, float, low=0.0, high=1.0), "epochs": Param(1, int, low=1),
+    "batch_size": Param(32, int, low=1), "warmup_ratio": Param(0.1, float, low=0.0, high=1.0),
+    "max_length": Param(128, int, low=8),
+}
+LOSS_PARAMS = ("beta", "gamma", "alpha")
+
+
+def _torch_threads(params: dict) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(params.get("threads", 1))))
+
+
+@register_stage("toy_sft", keys=SFT_KEYS)
+def sft_stage(params: dict, shared: dict, out_dir: Path) -> dict:
+    from alphapo.toyworld.sft import ToySFTConfig, train_sft
+
+    _torch_threads(params)
+    cfg = ToySFTConfig(seed=params["seed"], n_train=params["n_train"], n_heldout=params["n_heldout"],
+                       p_error=params["p_error"], p_verbose=params["p_verbose"], steps=params["sft_steps"],
+                       hidden_size=params["sft_hidden_size"], layers=params["sft_layers"],
+                       heads=params["sft_heads"], kv_heads=params["sft_kv_heads"],
+                       intermediate_size=params["sft_intermediate_size"], batch_size=params["sft_batch_size"],
+                       lr=params["sft_lr"], warmup_steps=params["sft_warmup_steps"], threads=params["threads"])
+    summary = train_sft(cfg, Path(out_dir) / "model", progress=False)
+    return {"model": str(Path(out_dir) / "model"), "final_loss": summary["final_loss"]}
+
+
+def _eval_tasks(params: dict):
+    from alphapo.toyworld.tasks import split_tasks
+
+    if params["n_val"] + params["n_test"] > params["n_heldout"]:
+        raise UserError(f"toy job: n_val + n_test = {params['n_val'] + params['n_test']} exceeds n_heldout = "
+                        f"{params['n_heldout']}")
+    if params["n_pair_prompts"] > params["n_train"]:
+        raise UserError(f"toy job: n_pair_prompts = {params['n_pair_prompts']} exceeds n_train = {params['n_train']}")
+    train_tasks, heldout = split_tasks(params["seed"], params["n_train"], params["n_heldout"])
+    n_val, n_test = params["n_val"], params["n_test"]
+    return train_tasks, {"val": heldout[:n_val], "test": heldout[n_val:n_val + n_test]}
+
+
+def _greedy(model, tokenizer, prompts, params: dict) -> list[str]:
+    from alphapo.generation.sampling import generate_responses
+
+    gen = generate_responses(model, tokenizer, prompts, k=1, temperature=0.0,
+                             max_new_tokens=params["max_new_tokens"], batch_size=100, seed=params["seed"] + 1,
+                             progress=False)
+    return [r[0] for r in gen.responses]
+
+
+@register_stage("toy_pairs", keys=PAIR_KEYS)
+def pairs_stage(params: dict, shared: dict, out_dir: Path) -> dict:
+    from alphapo.generation.io import write_jsonl_atomic
+    from alphapo.generation.pairs import generate_pairs
+    from alphapo.generation.sampling import load_policy
+    from alphapo.toyworld import GoldJudge, ProxyJudge
+
+    _torch_threads(params)
+    out = Path(out_dir)
+    train_tasks, evals = _eval_tasks(params)
+    tasks = train_tasks[:params["n_pair_prompts"]]
+    judge = GoldJudge() if params["pair_judge"] == "gold" else ProxyJudge(
+        noise_std=params["proxy_noise_std"], length_bias=params["proxy_length_bias"], seed=params["seed"])
+    policy, tokenizer = load_policy(shared["toy_sft"]["model"], device="cpu")
+    gen = generate_pairs(policy, tokenizer, [t.messages() for t in tasks], judge,
+                         ids=[f"toy-train-{i}" for i in range(len(tasks))], k=params["k"],
+                         temperature=params["pair_temperature"], max_new_tokens=params["max_new_tokens"],
+                         batch_size=64, seed=params["seed"], progress=False)
+    if not gen.records:
+        raise UserError(f"toy job: no pairs from {len(tasks)} prompts (every prompt's samples tied); raise "
+                        "n_pair_prompts or k")
+    write_jsonl_atomic(out / "pairs.jsonl", gen.records)
+    gold = GoldJudge()
+    sft_eval = {}
+    for split, split_tasks_ in evals.items():
+        prompts = [t.messages() for t in split_tasks_]
+        responses = _greedy(policy, tokenizer, prompts, params)
+        sft_eval[split] = {"responses": responses, "scores": gold.score(prompts, responses)}
+    (out / "sft_eval.json").write_text(json.dumps(sft_eval), encoding="utf-8")
+    return {"pairs": str(out / "pairs.jsonl"), "sft_eval": str(out / "sft_eval.json"),
+            "reference_cache": str(out / "reference_cache"), "stats": {**gen.stats.to_dict(),
+                                                                      "n_pairs": len(gen.records)}}
+
+
+def _loss_params(params: dict) -> tuple[dict, bool]:
+    from alphapo.losses import get_loss
+
+    try:
+        loss = get_loss(params["loss"])
+    except Exception as err:
+        raise UserError(f"toy job: loss: {err}") from err
+    if getattr(loss, "multi_response", False):
+        raise UserError(f"toy job: loss {params['loss']!r} takes k responses per prompt; the toy job trains "
+                        "on pairs")
+    accepted = inspect.signature(loss).parameters
+    out = {}
+    for key in LOSS_PARAMS:
+        if params[key] is None:
+            continue
+        if key not in accepted:
+            raise UserError(f"toy job: loss {params['loss']!r} takes no {key!r} (it takes "
+                            f"{[k for k in accepted if k in LOSS_PARAMS]})")
+        out[key] = params[key]
+    return out, bool(getattr(loss, "requires", ()))
+
+
+@register_job("toy", params=PARAMS, stages=("toy_sft", "toy_pairs"),
+              help="toy world: shared SFT and pairs per seed, train one loss, gold-judge val/test metrics")
+def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
+    from alphapo.evaluation.evaluate import judge_head_to_head
+    from alphapo.experiments.runner import file_lock
+    from alphapo.generation.sampling import load_policy
+    from alphapo.toyworld import GoldJudge
+    from alphapo.training import (
+        DataConfig,
+        LoggingConfig,
+        LossConfig,
+        ModelConfig,
+        OptimConfig,
+        ReferenceConfig,
+        TrainConfig,
+        train,
+    )
+
+    _torch_threads(params)
+    loss_params, needs_reference = _loss_params(params)
+    _, evals = _eval_tasks(params)
+    pairs = shared["toy_pairs"]
+    cache = Path(pairs["reference_cache"])
+    tc = TrainConfig(
+        model=ModelConfig(shared["toy_sft"]["model"]),
+        data=DataConfig(train_path=pairs["pairs"], max_length=params["max_length"]),
+        loss=LossConfig(params["loss"], loss_params),
+        reference=ReferenceConfig(cache_dir=str(cache)),
+        train=OptimConfig(epochs=params["epochs"], per_device_batch_size=params["batch_size"],
+                          global_batch_size=params["batch_size"], learning_rate=params["learning_rate"],
+                          warmup_ratio=params["warmup_ratio"], lr_scheduler="cosine", seed=params["seed"]),
+        logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=False),
+        output_dir=str(Path(out_dir) / "train"))
+    if needs_reference and not any(cache.glob("*.safetensors")):
+        with file_lock(cache.parent / "reference_cache.lock"):  # the first run of the seed fills the cache
+            result = train(tc)
+    else:
+        result = train(tc)
+
+    model, tokenizer = load_policy(result.final_dir, device="cpu")
+    judge = GoldJudge()
+    sft_eval = json.loads(Path(pairs["sft_eval"]).read_text(encoding="utf-8"))
+    metrics: dict[str, float] = {"train/steps": float(result.global_step),
+                                 "train/reference_forwards": float(result.reference_forwards)}
+    per_prompt: dict[str, list[float]] = {}
+    saved: dict[str, list[str]] = {}
+    for split, tasks in evals.items():
+        prompts = [t.messages() for t in tasks]
+        responses = _greedy(model, tokenizer, prompts, params)
+        ref = sft_eval[split]
+        ev = judge_head_to_head(judge, prompts, responses, ref["responses"], reference_scores=ref["scores"],
+                                seed=params["seed"])
+        s = ev.summary()
+        correctness = [a["correctness"] for a in judge.score_attributes(prompts, responses)]
+        metrics.update({f"{split}/win_rate": s["win_rate"], f"{split}/lc_win_rate": s["lc_win_rate"],
+                        f"{split}/gold_score": s["mean_score"],
+                        f"{split}/correctness": sum(correctness) / len(correctness),
+                        f"{split}/length": sum(len(r.split()) for r in responses) / len(responses)})
+        per_prompt[f"{split}/gold_score"] = list(ev.scores)
+        per_prompt[f"{split}/win"] = list(ev.preferences)
+        saved[split] = responses
+    (Path(out_dir) / "responses.json").write_text(json.dumps(saved), encoding="utf-8")
+    return {"metrics": metrics, "per_prompt": per_prompt}
