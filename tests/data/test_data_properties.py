@@ -109,14 +109,17 @@ def test_tokenize_properties(template):
         examples, rep = tokenize_preferences(records, tok, max_length=max_length, prompt_truncation=mode)
         assert len(examples) == len(records) == rep.rows
         assert rep.truncated_rows <= rep.rows
-        for ex in examples:
-            for key in ("chosen_input_ids", "rejected_input_ids"):
-                ids = ex[key]
+        for rec, ex in zip(records, examples):
+            for side in ("chosen", "rejected"):
+                ids = ex[f"{side}_input_ids"]
                 assert ids.count(tok.eos_token_id) <= 1
-                if max_length is None:
-                    assert ids[-1] == tok.eos_token_id
-                else:
+                if max_length is not None:
                     assert len(ex["prompt_input_ids"]) + len(ids) <= max_length
+                elif template is None:  # plain text: content + one EOS
+                    assert ids[-1] == tok.eos_token_id
+                else:  # templated: prompt + completion is exactly the template's whole conversation
+                    full = tok.apply_chat_template(rec["prompt"] + rec[side], tokenize=False)
+                    assert tok.decode(ex["prompt_input_ids"] + ids) == full
 
     check()
 

@@ -14,14 +14,20 @@ Accepted layouts (detected per row; column names configurable with ``columns``):
 - (d) multi-response: ``prompt``, ``responses`` (list of strings or of message lists), ``scores`` (list of
   numbers, same length, at least two responses).
 
-Canonical pair record (the contract with the trainer, BRIEF section 2)::
+Canonical pair record (the contract with the trainer)::
 
     {"id": str, "prompt": [message], "chosen": [message], "rejected": [message],
-     "chosen_score": float | None, "rejected_score": float | None}
+     "chosen_score": float | None, "rejected_score": float | None, "conversational": bool}
+
     (+ "attributes": {"chosen": {name: float}, "rejected": {name: float}} when given,
      + "relabel": {...} on records written by ``alphapo data relabel``)
 
-Canonical multi-response record: ``{"id", "prompt", "responses": [[message]], "scores": [float]}``.
+Canonical multi-response record: ``{"id", "prompt", "responses": [[message]], "scores": [float],
+"conversational": bool}``.
+
+``conversational`` is TRL's dataset-format distinction: True when the row gave message lists, False when
+it gave plain strings (layout (a), or (d) with strings); tokenisation templates conversational records
+only, by default (:mod:`alphapo.data.tokenize`).
 
 Record ids: the ``id`` column, else ``prompt_id``, else the row number as a string.
 """
@@ -302,7 +308,8 @@ def _pair(r: _Row, record_id: str):
     if r.issues:
         return None, r.issues
     record = {"id": record_id, "prompt": prompt, "chosen": chosen, "rejected": rejected,
-              "chosen_score": scores["chosen_score"], "rejected_score": scores["rejected_score"]}
+              "chosen_score": scores["chosen_score"], "rejected_score": scores["rejected_score"],
+              "conversational": _conversational(r, prompt_raw, chosen_raw, rejected_raw)}
     if attributes["chosen"] is not None or attributes["rejected"] is not None:
         record["attributes"] = {k: v or {} for k, v in attributes.items()}
     meta = r.raw.get("relabel")
@@ -345,7 +352,20 @@ def _multi(r: _Row, record_id: str):
                         f"responses in '{rcol}'; give one score per response")
     if r.issues or prompt is None or responses is None or scores is None:
         return None, r.issues
-    return {"id": record_id, "prompt": prompt, "responses": responses, "scores": scores}, []
+    return {"id": record_id, "prompt": prompt, "responses": responses, "scores": scores,
+            "conversational": _conversational(r, prompt_raw, *responses_raw)}, []
+
+
+def _conversational(r: _Row, *values) -> bool:
+    """TRL's format rule: message lists make a row conversational, plain strings make it standard.
+
+    A canonical row (written by ``alphapo data convert``) holds message lists either way and says which
+    it was in its ``conversational`` field, which is kept.
+    """
+    stored = r.raw.get("conversational")
+    if isinstance(stored, bool):
+        return stored
+    return any(isinstance(v, list) for v in values)
 
 
 def record_kind(record: Mapping) -> str:

@@ -46,22 +46,27 @@ def example_length(example: dict[str, Any]) -> int:
 
 
 def load_examples(path: str, tokenizer, *, split: str, columns, skip_invalid: bool, max_length,
-                  max_prompt_length, prompt_truncation: str, log=None) -> list[dict[str, Any]]:
+                  max_prompt_length, prompt_truncation: str, chat_template: str = "auto",
+                  log=None) -> list[dict[str, Any]]:
     """Read and tokenise a preference source into examples with ``alphapo.data``.
 
-    ``log`` (e.g. ``print``) receives one line when examples were truncated, so it is never silent.
+    ``chat_template`` (``auto|always|never``) is :func:`alphapo.data.tokenize_preferences`'s rule. ``log``
+    (e.g. ``print``) receives one line per thing the user must know, so none of it is silent: rows skipped
+    under ``skip_invalid`` (count per reason, as ``alphapo data convert`` prints them), data warnings
+    (inverted scores, duplicate ids), tokenisation warnings and truncation.
     """
     from alphapo.data import load_preferences, tokenize_preferences
 
     records = load_preferences(path, columns=columns, split=split, skip_invalid=skip_invalid)
     examples, report = tokenize_preferences(records, tokenizer, max_length=max_length,
                                             max_prompt_length=max_prompt_length,
-                                            prompt_truncation=prompt_truncation)
-    truncated = getattr(report, "truncated_rows", 0)
-    if truncated and log is not None:
-        ids = getattr(report, "truncated_ids", [])[:5]
-        log(f"{path}: {truncated} of {len(examples)} examples truncated to max_length={max_length} / "
-            f"max_prompt_length={max_prompt_length} (e.g. ids {ids})")
+                                            prompt_truncation=prompt_truncation, chat_template=chat_template)
+    if log is not None:
+        for line in records.report.notices() + [f"warning: {w}" for w in report.warnings]:
+            log(f"{path}: {line}")
+        if report.truncated_rows:
+            log(f"{path}: {report.truncated_rows} of {len(examples)} examples truncated to max_length={max_length} "
+                f"/ max_prompt_length={max_prompt_length} (e.g. ids {report.truncated_ids[:5]})")
     return [dict(e) for e in examples]
 
 
