@@ -57,11 +57,11 @@ def test_strict_error_writes_nothing_and_skip_invalid_counts(tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     assert main(["data", "convert", str(FIXTURE), str(out)]) == 2
     err = capsys.readouterr().err
-    assert "12 invalid row(s)" in err and "nothing was written" in err
+    assert "14 invalid row(s)" in err and "nothing was written" in err
     assert not out.exists() and os.listdir(tmp_path) == []
     assert main(["data", "convert", str(FIXTURE), str(out), "--skip-invalid"]) == 0
     captured = capsys.readouterr()
-    assert "skipped 12 invalid row(s) of 13: 1 malformed JSON, 1 non-UTF-8 bytes" in captured.err
+    assert "skipped 14 invalid row(s) of 15: 1 malformed JSON, 1 non-UTF-8 bytes" in captured.err
     assert len(read_jsonl(out)) == 1
 
 

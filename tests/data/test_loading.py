@@ -114,7 +114,8 @@ def test_json_list_and_split_object(tmp_path):
     (tmp_path / "lines.json").write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
     assert load_preferences(tmp_path / "l.json") == [EXPECTED_PAIR]
     assert load_preferences(tmp_path / "s.json") == [EXPECTED_PAIR]
-    assert load_preferences(tmp_path / "s.json", split="test") == []
+    with pytest.raises(UserError, match="s.json: no rows \\(an empty file or split"):  # nothing to train on
+        load_preferences(tmp_path / "s.json", split="test")
     assert len(load_preferences(tmp_path / "lines.json")) == 2
     # one list under a split name: another split is an error (it used to return the train rows silently)
     (tmp_path / "train_only.json").write_text(json.dumps({"train": [row]}))

@@ -76,10 +76,11 @@ def run_validate(args) -> int:
     from alphapo.data.loading import validate
 
     report = validate(args.source, columns=_columns(args.column), split=args.split, progress=True)
+    warnings = "".join(f"\nwarning: {w}" for w in report.warnings)
     if report.invalid_rows:
-        print(report.full_report())
+        print(report.full_report() + warnings)
         return 1
-    print(report.summary())
+    print(report.summary() + warnings)
     return 0
 
 
@@ -106,7 +107,8 @@ def run_tokenize(args) -> int:
     examples, report = tokenize_preferences(_load(args), _tokenizer(args.tokenizer), max_length=args.max_length,
                                             max_prompt_length=args.max_prompt_length,
                                             prompt_truncation=args.prompt_truncation,
-                                            chat_template=args.chat_template)
+                                            chat_template=args.chat_template,
+                                            on_identical="skip" if args.skip_invalid else "error")
     print(report)
     if args.out:
         write_jsonl(args.out, examples)

@@ -79,7 +79,9 @@ class TokenizeReport:
     max_completion_tokens: int = 0
     templated_rows: int = 0
     plain_rows: int = 0
+    identical_skipped: int = 0
     truncated_ids: list[str] = field(default_factory=list)
+    identical_ids: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -87,7 +89,9 @@ class TokenizeReport:
                 f"as plain text); {self.truncated_rows} truncated ({self.prompt_truncated} prompts, "
                 f"{self.completion_truncated} completions); longest prompt {self.max_prompt_tokens} tokens, "
                 f"longest completion {self.max_completion_tokens} tokens (before truncation)")
-        return "\n".join([text] + [f"warning: {w}" for w in self.warnings])
+        skipped = ([f"skipped {self.identical_skipped} pair(s) whose chosen and rejected tokenise identically "
+                    f"(e.g. ids {self.identical_ids[:5]})"] if self.identical_skipped else [])
+        return "\n".join([text] + skipped + [f"warning: {w}" for w in self.warnings])
 
 
 def has_chat_template(tokenizer) -> bool:
@@ -289,18 +293,27 @@ def _warnings(tokenizer, chat_template: str, *, marked: int, not_prefix: int, un
     return out
 
 
+IDENTICAL_POLICIES = ("error", "skip")
+
+
 def tokenize_preferences(records: Iterable[Mapping], tokenizer, *, max_length: int | None = None,
                          max_prompt_length: int | None = None, prompt_truncation: str = "keep_end",
-                         chat_template: str = "auto") -> tuple[list[dict], TokenizeReport]:
+                         chat_template: str = "auto", on_identical: str = "error") -> tuple[list[dict], TokenizeReport]:
     """Tokenise canonical records (pairs or multi-response) for training.
 
     Returns ``(examples, report)``. A pair example is ``{"id", "prompt_input_ids", "chosen_input_ids",
     "rejected_input_ids"}`` plus ``chosen_score`` / ``rejected_score`` when the record has them; a
     multi-response example is ``{"id", "prompt_input_ids", "responses_input_ids", "scores"}``. See the
     module docstring for ``chat_template`` and the boundary and truncation rules.
-    ``len(examples) == number of records``.
+
+    A pair whose chosen and rejected ids are identical (different texts that tokenise the same, e.g. a
+    template that trims ``"a b "`` to ``"a b"``, or two responses that truncation cut to the same prefix)
+    states no preference: ``on_identical="error"`` raises a ``UserError`` naming them, ``"skip"`` drops
+    them and counts them in the report. Otherwise ``len(examples) == number of records``.
     """
     _check_arguments(max_length, max_prompt_length, prompt_truncation, chat_template)
+    if on_identical not in IDENTICAL_POLICIES:
+        raise UserError(f"on_identical must be one of {IDENTICAL_POLICIES}, got {on_identical!r}")
     markers = template_markers(tokenizer)
     marked = not_prefix = untemplated_conv = 0
     report = TokenizeReport()
@@ -333,6 +346,11 @@ def tokenize_preferences(records: Iterable[Mapping], tokenizer, *, max_length: i
         if cut_prompt or cut_completion:
             report.truncated_rows += 1
             report.truncated_ids.append(str(record["id"]))
+        if "responses" not in record and completions[0] == completions[1]:
+            report.identical_ids.append(str(record["id"]))
+            if on_identical == "skip":
+                report.identical_skipped += 1
+                continue
         example: dict = {"id": str(record["id"]), "prompt_input_ids": prompt_ids}
         if "responses" in record:
             example["responses_input_ids"] = completions
@@ -343,6 +361,11 @@ def tokenize_preferences(records: Iterable[Mapping], tokenizer, *, max_length: i
                 if record.get(key) is not None:
                     example[key] = float(record[key])
         examples.append(example)
+    if report.identical_ids and on_identical == "error":
+        ids = report.identical_ids
+        raise UserError(f"{len(ids)} pair(s) have chosen and rejected that tokenise to the same ids (e.g. ids "
+                        f"{ids[:5]}), so they state no preference; fix or drop them (training: "
+                        "data.skip_invalid=true skips and counts them)")
     report.warnings += _warnings(tokenizer, chat_template, marked=marked, not_prefix=not_prefix,
                                  untemplated_conv=untemplated_conv)
     return examples, report

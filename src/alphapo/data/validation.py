@@ -28,6 +28,8 @@ REASONS: dict[str, str] = {
     "score_length": "score list of the wrong length",
     "identical_pair": "chosen identical to rejected",
     "no_assistant_end": "conversation does not end with an assistant turn",
+    "tied_scores": "all responses scored equally",
+    "unknown_column": "misspelled column",
 }
 
 #: How many issue lines an exception message shows before summarising the rest as counts.

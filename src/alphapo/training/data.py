@@ -52,7 +52,8 @@ def load_examples(path: str, tokenizer, *, split: str, columns, skip_invalid: bo
 
     ``chat_template`` (``auto|always|never``) is :func:`alphapo.data.tokenize_preferences`'s rule. ``log``
     (e.g. ``print``) receives one line per thing the user must know, so none of it is silent: rows skipped
-    under ``skip_invalid`` (count per reason, as ``alphapo data convert`` prints them), data warnings
+    under ``skip_invalid`` (count per reason, as ``alphapo data convert`` prints them; pairs that tokenise
+    identically are skipped too, and counted), data warnings
     (inverted scores, duplicate ids), tokenisation warnings and truncation.
     """
     from alphapo.data import load_preferences, tokenize_preferences
@@ -60,9 +61,12 @@ def load_examples(path: str, tokenizer, *, split: str, columns, skip_invalid: bo
     records = load_preferences(path, columns=columns, split=split, skip_invalid=skip_invalid)
     examples, report = tokenize_preferences(records, tokenizer, max_length=max_length,
                                             max_prompt_length=max_prompt_length,
-                                            prompt_truncation=prompt_truncation, chat_template=chat_template)
+                                            prompt_truncation=prompt_truncation, chat_template=chat_template,
+                                            on_identical="skip" if skip_invalid else "error")
     if log is not None:
-        for line in records.report.notices() + [f"warning: {w}" for w in report.warnings]:
+        identical = ([f"skipped {report.identical_skipped} pair(s) whose chosen and rejected tokenise identically "
+                      f"(e.g. ids {report.identical_ids[:5]})"] if report.identical_skipped else [])
+        for line in records.report.notices() + identical + [f"warning: {w}" for w in report.warnings]:
             log(f"{path}: {line}")
         if report.truncated_rows:
             log(f"{path}: {report.truncated_rows} of {len(examples)} examples truncated to max_length={max_length} "
