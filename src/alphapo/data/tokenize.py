@@ -54,6 +54,8 @@ Truncation (counted in the returned :class:`TokenizeReport`; rows are never drop
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -296,14 +298,30 @@ def _warnings(tokenizer, chat_template: str, *, marked: int, not_prefix: int, un
 IDENTICAL_POLICIES = ("error", "skip")
 
 
+def split_group(record: Mapping) -> str:
+    """The unit a train/eval split must not cut: the source pair of a relabeled record, else the prompt.
+
+    Reward-augmented relabeling turns one pair into two records with swapped responses; with one in train
+    and its twin in eval, eval measures memorisation. Grouping by prompt also keeps several pairs of one
+    prompt (UltraFeedback has up to four completions per prompt) on one side.
+    """
+    meta = record.get("relabel")
+    if isinstance(meta, Mapping) and (meta.get("source_id") is not None or meta.get("source_index") is not None):
+        source = meta.get("source_id") if meta.get("source_id") is not None else f"#{meta.get('source_index')}"
+        return f"pair:{source}"
+    text = json.dumps(record["prompt"], ensure_ascii=False, sort_keys=True)
+    return "prompt:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def tokenize_preferences(records: Iterable[Mapping], tokenizer, *, max_length: int | None = None,
                          max_prompt_length: int | None = None, prompt_truncation: str = "keep_end",
                          chat_template: str = "auto", on_identical: str = "error") -> tuple[list[dict], TokenizeReport]:
     """Tokenise canonical records (pairs or multi-response) for training.
 
-    Returns ``(examples, report)``. A pair example is ``{"id", "prompt_input_ids", "chosen_input_ids",
+    Returns ``(examples, report)``. A pair example is ``{"id", "group", "prompt_input_ids", "chosen_input_ids",
     "rejected_input_ids"}`` plus ``chosen_score`` / ``rejected_score`` when the record has them; a
-    multi-response example is ``{"id", "prompt_input_ids", "responses_input_ids", "scores"}``. See the
+    multi-response example is ``{"id", "group", "prompt_input_ids", "responses_input_ids", "scores"}``.
+    ``group`` (:func:`split_group`) is what a train/eval split keeps together. See the
     module docstring for ``chat_template`` and the boundary and truncation rules.
 
     A pair whose chosen and rejected ids are identical (different texts that tokenise the same, e.g. a
@@ -351,7 +369,7 @@ def tokenize_preferences(records: Iterable[Mapping], tokenizer, *, max_length: i
             if on_identical == "skip":
                 report.identical_skipped += 1
                 continue
-        example: dict = {"id": str(record["id"]), "prompt_input_ids": prompt_ids}
+        example: dict = {"id": str(record["id"]), "group": split_group(record), "prompt_input_ids": prompt_ids}
         if "responses" in record:
             example["responses_input_ids"] = completions
             example["scores"] = [float(s) for s in record["scores"]]

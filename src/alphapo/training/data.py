@@ -75,15 +75,31 @@ def load_examples(path: str, tokenizer, *, split: str, columns, skip_invalid: bo
 
 
 def split_eval(examples: list[dict[str, Any]], fraction: float, seed: int):
-    """Hold out ``round(fraction * n)`` examples (at least 1 when fraction > 0), chosen by ``seed``."""
+    """Hold out about ``fraction`` of the examples as eval, whole groups at a time, chosen by ``seed``.
+
+    A group is ``example["group"]`` (:func:`alphapo.data.tokenize.split_group`: the source pair of
+    relabeled records, else the prompt), so the swapped twin of a relabeled pair, or another pair of the
+    same prompt, never lands on the other side. Groups are drawn in a seeded random order until at least
+    ``round(fraction * n)`` examples (at least 1) are held out; examples without a group are their own
+    group (then this is the plain per-example split).
+    """
     if fraction <= 0:
         return examples, []
     n = len(examples)
     n_eval = max(1, round(fraction * n))
-    if n_eval >= n:
-        raise UserError(f"data.eval_fraction={fraction} leaves no training examples out of {n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    held = set(perm[:n_eval])
+    groups: dict[Any, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex.get("group", ("example", i)), []).append(i)
+    members = list(groups.values())
+    perm = torch.randperm(len(members), generator=torch.Generator().manual_seed(seed)).tolist()
+    held: set[int] = set()
+    for g in perm:
+        if len(held) >= n_eval:
+            break
+        held.update(members[g])
+    if len(held) >= n:
+        raise UserError(f"data.eval_fraction={fraction} leaves no training examples out of {n} (the split keeps "
+                        f"the {len(members)} prompt / source-pair groups whole)")
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
 
 
