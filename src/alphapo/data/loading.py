@@ -22,6 +22,8 @@ from array import array
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
+
 from alphapo.data.readers import detect_format, read_rows
 from alphapo.data.schema import normalize_row, record_kind, resolve_columns
 from alphapo.data.validation import DataValidationError, Issue, ValidationReport
@@ -101,8 +103,9 @@ class _RecordChecks:
             out.append(f"{self.inverted} pair(s) score the rejected response above the chosen one (e.g. ids "
                        f"{self.inverted_ids}); training prefers 'chosen' whatever the scores say: check the "
                        "columns (score_chosen / score_rejected) or swap the pairs")
-        ids = sorted(self.id_hashes)
-        repeats = sum(1 for a, b in zip(ids, ids[1:]) if a == b)
+        ids = np.frombuffer(self.id_hashes, dtype=np.uint64) if self.id_hashes else np.zeros(0, np.uint64)
+        ids.sort()  # in place, in the array's own buffer: no second copy
+        repeats = int(np.count_nonzero(ids[1:] == ids[:-1]))
         if repeats:
             out.append(f"{repeats} row(s) repeat an id of an earlier row; ids name records in truncation "
                        "reports, caches and relabeled copies, so make them unique")
