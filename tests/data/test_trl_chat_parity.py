@@ -9,6 +9,8 @@ prompt from the two conversations; we read the file as it is.
   rejected), so the completion ends with ``<|im_end|>\\n`` and never with ``<|endoftext|>``.
 - Slow: the first-step loss of our trainer equals the loss TRL's ``DPOTrainer`` logs, and equals the loss
   of TRL's ``CPOTrainer`` (``loss_type="simpo"``, ``cpo_alpha=0``) on the same sequences.
+- String rows and a tokenizer that has a chat template: neither TRL nor we template them (same ids, same
+  first-step DPO loss); before ``chat_template="auto"`` we templated them.
 
 Deviations: TRL's experimental ``CPOTrainer`` tokenises differently from its ``DPOTrainer``: it appends
 ``eos_token`` after the template's end-of-turn (``...<|im_end|>\\n<|endoftext|>``). We follow
@@ -136,13 +138,14 @@ def test_cpo_tokenisation_differs_only_by_its_appended_eos(chatml_dirs, uf_parqu
 
 
 def _train_first_step(policy_dir, ref_dir, path, out, *loss_overrides):
+    n = len(QA)
     from alphapo.training import load_config
     from alphapo.training.trainer import train
 
     config = load_config(None, [f"model.name_or_path={policy_dir}", f"data.train_path={path}", f"output_dir={out}",
                                 f"reference.name_or_path={ref_dir}", f"reference.cache_dir={out}/refcache",
-                                "train.learning_rate=1e-3", f"train.per_device_batch_size={len(QA)}",
-                                f"train.global_batch_size={len(QA)}", "train.max_steps=1",
+                                "train.learning_rate=1e-3", f"train.per_device_batch_size={n}",
+                                f"train.global_batch_size={n}", "train.max_steps=1",
                                 "logging.progress_bar=false", "logging.tensorboard=false", *loss_overrides])
     train(config)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -189,3 +192,60 @@ def test_simpo_first_step_loss_matches_trl_cpo_trainer(chatml_dirs, uf_parquet, 
     ours = _train_first_step(policy_dir, ref_dir, uf_parquet, tmp_path / "ours", "loss.name=simpo", "loss.beta=2.0",
                              "loss.gamma=0.3")
     assert ours["loss"] == pytest.approx(expected, rel=REL)
+
+
+# Standard (string) rows, a tokenizer with a chat template: TRL uses the strings as they are, and so do we
+# (chat_template="auto"). Completions start with a space, so no BPE merge crosses the prompt boundary (where
+# one does, TRL's joint tokenisation and ours differ by design: see alphapo.data.tokenize).
+STRING_PAIRS = [{"prompt": "What is 12 plus 7?", "chosen": " The answer is 19.", "rejected": " banana apple"},
+                {"prompt": "Reverse 1 2 3.", "chosen": " 3 2 1", "rejected": " 1 2 3 4 5 and more words here"},
+                {"prompt": "Hello", "chosen": " world!", "rejected": " Goodbye, world. Yes no maybe."},
+                {"prompt": "Sort: b a", "chosen": " a b", "rejected": " b a"}]
+
+
+@pytest.fixture(scope="module")
+def string_jsonl(tmp_path_factory):
+    path = tmp_path_factory.mktemp("std") / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in STRING_PAIRS))
+    return path
+
+
+def _string_dpo_trainer(policy_dir, ref_dir, out):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    args = DPOConfig(output_dir=str(out), per_device_train_batch_size=len(STRING_PAIRS), max_steps=1,
+                     logging_steps=1, report_to=[], loss_type=["sigmoid"], beta=0.5, use_cpu=True,
+                     save_strategy="no", learning_rate=0.0, bf16=False)
+    return DPOTrainer(model=AutoModelForCausalLM.from_pretrained(policy_dir),
+                      ref_model=AutoModelForCausalLM.from_pretrained(ref_dir), args=args,
+                      train_dataset=Dataset.from_list(STRING_PAIRS),
+                      processing_class=AutoTokenizer.from_pretrained(policy_dir))
+
+
+@pytest.fixture(scope="module")
+def system_ref_dir(tmp_path_factory):
+    from alphapo.testing import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("system_ref"), seed=1, chat_template="system")
+
+
+def test_string_rows_are_not_templated_like_trl(tiny_model_dir, system_ref_dir, string_jsonl, tmp_path):
+    tok, ours = _ours(tiny_model_dir, string_jsonl)
+    assert tok.chat_template  # the tokenizer has a template; string rows still do not use it
+    trl = _string_dpo_trainer(tiny_model_dir, system_ref_dir, tmp_path).train_dataset
+    assert [e["prompt_input_ids"] for e in ours] == trl["prompt_ids"]
+    assert [e["chosen_input_ids"] for e in ours] == trl["chosen_ids"]
+    assert [e["rejected_input_ids"] for e in ours] == trl["rejected_ids"]
+
+
+@pytest.mark.slow
+def test_dpo_first_step_loss_on_string_rows_with_a_templated_tokenizer(tiny_model_dir, system_ref_dir,
+                                                                      string_jsonl, tmp_path):
+    trainer = _string_dpo_trainer(tiny_model_dir, system_ref_dir, tmp_path / "trl")
+    trainer.train()
+    trl_log = trainer.state.log_history[0]
+    ours = _train_first_step(tiny_model_dir, system_ref_dir, string_jsonl, tmp_path / "ours", "loss.name=dpo",
+                             "loss.beta=0.5")
+    assert ours["loss"] == pytest.approx(trl_log["loss"], rel=REL)
