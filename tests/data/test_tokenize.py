@@ -197,3 +197,13 @@ def test_chat_template_mode_errors(tiny_tokenizer):
     (ex,), report = tokenize_preferences([_pair()], build_tokenizer(chat_template=None))  # auto: plain, counted
     assert report.plain_rows == 1 and report.warnings == [
         "1 conversational row(s) rendered as plain text: the tokenizer has no chat template"]
+
+
+def test_a_template_that_cannot_render_a_record_is_a_one_line_error():
+    """A Gemma-like template raises on a system turn: a UserError naming the record, not a jinja traceback."""
+    tok = build_tokenizer(chat_template="no_system")
+    rec = _pair(id="r7")
+    rec["prompt"] = [{"role": "system", "content": "Be brief."}] + rec["prompt"]
+    with pytest.raises(UserError, match=r"^record 'r7': the chat template cannot render it \(TemplateError: "
+                                        r"System role not supported\)"):
+        tokenize_preferences([rec], tok)

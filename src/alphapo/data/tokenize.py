@@ -345,8 +345,15 @@ def tokenize_preferences(records: Iterable[Mapping], tokenizer, *, max_length: i
             marked += 1
         untemplated_conv += chat_template == "auto" and is_conversational(record) and not templated
         responses = record["responses"] if "responses" in record else [record["chosen"], record["rejected"]]
-        prompt_ids, completions, is_prefix = encode_record(tokenizer, record["prompt"], responses,
-                                                           templated=templated)
+        try:
+            prompt_ids, completions, is_prefix = encode_record(tokenizer, record["prompt"], responses,
+                                                               templated=templated)
+        except UserError:
+            raise
+        except Exception as err:  # noqa: BLE001 - jinja TemplateError, ValueError...: name the record
+            raise UserError(f"record {record['id']!r}: the chat template cannot render it ({type(err).__name__}: "
+                            f"{err}); e.g. templates without a system role need the system text in the user "
+                            "turn") from err
         not_prefix += not is_prefix
         report.max_prompt_tokens = max(report.max_prompt_tokens, len(prompt_ids))
         report.max_completion_tokens = max([report.max_completion_tokens] + [len(c) for c in completions])
