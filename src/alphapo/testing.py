@@ -11,8 +11,8 @@ Chat templates (``chat_template=``):
   the generation prompt is ``<|assistant|>\\n``. ``<|end|>`` is the EOS token.
 - ``"no_system"``: same format, but a system message raises (like Gemma's templates), so code must put
   instructions into the first user turn.
-- ``"chatml"``: ChatML as Qwen writes it, ``<|im_start|>role\ncontent<|im_end|>\n`` per turn, generation
-  prompt ``<|im_start|>assistant\n``, no BOS token. Like Qwen, the EOS token (``<|endoftext|>``) is *not* the
+- ``"chatml"``: ChatML as Qwen writes it, ``<|im_start|>role\\ncontent<|im_end|>\\n`` per turn, generation
+  prompt ``<|im_start|>assistant\\n``, no BOS token. Like Qwen, the EOS token (``<|endoftext|>``) is *not* the
   end-of-turn token (``<|im_end|>``), so code that ends completions with ``eos_token`` never trains the
   end-of-turn marker.
 - ``None``: no chat template (plain prompt + completion concatenation).
