@@ -11,6 +11,10 @@ Chat templates (``chat_template=``):
   the generation prompt is ``<|assistant|>\\n``. ``<|end|>`` is the EOS token.
 - ``"no_system"``: same format, but a system message raises (like Gemma's templates), so code must put
   instructions into the first user turn.
+- ``"chatml"``: ChatML as Qwen writes it, ``<|im_start|>role\\ncontent<|im_end|>\\n`` per turn, generation
+  prompt ``<|im_start|>assistant\\n``, no BOS token. Like Qwen, the EOS token (``<|endoftext|>``) is *not* the
+  end-of-turn token (``<|im_end|>``), so code that ends completions with ``eos_token`` never trains the
+  end-of-turn marker.
 - ``None``: no chat template (plain prompt + completion concatenation).
 
 Run ``python -m alphapo.testing OUT_DIR`` to write a tiny model and tokenizer to a folder.
@@ -36,6 +40,14 @@ NO_SYSTEM_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
+CHATML_TOKENS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]  # added only for chat_template="chatml"
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
     "Sort the words: banana apple cherry. Answer: apple banana cherry",
@@ -58,17 +70,18 @@ def build_tokenizer(vocab_size: int = 384, chat_template: str | None = "system")
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    chatml = chat_template == "chatml"
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + (CHATML_TOKENS if chatml else []),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token="<|bos|>",
-        eos_token="<|end|>",
+        bos_token=None if chatml else "<|bos|>",  # Qwen's ChatML tokenizers have no BOS
+        eos_token="<|endoftext|>" if chatml else "<|end|>",
         pad_token="<|pad|>",
         unk_token="<|unk|>",
     )
@@ -76,8 +89,10 @@ def build_tokenizer(vocab_size: int = 384, chat_template: str | None = "system")
         fast.chat_template = SYSTEM_TEMPLATE
     elif chat_template == "no_system":
         fast.chat_template = NO_SYSTEM_TEMPLATE
+    elif chatml:
+        fast.chat_template = CHATML_TEMPLATE
     elif chat_template is not None:
-        raise ValueError(f"chat_template must be 'system', 'no_system' or None, got {chat_template!r}")
+        raise ValueError(f"chat_template must be 'system', 'no_system', 'chatml' or None, got {chat_template!r}")
     return fast
 
 
@@ -125,11 +140,13 @@ def save_tiny_model(out_dir: str | Path, *, seed: int = 0, chat_template: str | 
     tok = build_tokenizer(chat_template=chat_template)
     if vocab_size is not None and vocab_size < len(tok):
         raise ValueError(f"vocab_size must be >= the tokenizer's {len(tok)} tokens, got {vocab_size}")
-    ids = {name: tok.convert_tokens_to_ids(name) for name in ("<|pad|>", "<|bos|>", "<|end|>")}
+    ids = {name: tok.convert_tokens_to_ids(name) for name in ("<|pad|>", "<|bos|>", tok.eos_token)}
     model = build_tiny_llama(vocab_size or len(tok), seed=seed, pad_token_id=ids["<|pad|>"],
-                             bos_token_id=ids["<|bos|>"], eos_token_id=ids["<|end|>"], **config_kwargs)
+                             bos_token_id=ids["<|bos|>"], eos_token_id=ids[tok.eos_token], **config_kwargs)
     model.generation_config.pad_token_id = ids["<|pad|>"]
-    model.generation_config.eos_token_id = ids["<|end|>"]
+    # ChatML models stop at the end-of-turn marker as well as at EOS (as Qwen's generation_config does)
+    model.generation_config.eos_token_id = (ids[tok.eos_token] if chat_template != "chatml" else
+                                            [tok.convert_tokens_to_ids("<|im_end|>"), ids[tok.eos_token]])
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)

@@ -37,10 +37,11 @@ def test_relabel_then_unrelabel_cli(src, tmp_path, capsys, tiny_model_dir_no_sys
     assert read_jsonl(back) == [
         {"id": "1", "prompt": [{"role": "user", "content": "What is 12 plus 7?"}],
          "chosen": [{"role": "assistant", "content": "19"}], "rejected": [{"role": "assistant", "content": "20"}],
-         "chosen_score": 9.0, "rejected_score": 2.0},
+         "chosen_score": 9.0, "rejected_score": 2.0, "conversational": False},
         {"id": "2", "prompt": [{"role": "user", "content": "Say hi"}],
          "chosen": [{"role": "assistant", "content": "Hello world!"}],
-         "rejected": [{"role": "assistant", "content": "Go away."}], "chosen_score": 7.5, "rejected_score": 7.5}]
+         "rejected": [{"role": "assistant", "content": "Go away."}], "chosen_score": 7.5, "rejected_score": 7.5,
+         "conversational": False}]
 
 
 def test_relabel_default_drops_ties_and_uses_system(src, tmp_path, capsys):
@@ -56,11 +57,11 @@ def test_strict_error_writes_nothing_and_skip_invalid_counts(tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     assert main(["data", "convert", str(FIXTURE), str(out)]) == 2
     err = capsys.readouterr().err
-    assert "12 invalid row(s)" in err and "nothing was written" in err
+    assert "14 invalid row(s)" in err and "nothing was written" in err
     assert not out.exists() and os.listdir(tmp_path) == []
     assert main(["data", "convert", str(FIXTURE), str(out), "--skip-invalid"]) == 0
     captured = capsys.readouterr()
-    assert "skipped 12 invalid row(s) of 13: 1 malformed JSON, 1 non-UTF-8 bytes" in captured.err
+    assert "skipped 14 invalid row(s) of 15: 1 malformed JSON, 1 non-UTF-8 bytes" in captured.err
     assert len(read_jsonl(out)) == 1
 
 
@@ -91,8 +92,14 @@ def test_stats_and_tokenize_cli(src, tmp_path, capsys, tiny_model_dir):
     tok_out = tmp_path / "tok.jsonl"
     assert main(["data", "tokenize", str(src), "--tokenizer", str(tiny_model_dir), "--max-length", "12",
                  "--out", str(tok_out)]) == 0
-    assert "2 rows tokenised; 2 truncated" in capsys.readouterr().out
+    # string rows are used as they are (TRL's rule): "What is 12 plus 7?" is 12 tokens, so it alone fills
+    # max_length and is cut; "Say hi" (5) + "Hello world!" (5) + EOS = 11 fits
+    assert "2 rows tokenised (0 with the chat template, 2 as plain text); 1 truncated (1 prompts, 0 completions)" \
+        in capsys.readouterr().out
     assert all(len(r["prompt_input_ids"]) + len(r["chosen_input_ids"]) <= 12 for r in read_jsonl(tok_out))
+    assert main(["data", "tokenize", str(src), "--tokenizer", str(tiny_model_dir), "--max-length", "12",
+                 "--chat-template", "always"]) == 0  # the template's turn markers make both rows too long
+    assert "2 rows tokenised (2 with the chat template, 0 as plain text); 2 truncated" in capsys.readouterr().out
 
 
 def test_column_flag_and_bad_flag(tmp_path, capsys):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from alphapo.data import DataValidationError, load_preferences, tokenize_preferences, validate
 from alphapo.data.relabel import relabel, unrelabel
 from alphapo.data.schema import normalize_row
+from alphapo.errors import UserError
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -44,7 +45,12 @@ def test_normalize_row_never_crashes(raw):
 @given(st.lists(st.binary(max_size=40) | row.map(lambda r: json.dumps(r).encode()), max_size=6))
 def test_jsonl_loader_counts_add_up_on_any_bytes(tmp_path, lines):
     path = tmp_path / "x.jsonl"
-    path.write_bytes(b"\n".join(line.replace(b"\n", b" ").replace(b"\r", b" ") for line in lines) + b"\n")
+    content = b"\n".join(line.replace(b"\n", b" ").replace(b"\r", b" ") for line in lines) + b"\n"
+    path.write_bytes(content)
+    if not any(line.strip() for line in content.removeprefix(b"\xef\xbb\xbf").split(b"\n")):
+        with pytest.raises(UserError, match="no rows"):  # an empty or blank-lines-only file is an error
+            validate(path)
+        return
     report = validate(path)
     assert report.rows == report.valid + report.invalid_rows
     assert sum(1 for _ in {(i.row) for i in report.issues}) == report.invalid_rows
@@ -106,17 +112,23 @@ def test_tokenize_properties(template):
     @SETTINGS
     @given(pair_records(min_size=1), st.none() | st.integers(8, 40), st.sampled_from(["keep_end", "keep_start"]))
     def check(records, max_length, mode):
-        examples, rep = tokenize_preferences(records, tok, max_length=max_length, prompt_truncation=mode)
-        assert len(examples) == len(records) == rep.rows
+        examples, rep = tokenize_preferences(records, tok, max_length=max_length, prompt_truncation=mode,
+                                             on_identical="skip")
+        assert len(examples) + rep.identical_skipped == len(records) == rep.rows
+        kept = {ex["id"] for ex in examples}
+        records = [r for r in records if r["id"] in kept]
         assert rep.truncated_rows <= rep.rows
-        for ex in examples:
-            for key in ("chosen_input_ids", "rejected_input_ids"):
-                ids = ex[key]
+        for rec, ex in zip(records, examples):
+            for side in ("chosen", "rejected"):
+                ids = ex[f"{side}_input_ids"]
                 assert ids.count(tok.eos_token_id) <= 1
-                if max_length is None:
-                    assert ids[-1] == tok.eos_token_id
-                else:
+                if max_length is not None:
                     assert len(ex["prompt_input_ids"]) + len(ids) <= max_length
+                elif template is None:  # plain text: content + one EOS
+                    assert ids[-1] == tok.eos_token_id
+                else:  # templated: prompt + completion is exactly the template's whole conversation
+                    full = tok.apply_chat_template(rec["prompt"] + rec[side], tokenize=False)
+                    assert tok.decode(ex["prompt_input_ids"] + ids) == full
 
     check()
 

@@ -9,7 +9,7 @@ import torch
 
 from alphapo.cli import main
 from alphapo.data import tokenize_preferences
-from alphapo.data.implicit import completion_logps, implicit_rewards, rewards_from_logps
+from alphapo.data.implicit import completion_logps_from_ids, implicit_rewards, rewards_from_logps
 from alphapo.errors import UserError
 
 U = lambda text: {"role": "user", "content": text}  # noqa: E731
@@ -49,7 +49,7 @@ def test_completion_logps_match_token_by_token(models):
     examples, _ = tokenize_preferences(RECS, tok)
     prompts = [e["prompt_input_ids"] for e in examples] * 2
     comps = [e["chosen_input_ids"] for e in examples] + [e["rejected_input_ids"] for e in examples]
-    fast = completion_logps(policy, prompts, comps, pad_id=tok.pad_token_id, batch_size=3)  # mixed padding
+    fast = completion_logps_from_ids(policy, prompts, comps, pad_id=tok.pad_token_id, batch_size=3)  # mixed padding
     slow = [_slow_logp(policy, p, c) for p, c in zip(prompts, comps)]
     assert fast == pytest.approx(slow, abs=1e-4)
     assert all(v < 0 for v in fast)
@@ -59,7 +59,7 @@ def test_completion_logps_refuses_an_empty_prompt(models):
     """An empty prompt made the slice start at -1 (the sequence end): a wrong sum, not an error."""
     tok, policy, _, _, _ = models
     with pytest.raises(UserError, match="prompt 1 has no tokens"):
-        completion_logps(policy, [[5, 6], []], [[7, 2], [7, 2]], pad_id=tok.pad_token_id)
+        completion_logps_from_ids(policy, [[5, 6], []], [[7, 2], [7, 2]], pad_id=tok.pad_token_id)
 
 
 def test_implicit_rewards_are_beta_times_logratio_and_zero_for_same_model(models):

@@ -13,7 +13,8 @@ U = lambda text: {"role": "user", "content": text}  # noqa: E731
 A = lambda text: {"role": "assistant", "content": text}  # noqa: E731
 
 EXPECTED_PAIR = {"id": "1", "prompt": [U("What is 12 plus 7?")], "chosen": [A("19")], "rejected": [A("20")],
-                 "chosen_score": 9.0, "rejected_score": 2.0}
+                 "chosen_score": 9.0, "rejected_score": 2.0, "conversational": False}  # from strings
+EXPECTED_CONV = {**EXPECTED_PAIR, "conversational": True}  # from message lists
 
 
 def write_jsonl(path, rows):
@@ -43,7 +44,7 @@ def test_schema_b_prompt_from_common_prefix(tmp_path):
 def test_schema_b_explicit_prompt_list(tmp_path):
     src = write_jsonl(tmp_path / "b.jsonl", [{"prompt": [U("What is 12 plus 7?")], "chosen": [A("19")],
                                               "rejected": [A("20")], "chosen_score": 9, "rejected_score": 2}])
-    assert load_preferences(src) == [EXPECTED_PAIR]
+    assert load_preferences(src) == [EXPECTED_CONV]
 
 
 def test_strict_mode_raises_and_lists_row(tmp_path):
@@ -66,7 +67,7 @@ UF_ROW = {  # the HuggingFaceH4/ultrafeedback_binarized layout
     "chosen": [U("What is 12 plus 7?"), A("19")], "rejected": [U("What is 12 plus 7?"), A("20")],
     "messages": [U("What is 12 plus 7?"), A("19")], "score_chosen": 9.0, "score_rejected": 2.0,
 }
-EXPECTED_UF = {**EXPECTED_PAIR, "id": "abc123"}
+EXPECTED_UF = {**EXPECTED_CONV, "id": "abc123"}
 
 
 def test_schema_c_ultrafeedback_binarized(tmp_path):
@@ -80,8 +81,10 @@ def test_schema_d_multi_response(tmp_path):
         {"id": 7, "prompt": [U("Q")], "responses": [[A("x")], [A("y")]], "scores": [0, -1]},
     ])
     assert load_preferences(src) == [
-        {"id": "1", "prompt": [U("Q")], "responses": [[A("x")], [A("y")], [A("z")]], "scores": [1.0, 2.5, 3.0]},
-        {"id": "7", "prompt": [U("Q")], "responses": [[A("x")], [A("y")]], "scores": [0.0, -1.0]},
+        {"id": "1", "prompt": [U("Q")], "responses": [[A("x")], [A("y")], [A("z")]], "scores": [1.0, 2.5, 3.0],
+         "conversational": False},
+        {"id": "7", "prompt": [U("Q")], "responses": [[A("x")], [A("y")]], "scores": [0.0, -1.0],
+         "conversational": True},
     ]
 
 
@@ -111,7 +114,8 @@ def test_json_list_and_split_object(tmp_path):
     (tmp_path / "lines.json").write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
     assert load_preferences(tmp_path / "l.json") == [EXPECTED_PAIR]
     assert load_preferences(tmp_path / "s.json") == [EXPECTED_PAIR]
-    assert load_preferences(tmp_path / "s.json", split="test") == []
+    with pytest.raises(UserError, match="s.json: no rows \\(an empty file or split"):  # nothing to train on
+        load_preferences(tmp_path / "s.json", split="test")
     assert len(load_preferences(tmp_path / "lines.json")) == 2
     # one list under a split name: another split is an error (it used to return the train rows silently)
     (tmp_path / "train_only.json").write_text(json.dumps({"train": [row]}))
@@ -178,4 +182,4 @@ def test_hub_name_goes_to_datasets_and_fails_cleanly_offline():
 def test_prompt_given_with_one_full_conversation_and_one_reply(tmp_path):
     src = write_jsonl(tmp_path / "b.jsonl", [{"prompt": "What is 12 plus 7?", "chosen": [U("What is 12 plus 7?"), A("19")],
                                               "rejected": [A("20")], "score_chosen": 9, "score_rejected": 2}])
-    assert load_preferences(src) == [EXPECTED_PAIR]
+    assert load_preferences(src) == [EXPECTED_CONV]

@@ -26,11 +26,13 @@ BROKEN = {
     12: ("identical_pair", "chosen"),
     13: ("no_assistant_end", "chosen"),
     14: ("no_prompt", "prompt"),
+    15: ("tied_scores", "scores"),
+    16: ("unknown_column", "score_chosn"),
 }
 
 
 def test_fixture_names_every_broken_row_with_line_numbers(capsys):
-    """`alphapo data validate` on twelve kinds of broken rows: exit 1, one line per row, all kinds named."""
+    """`alphapo data validate` on fourteen kinds of broken rows: exit 1, one line per row, all kinds named."""
     assert main(["data", "validate", str(FIXTURE)]) == 1
     out = capsys.readouterr().out.splitlines()
     issue_lines = out[:-1]
@@ -38,8 +40,8 @@ def test_fixture_names_every_broken_row_with_line_numbers(capsys):
     for text, (line, (reason, field)) in zip(issue_lines, sorted(BROKEN.items())):
         where = f"{FIXTURE} line {line}" + (f", field '{field}'" if field else "")
         assert text.startswith(f"{where}: {REASONS[reason]}: "), text
-    assert out[-1].startswith(f"{FIXTURE}: 13 rows, 1 valid (1 pair); 12 invalid (")
-    assert len({reason for reason, _ in BROKEN.values()}) == 12 == len(REASONS)
+    assert out[-1].startswith(f"{FIXTURE}: 15 rows, 1 valid (1 pair); 14 invalid (")
+    assert len({reason for reason, _ in BROKEN.values()}) == 14 == len(REASONS)
 
 
 def test_validate_good_file_prints_one_line(tmp_path, capsys):
@@ -52,7 +54,7 @@ def test_validate_good_file_prints_one_line(tmp_path, capsys):
 def test_strict_load_lists_all_and_skip_counts_per_reason():
     with pytest.raises(DataValidationError) as err:
         load_preferences(FIXTURE)
-    assert len(err.value.report.issues) == 12 and "nothing was written" in str(err.value)
+    assert len(err.value.report.issues) == 14 and "nothing was written" in str(err.value)
     recs = load_preferences(FIXTURE, skip_invalid=True)
     assert len(recs) == 1 and recs.report.counts() == {reason: 1 for reason, _ in BROKEN.values()}
 

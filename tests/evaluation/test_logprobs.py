@@ -7,7 +7,7 @@ import pytest
 
 from alphapo.errors import UserError
 from alphapo.evaluation.logprobs import (
-    completion_logps,
+    completion_logps_from_text,
     rejected_from_records,
     tokenize_completions,
     unlearning_check,
@@ -19,7 +19,7 @@ PROMPTS = [
     [{"role": "user", "content": "Hi"}],
     [{"role": "user", "content": "Reverse 1 2 3"}],
 ]
-COMPLETIONS = ["apple banana cherry", "19", "Hello world! Goodbye, world.", "3 2 1<|end|>"]
+COMPLETIONS = ["apple banana cherry", "19", "Hello world! Goodbye, world.", "3 2 1"]
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,15 @@ def models(tiny_model_dir):
 
 
 def _direct(model, tok, prompt, completion):
-    """One unpadded forward: sum_t log softmax(logits[t-1])[x_t] over completion tokens + EOS."""
+    """One unpadded forward: sum_t log softmax(logits[t-1])[x_t] over the completion tokens, which are the
+    template's text of the whole conversation after the prompt text (the assistant turn, <|end|>\n included)."""
     import torch
 
-    p_ids = tok(tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True),
-                add_special_tokens=False)["input_ids"]
-    c_ids = tok(completion.removesuffix("<|end|>"), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    p_text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template(prompt + [{"role": "assistant", "content": completion}], tokenize=False)
+    assert full.startswith(p_text)
+    p_ids = tok(p_text, add_special_tokens=False)["input_ids"]
+    c_ids = tok(full[len(p_text):], add_special_tokens=False)["input_ids"]
     ids = torch.tensor([p_ids + c_ids])
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
@@ -48,13 +51,13 @@ def _direct(model, tok, prompt, completion):
 
 def test_completion_logps_match_direct_forward(models):
     model, _, tok = models
-    got, lengths = completion_logps(model, tok, PROMPTS, COMPLETIONS, batch_size=3)
+    got, lengths = completion_logps_from_text(model, tok, PROMPTS, COMPLETIONS, batch_size=3)
     want = [_direct(model, tok, p, c) for p, c in zip(PROMPTS, COMPLETIONS)]
     assert got == pytest.approx([w[0] for w in want], abs=1e-3)
     assert lengths.tolist() == [w[1] for w in want]
-    # a trailing EOS string is not doubled
+    # the completion is the assistant turn as the trainer tokenises it: end-of-turn (here the EOS) + newline
     _, c_ids = tokenize_completions(tok, PROMPTS[3:], COMPLETIONS[3:])
-    assert c_ids[0].count(tok.eos_token_id) == 1
+    assert tok.decode(c_ids[0]) == "3 2 1<|end|>\n" and c_ids[0].count(tok.eos_token_id) == 1
 
 
 def test_unlearning_check_against_direct_computation(models):

@@ -43,16 +43,19 @@ def _add_source(p: argparse.ArgumentParser, *, skip: bool = True) -> None:
                        help="drop invalid rows (counted per reason) instead of stopping with an error")
 
 
+def _add_chat_template(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chat-template", choices=("auto", "always", "never"), default="auto",
+                   help="auto (default, TRL's rule): template conversational rows, use plain strings as they "
+                        "are; always / never: template every row / no row")
+
+
 def _load(args):
     from alphapo.data.loading import load_preferences
-    from alphapo.data.validation import REASONS
 
     records = load_preferences(args.source, columns=_columns(args.column), split=args.split,
                                skip_invalid=getattr(args, "skip_invalid", False))
-    report = records.report
-    if report.invalid_rows:
-        counts = ", ".join(f"{n} {REASONS[r]}" for r, n in report.counts().most_common())
-        print(f"skipped {report.invalid_rows} invalid row(s) of {report.rows}: {counts}", file=sys.stderr)
+    for line in records.report.notices():
+        print(line, file=sys.stderr)
     return records
 
 
@@ -73,10 +76,11 @@ def run_validate(args) -> int:
     from alphapo.data.loading import validate
 
     report = validate(args.source, columns=_columns(args.column), split=args.split, progress=True)
+    warnings = "".join(f"\nwarning: {w}" for w in report.warnings)
     if report.invalid_rows:
-        print(report.full_report())
+        print(report.full_report() + warnings)
         return 1
-    print(report.summary())
+    print(report.summary() + warnings)
     return 0
 
 
@@ -84,7 +88,7 @@ def run_stats(args) -> int:
     from alphapo.data.stats import compute_stats
 
     records = _load(args)
-    print(compute_stats(records, _tokenizer(args.tokenizer)).render())
+    print(compute_stats(records, _tokenizer(args.tokenizer), chat_template=args.chat_template).render())
     return 0
 
 
@@ -102,7 +106,9 @@ def run_tokenize(args) -> int:
 
     examples, report = tokenize_preferences(_load(args), _tokenizer(args.tokenizer), max_length=args.max_length,
                                             max_prompt_length=args.max_prompt_length,
-                                            prompt_truncation=args.prompt_truncation)
+                                            prompt_truncation=args.prompt_truncation,
+                                            chat_template=args.chat_template,
+                                            on_identical="skip" if args.skip_invalid else "error")
     print(report)
     if args.out:
         write_jsonl(args.out, examples)
@@ -181,6 +187,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("stats", help="counts, length percentiles (tokens with --tokenizer), score histograms")
     p.add_argument("source")
     p.add_argument("--tokenizer", help="tokenizer folder: lengths in tokens instead of characters")
+    _add_chat_template(p)
     _add_source(p)
     p.set_defaults(func=run_stats)
 
@@ -196,6 +203,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-length", type=int)
     p.add_argument("--max-prompt-length", type=int)
     p.add_argument("--prompt-truncation", choices=("keep_end", "keep_start"), default="keep_end")
+    _add_chat_template(p)
     p.add_argument("--out", help="write the tokenised examples as JSONL")
     _add_source(p)
     p.set_defaults(func=run_tokenize)

@@ -1,8 +1,8 @@
 """Implicit rewards for IRA relabeling: ``r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x))``.
 
 The paper (section 6.2, table 5) relabels a binarized dataset with the DPO implicit reward of a trained
-model instead of judge scores. :func:`completion_logps` is a deliberately simple implementation of the
-summed completion log-probability (one padded forward pass per batch, ``log_softmax`` gathered at the
+model instead of judge scores. :func:`completion_logps_from_ids` is a deliberately simple implementation of
+the summed completion log-probability of token ids (one padded forward pass per batch, ``log_softmax`` gathered at the
 completion labels), kept independent of the trainer's optimised :mod:`alphapo.training.logps` so each can
 test the other. :func:`implicit_rewards` combines a policy and a reference; :func:`rewards_from_logps`
 does the same from precomputed log-probabilities (``alphapo data relabel --logps FILE``).
@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from alphapo.data.padding import pad_batch
 from alphapo.errors import UserError
 
 
-def completion_logps(model, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
-                     pad_id: int = 0, batch_size: int = 8) -> list[float]:
+def completion_logps_from_ids(model, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
+                              pad_id: int = 0, batch_size: int = 8) -> list[float]:
     """``sum_t log p(c_t | prompt, c_<t)`` for each (prompt, completion) pair, in float64 sums."""
     import torch
 
@@ -36,13 +37,7 @@ def completion_logps(model, prompts: Sequence[Sequence[int]], completions: Seque
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         ps, cs = [prompts[i] for i in idx], [completions[i] for i in idx]
-        seqs = [list(p) + list(c) for p, c in zip(ps, cs)]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        attn = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-            attn[i, :len(s)] = 1
+        ids, attn = pad_batch([list(p) + list(c) for p, c in zip(ps, cs)], pad_id)
         with torch.no_grad():
             logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float()
         logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # (N, T-1, V): position t predicts token t+1
@@ -65,8 +60,8 @@ def implicit_rewards(examples: Sequence[Mapping], model, ref_model, *, beta: flo
             raise UserError(f"record {ex['id']!r} has an empty prompt; the first completion token needs context")
     prompts = [ex["prompt_input_ids"] for ex in examples] * 2
     completions = [ex["chosen_input_ids"] for ex in examples] + [ex["rejected_input_ids"] for ex in examples]
-    policy = completion_logps(model, prompts, completions, pad_id=pad_id, batch_size=batch_size)
-    ref = completion_logps(ref_model, prompts, completions, pad_id=pad_id, batch_size=batch_size)
+    policy = completion_logps_from_ids(model, prompts, completions, pad_id=pad_id, batch_size=batch_size)
+    ref = completion_logps_from_ids(ref_model, prompts, completions, pad_id=pad_id, batch_size=batch_size)
     n = len(examples)
     return [(beta * (policy[i] - ref[i]), beta * (policy[n + i] - ref[n + i])) for i in range(n)]
 

@@ -1,4 +1,4 @@
-"""Load preference data from any supported source into canonical records (BRIEF contract 2).
+"""Load preference data from any supported source into canonical records (:mod:`alphapo.data.schema`).
 
 ``load_preferences(source)`` is what the trainer calls. It reads every row (streaming, see
 :mod:`alphapo.data.readers`), converts it with :func:`alphapo.data.schema.normalize_row`, and either
@@ -7,17 +7,27 @@ every issue, so nothing downstream is written) or drops the bad rows and reports
 (``skip_invalid=True``; the report is attached as ``records.report``).
 
 ``iter_preferences`` is the streaming form used by ``alphapo data validate`` / ``stats``: it yields records
-one at a time and fills a :class:`ValidationReport`, so memory stays flat on files of any size.
+one at a time and fills a :class:`ValidationReport`, so memory stays flat on files of any size (8 bytes
+per row are kept, a hash of its id).
+
+A source with no rows at all (an empty file, blank lines only, an empty split) is a ``UserError``. Valid
+rows that are still suspicious are counted in ``report.warnings`` (never dropped): pairs whose scores
+say the rejected response is better, and ids that repeat.
 """
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+import numpy as np
 
 from alphapo.data.readers import detect_format, read_rows
 from alphapo.data.schema import normalize_row, record_kind, resolve_columns
 from alphapo.data.validation import DataValidationError, Issue, ValidationReport
+from alphapo.errors import UserError
 
 
 class PreferenceRecords(list):
@@ -43,6 +53,7 @@ def iter_preferences(source: str | Path, *, columns: Mapping[str, str] | None = 
         from tqdm import tqdm
 
         bar = tqdm(desc=f"reading {Path(name).name}", unit=" rows", disable=None, mininterval=1.0)
+    checks = _RecordChecks()
     try:
         for row, value in rows:
             report.rows += 1
@@ -57,10 +68,48 @@ def iter_preferences(source: str | Path, *, columns: Mapping[str, str] | None = 
                 continue
             report.valid += 1
             report.kinds[record_kind(record)] += 1
+            checks.add(record)
             yield record
     finally:
         if bar is not None:
             bar.close()
+    if report.rows == 0:
+        what = "an empty file or split, or only blank lines" if fmt in ("json", "disk", "hub") else \
+            "an empty file, or only blank lines"
+        raise UserError(f"{name}: no rows ({what}); there is nothing to validate or train on")
+    report.warnings.extend(checks.warnings())
+
+
+class _RecordChecks:
+    """Valid rows that are still suspicious: inverted scores and duplicate ids, counted (memory: 8 bytes/row)."""
+
+    def __init__(self):
+        self.inverted = 0
+        self.inverted_ids: list[str] = []
+        self.id_hashes = array("Q")
+
+    def add(self, record: Mapping) -> None:
+        c, r = record.get("chosen_score"), record.get("rejected_score")
+        if c is not None and r is not None and c < r:
+            self.inverted += 1
+            if len(self.inverted_ids) < 3:
+                self.inverted_ids.append(record["id"])
+        digest = hashlib.blake2b(record["id"].encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        self.id_hashes.append(int.from_bytes(digest, "little"))
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.inverted:
+            out.append(f"{self.inverted} pair(s) score the rejected response above the chosen one (e.g. ids "
+                       f"{self.inverted_ids}); training prefers 'chosen' whatever the scores say: check the "
+                       "columns (score_chosen / score_rejected) or swap the pairs")
+        ids = np.frombuffer(self.id_hashes, dtype=np.uint64) if self.id_hashes else np.zeros(0, np.uint64)
+        ids.sort()  # in place, in the array's own buffer: no second copy
+        repeats = int(np.count_nonzero(ids[1:] == ids[:-1]))
+        if repeats:
+            out.append(f"{repeats} row(s) repeat an id of an earlier row; ids name records in truncation "
+                       "reports, caches and relabeled copies, so make them unique")
+        return out
 
 
 def load_preferences(source: str | Path, *, columns: Mapping[str, str] | None = None, split: str = "train",

@@ -108,12 +108,17 @@ def _read_jsonl(path: Path, name: str) -> Iterator[RawRow]:
 
 def _read_json(path: Path, name: str, split: str) -> Iterator[RawRow]:
     data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte-order mark is legal at the start of a file (as for JSONL and CSV)
     text = _decode(data, name, None, False)
     if isinstance(text, Issue):
         yield 0, text
         return
     try:
         doc = json.loads(text)
+    except RecursionError:
+        yield 0, Issue(name, None, None, "malformed_json", "nested too deeply to parse")
+        return
     except json.JSONDecodeError as err:
         if err.msg == "Extra data":  # several documents: it is JSON Lines with a .json name
             yield from _read_jsonl(path, name)

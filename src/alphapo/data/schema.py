@@ -14,14 +14,20 @@ Accepted layouts (detected per row; column names configurable with ``columns``):
 - (d) multi-response: ``prompt``, ``responses`` (list of strings or of message lists), ``scores`` (list of
   numbers, same length, at least two responses).
 
-Canonical pair record (the contract with the trainer, BRIEF section 2)::
+Canonical pair record (the contract with the trainer)::
 
     {"id": str, "prompt": [message], "chosen": [message], "rejected": [message],
-     "chosen_score": float | None, "rejected_score": float | None}
+     "chosen_score": float | None, "rejected_score": float | None, "conversational": bool}
+
     (+ "attributes": {"chosen": {name: float}, "rejected": {name: float}} when given,
      + "relabel": {...} on records written by ``alphapo data relabel``)
 
-Canonical multi-response record: ``{"id", "prompt", "responses": [[message]], "scores": [float]}``.
+Canonical multi-response record: ``{"id", "prompt", "responses": [[message]], "scores": [float],
+"conversational": bool}``.
+
+``conversational`` is TRL's dataset-format distinction: True when the row gave message lists, False when
+it gave plain strings (layout (a), or (d) with strings); tokenisation templates conversational records
+only, by default (:mod:`alphapo.data.tokenize`).
 
 Record ids: the ``id`` column, else ``prompt_id``, else the row number as a string.
 """
@@ -31,6 +37,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,6 +82,7 @@ class _Row:
         self.raw, self.file, self.row, self.line_based, self.cols = raw, file, row, line_based, cols
         self.issues: list[Issue] = []
         self.csv = bool(raw.get("__csv__"))
+        self.parsed: dict[str, Any] = {}
 
     def issue(self, field: str | None, reason: str, detail: str) -> None:
         self.issues.append(Issue(self.file, self.row, field, reason, detail, self.line_based))
@@ -92,19 +100,36 @@ class _Row:
             return self.cols[key][0], None
         value = self.raw[col]
         if self.csv and isinstance(value, str):
-            value = _csv_cell(value)
+            if col not in self.parsed:  # parsed once, so a bad cell is reported once
+                self.parsed[col] = _csv_cell(self, col, value)
+            value = self.parsed[col]
         return col, value
 
 
-def _csv_cell(value: str):
-    """CSV cells are text: empty -> None; a cell holding a JSON list or object is parsed."""
+#: a CSV cell that starts like this is meant as JSON (a message list, a score list, an object); text such as
+#: "[INST] ..." or "{name} ..." does not match and stays text
+_JSON_START = re.compile(r"^\s*(\[\s*[\[{\"]|\{\s*\")")
+
+
+def _csv_cell(r: _Row, col: str, value: str):
+    """CSV cells are text: empty -> None; a cell holding a JSON list or object is parsed.
+
+    A cell that starts like JSON (``[{``, ``[[``, ``["``, ``{"``) but does not parse, e.g. one cut off by
+    a spreadsheet's cell limit, is an issue: read as text it would train on the literal JSON.
+    """
     stripped = value.strip()
     if stripped == "":
         return None
     if stripped[0] in "[{":
         try:
             return json.loads(stripped)
-        except (json.JSONDecodeError, RecursionError):
+        except json.JSONDecodeError as err:
+            if _JSON_START.match(stripped):
+                r.issue(col, "malformed_json", f"cell starts like JSON but does not parse ({err.msg} at "
+                        f"character {err.pos}); fix it, or quote it as text if it is text")
+            return value
+        except RecursionError:
+            r.issue(col, "malformed_json", "cell holds JSON nested too deeply to parse")
             return value
     return value
 
@@ -134,8 +159,9 @@ def _messages(r: _Row, col: str, value, *, default_role: str) -> list[dict] | No
                 r.issue(col, "bad_message", f"item {i} ({role}) has content of type {type(content).__name__}, "
                         "expected a string")
                 return None
-            if not content.strip() and role == "assistant":
-                r.issue(col, "empty_field", f"item {i} is an assistant turn with empty content")
+            if not content.strip() and role in ("assistant", "user"):
+                r.issue(col, "empty_field", f"item {i} is {'an' if role == 'assistant' else 'a'} {role} turn "
+                        "with empty content")
                 return None
             out.append({"role": role, "content": content})
         return out
@@ -242,11 +268,36 @@ def normalize_row(raw: Any, *, file: str, row: int, line_based: bool = False,
                       "with prompt / chosen / rejected (or responses / scores) fields", line_based)
         return None, [issue]
     r = _Row(raw, file, row, line_based, cols)
+    _misspelled_columns(r)
     id_col, rid = r.get("id")
     record_id = str(row) if rid is None else str(rid)
     if r.column("responses") is not None:
         return _multi(r, record_id)
     return _pair(r, record_id)
+
+
+#: columns of the accepted layouts that are read or deliberately ignored (not misspellings)
+_KNOWN_EXTRA = ("messages", "attributes", "relabel", "conversational", "__csv__")
+_OPTIONAL = ("id", "chosen_score", "rejected_score", "chosen_attributes", "rejected_attributes")
+
+
+def _misspelled_columns(r: _Row) -> None:
+    """A column that is used nowhere but is one typo away from an expected column missing from the row.
+
+    ``score_chosn`` next to ``score_rejected`` used to be ignored, so the pair silently lost its scores.
+    Unrelated extra columns (``source``, ``model``...) are not close to any expected name and pass.
+    """
+    expected = {c for cols in r.cols.values() for c in cols}
+    optional = {c for key in _OPTIONAL for c in r.cols[key]}  # a missing required column names its own near miss
+    for name in r.raw:
+        if not isinstance(name, str) or name in expected or name in _KNOWN_EXTRA:
+            continue
+        absent = [c for c in optional if c not in r.raw]
+        near = difflib.get_close_matches(name, absent, n=1, cutoff=0.85)
+        if near:
+            field = next(k for k, cols in r.cols.items() if near[0] in cols)
+            r.issue(name, "unknown_column", f"is not a column this layout reads; did you mean {near[0]!r}? "
+                    f"(rename it, or map it with columns={{'{field}': '{name}'}})")
 
 
 def _required(r: _Row, key: str):
@@ -302,7 +353,8 @@ def _pair(r: _Row, record_id: str):
     if r.issues:
         return None, r.issues
     record = {"id": record_id, "prompt": prompt, "chosen": chosen, "rejected": rejected,
-              "chosen_score": scores["chosen_score"], "rejected_score": scores["rejected_score"]}
+              "chosen_score": scores["chosen_score"], "rejected_score": scores["rejected_score"],
+              "conversational": _conversational(r, prompt_raw, chosen_raw, rejected_raw)}
     if attributes["chosen"] is not None or attributes["rejected"] is not None:
         record["attributes"] = {k: v or {} for k, v in attributes.items()}
     meta = r.raw.get("relabel")
@@ -345,7 +397,24 @@ def _multi(r: _Row, record_id: str):
                         f"responses in '{rcol}'; give one score per response")
     if r.issues or prompt is None or responses is None or scores is None:
         return None, r.issues
-    return {"id": record_id, "prompt": prompt, "responses": responses, "scores": scores}, []
+    if len(set(scores)) == 1:
+        r.issue(scol, "tied_scores", f"all {len(scores)} responses have score {scores[0]:g}; the row states no "
+                "preference (as a pair it would be chosen == rejected)")
+        return None, r.issues
+    return {"id": record_id, "prompt": prompt, "responses": responses, "scores": scores,
+            "conversational": _conversational(r, prompt_raw, *responses_raw)}, []
+
+
+def _conversational(r: _Row, *values) -> bool:
+    """TRL's format rule: message lists make a row conversational, plain strings make it standard.
+
+    A canonical row (written by ``alphapo data convert``) holds message lists either way and says which
+    it was in its ``conversational`` field, which is kept.
+    """
+    stored = r.raw.get("conversational")
+    if isinstance(stored, bool):
+        return stored
+    return any(isinstance(v, list) for v in values)
 
 
 def record_kind(record: Mapping) -> str:

@@ -80,29 +80,33 @@ class Stats:
         return "\n".join(lines)
 
 
-def compute_stats(records: Iterable[Mapping], tokenizer=None) -> Stats:
-    from alphapo.data.tokenize import encode_completion, encode_prompt
+def compute_stats(records: Iterable[Mapping], tokenizer=None, *, chat_template: str = "auto") -> Stats:
+    """Counts, lengths (tokens with a tokenizer, rendered as training renders them; else characters), scores."""
+    from alphapo.data.tokenize import encode_record, uses_template
 
     stats = Stats(unit="tokens" if tokenizer is not None else "chars")
 
-    def size(prompt, messages=None):
+    def sizes(rec, responses) -> tuple[int, list[int]]:
         if tokenizer is not None:
-            return len(encode_prompt(tokenizer, prompt) if messages is None
-                       else encode_completion(tokenizer, prompt, messages))
-        return sum(len(m["content"]) for m in (prompt if messages is None else messages))
+            prompt, completions, _ = encode_record(tokenizer, rec["prompt"], responses,
+                                                   templated=uses_template(tokenizer, rec, chat_template))
+            return len(prompt), [len(c) for c in completions]
+        return (sum(len(m["content"]) for m in rec["prompt"]),
+                [sum(len(m["content"]) for m in r) for r in responses])
 
     for rec in records:
         multi = "responses" in rec
         stats.kinds["multi" if multi else "pair"] += 1
         stats.turns[len(rec["prompt"])] += 1
-        stats.lengths["prompt"].append(size(rec["prompt"]))
+        prompt_len, lengths = sizes(rec, rec["responses"] if multi else [rec["chosen"], rec["rejected"]])
+        stats.lengths["prompt"].append(prompt_len)
         if multi:
-            for resp, score in zip(rec["responses"], rec["scores"]):
-                stats.lengths["responses"].append(size(rec["prompt"], resp))
+            for length, score in zip(lengths, rec["scores"]):
+                stats.lengths["responses"].append(length)
                 stats.scores["responses"].append(score)
             continue
-        for side in ("chosen", "rejected"):
-            stats.lengths[side].append(size(rec["prompt"], rec[side]))
+        for side, length in zip(("chosen", "rejected"), lengths):
+            stats.lengths[side].append(length)
         c, r = rec.get("chosen_score"), rec.get("rejected_score")
         if c is not None and r is not None:
             stats.scored_pairs += 1

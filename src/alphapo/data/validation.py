@@ -28,6 +28,8 @@ REASONS: dict[str, str] = {
     "score_length": "score list of the wrong length",
     "identical_pair": "chosen identical to rejected",
     "no_assistant_end": "conversation does not end with an assistant turn",
+    "tied_scores": "all responses scored equally",
+    "unknown_column": "misspelled column",
 }
 
 #: How many issue lines an exception message shows before summarising the rest as counts.
@@ -82,6 +84,7 @@ class ValidationReport:
     reason_rows: Counter = field(default_factory=Counter)  # reason -> bad rows with that reason
     not_kept: int = 0
     max_kept: int = MAX_KEPT
+    warnings: list[str] = field(default_factory=list)  # valid rows that are suspicious, with counts
 
     @property
     def invalid_rows(self) -> int:
@@ -97,6 +100,18 @@ class ValidationReport:
     def counts(self) -> Counter:
         """Bad rows per reason (a row with several issues counts under each of its reasons once)."""
         return Counter(self.reason_rows)
+
+    def skipped_line(self) -> str | None:
+        """``"skipped N invalid row(s) of M: <count> <reason>, ..."`` when rows were dropped, else None."""
+        if not self.invalid_rows:
+            return None
+        counts = ", ".join(f"{n} {REASONS[r]}" for r, n in self.counts().most_common())
+        return f"skipped {self.invalid_rows} invalid row(s) of {self.rows}: {counts}"
+
+    def notices(self) -> list[str]:
+        """What a caller that keeps going must print: the skipped-rows line and every data warning."""
+        skipped = self.skipped_line()
+        return ([skipped] if skipped else []) + [f"warning: {w}" for w in self.warnings]
 
     def summary(self) -> str:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.kinds.items())) or "no records"

@@ -16,7 +16,7 @@ Head-to-head (``alphapo.evaluation.evaluate``)
     ``EvalResult.summary()`` has ``win_rate``, ``win_rate_ci``, ``lc_win_rate``, ``lc_win_rate_ci``,
     ``mean_score``, ``mean_reference_score``, ``mean_length``, ``mean_reference_length``, counts.
 Log-probabilities (``alphapo.evaluation.logprobs``)
-    ``completion_logps(model, tokenizer, prompts, completions) -> (logps, lengths)``;
+    ``completion_logps_from_text(model, tokenizer, prompts, completions) -> (logps, lengths)``;
     ``unlearning_check(model, reference_model, tokenizer, prompts, responses, scores, min_score=None)
     -> UnlearningResult`` (reward-augmented paper, Figure 3); ``rejected_from_records(records)``.
 Figures (``alphapo.evaluation.plots``)
@@ -34,7 +34,7 @@ from alphapo.evaluation.evaluate import (
 )
 from alphapo.evaluation.logprobs import (
     UnlearningResult,
-    completion_logps,
+    completion_logps_from_text,
     rejected_from_records,
     unlearning_check,
 )
@@ -49,6 +49,6 @@ from alphapo.evaluation.plots import plot_reward_histogram, plot_unlearning
 
 __all__ = [
     "EvalResult", "evaluate_goal_conditioned", "evaluate_model", "judge_head_to_head", "UnlearningResult",
-    "completion_logps", "rejected_from_records", "unlearning_check", "LengthControlledWinRate", "WinRate",
+    "completion_logps_from_text", "rejected_from_records", "unlearning_check", "LengthControlledWinRate", "WinRate",
     "length_controlled_win_rate", "preferences_from_scores", "win_rate", "plot_reward_histogram", "plot_unlearning",
 ]

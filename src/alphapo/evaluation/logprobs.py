@@ -11,9 +11,11 @@ over the responses with ``score >= min_score``: the mean summed log-probability 
 trained model and under the reference, their mean difference, the per-token means, and the fraction of
 responses whose log-probability went down.
 
-Tokenisation follows the data contract: prompt = chat template with generation prompt, completion =
-the response's tokens (no special tokens added) + EOS once; log pi(y|x) sums over completion tokens,
-EOS included.
+Tokenisation is the trainer's, for conversational data (:mod:`alphapo.data.tokenize`): with a chat
+template the prompt is the template with the generation prompt and the completion is what the template
+renders for the assistant turn (end-of-turn marker included); without one, plain text and the response's
+tokens + EOS once. log pi(y|x) sums over the completion tokens. :func:`completion_logps_from_text`
+tokenises and scores; the scoring itself is :func:`alphapo.data.implicit.completion_logps_from_ids`.
 
 Deviations: the paper does not say how it chose its score threshold; by default we take the 75th
 percentile of the given scores (``min_score=None``) and report the threshold used.
@@ -26,39 +28,39 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from alphapo.data.tokenize import encode_record, has_chat_template
 from alphapo.errors import UserError
-from alphapo.generation.judges import Conversation, render_conversation
+from alphapo.generation.judges import Conversation
 
-__all__ = ["completion_logps", "tokenize_completions", "UnlearningResult", "unlearning_check",
+__all__ = ["completion_logps_from_text", "tokenize_completions", "UnlearningResult", "unlearning_check",
            "rejected_from_records"]
 
 
 def tokenize_completions(tokenizer, prompts: Sequence[Conversation],
                          completions: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
-    """Prompt token ids (chat template + generation prompt) and completion ids (+ EOS once) per example."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
+    """Prompt ids and completion ids per example, as the trainer tokenises a conversation (module docstring)."""
+    if tokenizer.eos_token_id is None:
         raise UserError("the tokenizer has no eos_token; completion log-probs need one")
+    templated = has_chat_template(tokenizer)
     prompt_ids, completion_ids = [], []
     for prompt, completion in zip(prompts, completions):
-        text, templated = render_conversation(tokenizer, prompt)
-        prompt_ids.append(tokenizer(text, add_special_tokens=not templated)["input_ids"])
-        eos_text = tokenizer.eos_token
-        while eos_text and completion.endswith(eos_text):  # never a doubled EOS (data contract rule 2)
-            completion = completion[: -len(eos_text)]
-        completion_ids.append(list(tokenizer(completion, add_special_tokens=False)["input_ids"]) + [eos])
+        p_ids, (c_ids,), _ = encode_record(tokenizer, list(prompt), [[{"role": "assistant", "content": completion}]],
+                                           templated=templated)
+        prompt_ids.append(p_ids)
+        completion_ids.append(c_ids)
     return prompt_ids, completion_ids
 
 
-def completion_logps(model, tokenizer, prompts: Sequence[Conversation], completions: Sequence[str], *,
-                     batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Summed log pi(completion | prompt) and completion token counts; both numpy (n,).
+def completion_logps_from_text(model, tokenizer, prompts: Sequence[Conversation], completions: Sequence[str], *,
+                               batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Summed log pi(completion | prompt) and completion token counts of text responses; both numpy (n,).
 
-    Tokenises with ``tokenize_completions`` and scores with ``alphapo.data.implicit.completion_logps``
-    (right-padded, length-sorted batches; logits at position t predict token t+1; only completion
-    positions are summed, log-softmax in float32, sums in float64).
+    Tokenises with :func:`tokenize_completions` and scores with
+    :func:`alphapo.data.implicit.completion_logps_from_ids` (right-padded, length-sorted batches; logits at
+    position t predict token t+1; only completion positions are summed, log-softmax in float32, sums in
+    float64).
     """
-    from alphapo.data.implicit import completion_logps as _sum_logps
+    from alphapo.data.implicit import completion_logps_from_ids
 
     if len(prompts) != len(completions):
         raise UserError(f"{len(prompts)} prompts but {len(completions)} completions")
@@ -67,7 +69,7 @@ def completion_logps(model, tokenizer, prompts: Sequence[Conversation], completi
         if not ids:  # the first completion token needs a position to be predicted from
             raise UserError(f"prompt {i} renders to no tokens; completion log-probs need a non-empty prompt")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    logps = _sum_logps(model, prompt_ids, completion_ids, pad_id=pad, batch_size=batch_size)
+    logps = completion_logps_from_ids(model, prompt_ids, completion_ids, pad_id=pad, batch_size=batch_size)
     return np.asarray(logps, dtype=np.float64), np.array([len(c) for c in completion_ids], dtype=np.int64)
 
 
@@ -132,8 +134,8 @@ def unlearning_check(model, reference_model, tokenizer, prompts: Sequence[Conver
         raise UserError(f"unlearning_check: no response has score >= {threshold}")
     sel_p = [prompts[i] for i in keep]
     sel_r = [responses[i] for i in keep]
-    lp_m, len_m = completion_logps(model, tokenizer, sel_p, sel_r, batch_size=batch_size)
-    lp_r, len_r = completion_logps(reference_model, reference_tokenizer or tokenizer, sel_p, sel_r,
+    lp_m, len_m = completion_logps_from_text(model, tokenizer, sel_p, sel_r, batch_size=batch_size)
+    lp_r, len_r = completion_logps_from_text(reference_model, reference_tokenizer or tokenizer, sel_p, sel_r,
                                    batch_size=batch_size)
     return UnlearningResult(
         n=len(keep), min_score=threshold,

@@ -47,10 +47,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from alphapo.data.tokenize import render_conversation  # re-exported: chat rendering lives in the data layer
 from alphapo.errors import UserError
 
 Message = dict[str, str]
-PLAIN_SEPARATOR = "\n\n"  # between messages without a chat template; same as alphapo.data.tokenize
 Conversation = list[Message]
 
 __all__ = [
@@ -91,29 +91,6 @@ def _check_lengths(name: str, *seqs: Sequence) -> None:
     sizes = {len(s) for s in seqs}
     if len(sizes) > 1:
         raise UserError(f"{name}: prompts and responses must have the same length, got {[len(s) for s in seqs]}")
-
-
-def render_conversation(tokenizer, prompt: Conversation, response: str | None = None) -> tuple[str, bool]:
-    """Render ``prompt`` (+ an assistant ``response``) as text; returns ``(text, used_chat_template)``.
-
-    With a chat template: the full conversation (no generation prompt) when ``response`` is given, else
-    the prompt with the generation prompt. Without one: message contents joined by a blank line, as
-    ``alphapo.data.tokenize`` does for training (the response follows directly, so generation continues
-    exactly the prompt ids the trainer uses). Callers must tokenize templated text with
-    ``add_special_tokens=False``: templates already write BOS, and tokenizers that add it again would give
-    a double BOS.
-    """
-    if getattr(tokenizer, "chat_template", None):
-        if response is None:
-            text = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
-        else:
-            conv = list(prompt) + [{"role": "assistant", "content": response}]
-            text = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=False)
-        return text, True
-    text = PLAIN_SEPARATOR.join(m["content"] for m in prompt)
-    if response is None:
-        return text, False
-    return text + PLAIN_SEPARATOR + response, False
 
 
 class HFRewardJudge:

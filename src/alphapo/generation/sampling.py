@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alphapo.data.tokenize import render_conversation
 from alphapo.errors import UserError
-from alphapo.generation.judges import Conversation, render_conversation
+from alphapo.generation.judges import Conversation
 
 __all__ = ["GenerationResult", "generate_responses", "load_policy", "batch_seed"]
 

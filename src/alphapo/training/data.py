@@ -46,35 +46,60 @@ def example_length(example: dict[str, Any]) -> int:
 
 
 def load_examples(path: str, tokenizer, *, split: str, columns, skip_invalid: bool, max_length,
-                  max_prompt_length, prompt_truncation: str, log=None) -> list[dict[str, Any]]:
+                  max_prompt_length, prompt_truncation: str, chat_template: str = "auto",
+                  log=None) -> list[dict[str, Any]]:
     """Read and tokenise a preference source into examples with ``alphapo.data``.
 
-    ``log`` (e.g. ``print``) receives one line when examples were truncated, so it is never silent.
+    ``chat_template`` (``auto|always|never``) is :func:`alphapo.data.tokenize_preferences`'s rule. ``log``
+    (e.g. ``print``) receives one line per thing the user must know, so none of it is silent: rows skipped
+    under ``skip_invalid`` (count per reason, as ``alphapo data convert`` prints them; pairs that tokenise
+    identically are skipped too, and counted), data warnings
+    (inverted scores, duplicate ids), tokenisation warnings and truncation.
     """
     from alphapo.data import load_preferences, tokenize_preferences
 
     records = load_preferences(path, columns=columns, split=split, skip_invalid=skip_invalid)
     examples, report = tokenize_preferences(records, tokenizer, max_length=max_length,
                                             max_prompt_length=max_prompt_length,
-                                            prompt_truncation=prompt_truncation)
-    truncated = getattr(report, "truncated_rows", 0)
-    if truncated and log is not None:
-        ids = getattr(report, "truncated_ids", [])[:5]
-        log(f"{path}: {truncated} of {len(examples)} examples truncated to max_length={max_length} / "
-            f"max_prompt_length={max_prompt_length} (e.g. ids {ids})")
+                                            prompt_truncation=prompt_truncation, chat_template=chat_template,
+                                            on_identical="skip" if skip_invalid else "error")
+    if log is not None:
+        identical = ([f"skipped {report.identical_skipped} pair(s) whose chosen and rejected tokenise identically "
+                      f"(e.g. ids {report.identical_ids[:5]})"] if report.identical_skipped else [])
+        for line in records.report.notices() + identical + [f"warning: {w}" for w in report.warnings]:
+            log(f"{path}: {line}")
+        if report.truncated_rows:
+            log(f"{path}: {report.truncated_rows} of {len(examples)} examples truncated to max_length={max_length} "
+                f"/ max_prompt_length={max_prompt_length} (e.g. ids {report.truncated_ids[:5]})")
     return [dict(e) for e in examples]
 
 
 def split_eval(examples: list[dict[str, Any]], fraction: float, seed: int):
-    """Hold out ``round(fraction * n)`` examples (at least 1 when fraction > 0), chosen by ``seed``."""
+    """Hold out about ``fraction`` of the examples as eval, whole groups at a time, chosen by ``seed``.
+
+    A group is ``example["group"]`` (:func:`alphapo.data.tokenize.split_group`: the source pair of
+    relabeled records, else the prompt), so the swapped twin of a relabeled pair, or another pair of the
+    same prompt, never lands on the other side. Groups are drawn in a seeded random order until at least
+    ``round(fraction * n)`` examples (at least 1) are held out; examples without a group are their own
+    group (then this is the plain per-example split).
+    """
     if fraction <= 0:
         return examples, []
     n = len(examples)
     n_eval = max(1, round(fraction * n))
-    if n_eval >= n:
-        raise UserError(f"data.eval_fraction={fraction} leaves no training examples out of {n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    held = set(perm[:n_eval])
+    groups: dict[Any, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex.get("group", ("example", i)), []).append(i)
+    members = list(groups.values())
+    perm = torch.randperm(len(members), generator=torch.Generator().manual_seed(seed)).tolist()
+    held: set[int] = set()
+    for g in perm:
+        if len(held) >= n_eval:
+            break
+        held.update(members[g])
+    if len(held) >= n:
+        raise UserError(f"data.eval_fraction={fraction} leaves no training examples out of {n} (the split keeps "
+                        f"the {len(members)} prompt / source-pair groups whole)")
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
 
 
