@@ -130,7 +130,7 @@ def _head_to_head(judge, prompts, responses, ref_responses, ref_scores, seed: in
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from alphapo.generation.io import atomic_path
+    from alphapo.io import atomic_path
 
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
@@ -152,7 +152,7 @@ def plot_displacement(curves: dict[str, list[dict]], path: Path) -> Path:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from alphapo.generation.io import atomic_path
+    from alphapo.io import atomic_path
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -293,9 +293,9 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
 
 def _run(out: Path, config: QuickstartConfig) -> dict:
     from alphapo.evaluation.plots import plot_reward_histogram
-    from alphapo.generation.io import write_json_atomic, write_jsonl_atomic
     from alphapo.generation.pairs import generate_pairs
     from alphapo.generation.sampling import generate_responses, load_policy
+    from alphapo.io import write_json_atomic, write_jsonl_atomic
     from alphapo.toyworld import GoldJudge
     from alphapo.toyworld.sft import train_sft
     from alphapo.toyworld.tasks import split_tasks

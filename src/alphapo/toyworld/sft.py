@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from alphapo.errors import UserError
+from alphapo.io import atomic_dir
 from alphapo.toyworld.tasks import Task, split_tasks, teacher_response
 
 
@@ -168,23 +166,16 @@ def train_sft(config: ToySFTConfig, out_dir: str | Path, *, progress: bool = Tru
 def save_pretrained_atomic(out_dir: str | Path, model, tokenizer, json_files: dict[str, dict]) -> Path:
     """Save a model + tokenizer (HF format, safetensors) and JSON side files as one folder, atomically.
 
-    Everything is written to a temporary sibling folder that replaces ``out_dir`` only once complete, so
-    an interrupted save never leaves a half-written model where a loader would find it.
+    Everything is written into ``alphapo.io.atomic_dir``'s temporary sibling folder, which replaces
+    ``out_dir`` only once complete, so an interrupted save never leaves a half-written model where a
+    loader would find it.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         for name, payload in json_files.items():
             (tmp / name).write_text(json.dumps(payload, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 def measure_targets(model_dir: str | Path, *, k: int = 5, temperature: float = 0.8, sample_seed: int = 1234,

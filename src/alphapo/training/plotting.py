@@ -19,11 +19,10 @@ per run, labelled from the run's ``config.yaml`` (loss name and its hyper-parame
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from alphapo.errors import UserError
+from alphapo.io import write_png_atomic
 
 _QUANTITIES = (("chosen", "preferred  (1/|y_w|) log pi_w"), ("rejected", "dispreferred  (1/|y_l|) log pi_l"),
                ("margin", "margin"))
@@ -47,19 +46,6 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not records:
         raise UserError(f"{path} has no records yet")
     return records
-
-
-def _save_png(fig, path: Path, dpi: int) -> None:
-    """``fig.savefig`` through a temp file in the same folder + ``os.replace``: a failed or killed save
-    leaves the previous PNG (or none), never a truncated one."""
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -96,7 +82,7 @@ def _lnorm_figure(records: list[dict], prefix: str, title: str, path: Path) -> P
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    _save_png(fig, path, dpi=110)
+    write_png_atomic(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -122,7 +108,7 @@ def _training_figure(train: list[dict], evals: list[dict], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
-    _save_png(fig, path, dpi=100)
+    write_png_atomic(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -169,7 +155,7 @@ def plot_compare(run_dirs: list[str | Path], out_dir: str | Path, split: str = "
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"compare_lnorm{'' if split == 'train' else '_eval'}.png"
-    _save_png(fig, path, dpi=100)
+    write_png_atomic(fig, path, dpi=100)
     plt.close(fig)
     return path
 

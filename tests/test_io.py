@@ -1,0 +1,196 @@
+"""``alphapo.io``: atomic writers under kills, file modes, strict JSON, stale-temporary recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from alphapo.io import (
+    atomic_dir,
+    atomic_group,
+    atomic_path,
+    clean_stale_temps,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_png_atomic,
+    write_text_atomic,
+)
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _python(code: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, **kwargs)
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_writer_killed_midway_leaves_no_partial_file_and_the_next_write_cleans_up(tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    out.write_text('{"old": 1}\n')
+    proc = _python(f"""
+        import sys, time
+        from alphapo.io import write_jsonl_atomic
+        def rows():
+            for i in range(1000):
+                yield {{"i": i}}
+                if i == 3:
+                    sys.stdout.write("ready\\n"); sys.stdout.flush()
+                    time.sleep(60)
+        write_jsonl_atomic({str(out)!r}, rows())
+    """, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert out.read_text() == '{"old": 1}\n'  # the target was never touched
+    orphans = [n for n in _names(tmp_path) if n != "pairs.jsonl"]
+    assert len(orphans) == 1 and orphans[0].startswith(f".pairs.jsonl.tmp-{proc.pid}-")
+    mine = tmp_path / f".other.json.tmp-{os.getpid()}-live"  # a live writer's temporary: left alone
+    mine.write_text("{")
+    assert write_jsonl_atomic(out, [{"new": 2}]) == 1
+    assert out.read_text() == '{"new": 2}\n'
+    assert _names(tmp_path) == sorted([mine.name, "pairs.jsonl"])
+
+
+def test_failure_inside_the_block_keeps_the_old_file_and_removes_the_temporary(tmp_path):
+    out = tmp_path / "out.jsonl"
+    write_jsonl_atomic(out, [{"a": 1}])
+
+    def rows():
+        yield {"a": 2}
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        write_jsonl_atomic(out, rows())
+    assert out.read_text() == '{"a": 1}\n' and _names(tmp_path) == ["out.jsonl"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_json_writers_refuse_nan_and_infinity_before_writing(tmp_path, bad):
+    with pytest.raises(ValueError, match="Out of range float"):
+        write_json_atomic(tmp_path / "s.json", {"x": [1.0, bad]})
+    with pytest.raises(ValueError, match="Out of range float"):
+        write_jsonl_atomic(tmp_path / "r.jsonl", [{"ok": 1}, {"score": bad}])
+    assert _names(tmp_path) == []
+    write_json_atomic(tmp_path / "s.json", {"x": [1.0, None]})
+    assert json.loads((tmp_path / "s.json").read_text()) == {"x": [1.0, None]}
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700),
+                                                       (0o002, 0o664, 0o775)])
+def test_modes_follow_the_umask_like_a_plain_open(tmp_path, umask, file_mode, dir_mode):
+    from matplotlib.figure import Figure
+
+    old = os.umask(umask)
+    try:
+        paths = [write_text_atomic(tmp_path / "a.txt", "x"), write_json_atomic(tmp_path / "b.json", {}),
+                 write_png_atomic(Figure(figsize=(1, 1)), tmp_path / "c.png", dpi=10)]
+        write_jsonl_atomic(tmp_path / "d.jsonl", [{}])
+        paths.append(tmp_path / "d.jsonl")
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "w.bin").write_bytes(b"1")
+        open(tmp_path / "plain.txt", "w").close()
+    finally:
+        os.umask(old)
+    assert {oct(p.stat().st_mode & 0o777) for p in paths} == {oct(file_mode)}
+    assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == file_mode  # the same as open() gives
+    assert (tmp_path / "model").stat().st_mode & 0o777 == dir_mode
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_atomic_path_keeps_the_suffix_for_writers_that_pick_a_format_from_it(tmp_path):
+    with atomic_path(tmp_path / "fig.png") as tmp:
+        assert tmp.suffix == ".png" and tmp.name.startswith(f".fig.png.tmp-{os.getpid()}-")
+        tmp.write_bytes(b"png")
+    assert (tmp_path / "fig.png").read_bytes() == b"png"
+
+
+def test_group_commit_is_all_or_nothing(tmp_path):
+    a, b = tmp_path / "pairs.jsonl", tmp_path / "pairs.jsonl.stats.json"
+    with pytest.raises(RuntimeError), atomic_group(a, b) as (ta, tb):
+        ta.write_text("new pairs\n")
+        raise RuntimeError("judge crashed")  # before the stats exist: neither file appears
+    assert _names(tmp_path) == []
+    with atomic_group(a, b) as (ta, tb):
+        ta.write_text("p1\n")
+        tb.write_text("s1\n")
+    assert (a.read_text(), b.read_text()) == ("p1\n", "s1\n") and _names(tmp_path) == sorted([a.name, b.name])
+    with pytest.raises(ValueError, match="one folder"):
+        with atomic_group(a, tmp_path / "sub" / "x"):
+            pass
+
+
+def test_group_commit_killed_between_renames_is_finished_by_the_next_write(tmp_path):
+    a, b = tmp_path / "pairs.jsonl", tmp_path / "pairs.jsonl.stats.json"
+    a.write_text("p1\n")
+    b.write_text("s1\n")
+    proc = _python(f"""
+        import os, signal
+        import alphapo.io as io
+        real = os.replace
+        def replace_then_die(src, dst):
+            real(src, dst)
+            os.kill(os.getpid(), signal.SIGKILL)  # after the first of the two renames
+        io.os.replace = replace_then_die
+        with io.atomic_group({str(a)!r}, {str(b)!r}) as (ta, tb):
+            ta.write_text("p2\\n")
+            tb.write_text("s2\\n")
+    """)
+    assert proc.wait() == -signal.SIGKILL
+    assert (a.read_text(), b.read_text()) == ("p2\n", "s1\n")  # torn: new pairs, old stats
+    assert any(n.startswith(f".pairs.jsonl.commit-{proc.pid}-") for n in _names(tmp_path))
+    done = clean_stale_temps(tmp_path)
+    assert len(done) == 1 and (a.read_text(), b.read_text()) == ("p2\n", "s2\n")
+    assert _names(tmp_path) == sorted([a.name, b.name])
+
+
+def test_atomic_dir_replaces_a_folder_and_a_kill_between_renames_is_undone(tmp_path):
+    dest = tmp_path / "final"
+    with atomic_dir(dest) as tmp:
+        (tmp / "w.bin").write_bytes(b"v1")
+    proc = _python(f"""
+        import os, signal
+        import alphapo.io as io
+        real = os.rename
+        calls = []
+        def rename(src, dst):
+            calls.append(src)
+            if len(calls) == 2:  # the old folder is aside, the new one not yet in place
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(src, dst)
+        io.os.rename = rename
+        with io.atomic_dir({str(dest)!r}) as tmp:
+            (tmp / "w.bin").write_bytes(b"v2")
+    """)
+    assert proc.wait() == -signal.SIGKILL
+    assert not dest.exists()
+    clean_stale_temps(tmp_path)
+    assert (dest / "w.bin").read_bytes() == b"v1" and _names(tmp_path) == ["final"]
+    with pytest.raises(RuntimeError), atomic_dir(dest) as tmp:
+        (tmp / "w.bin").write_bytes(b"v3")
+        raise RuntimeError("save failed")
+    assert (dest / "w.bin").read_bytes() == b"v1" and _names(tmp_path) == ["final"]
+
+
+def test_temporaries_of_running_processes_are_not_cleaned(tmp_path):
+    proc = _python("import time; time.sleep(30)")
+    try:
+        time.sleep(0.05)
+        live = tmp_path / f".x.jsonl.tmp-{proc.pid}-abc"
+        live.write_text("partial")
+        assert clean_stale_temps(tmp_path) == [] and live.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert clean_stale_temps(tmp_path) == [live.name] and not live.exists()
