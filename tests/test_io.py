@@ -194,3 +194,60 @@ def test_temporaries_of_running_processes_are_not_cleaned(tmp_path):
         proc.kill()
         proc.wait()
     assert clean_stale_temps(tmp_path) == [live.name] and not live.exists()
+
+
+# A real command, killed by SIGKILL right after its first output row reached the temporary file.
+_KILLED_AFTER_ONE_ROW = """
+    import os, signal, sys
+    import alphapo.io as io
+    def dump_then_die(records, fh):
+        for record in records:
+            fh.write(io.json.dumps(record) + "\\n")
+            fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    io.dump_jsonl = dump_then_die
+    from alphapo.cli import main
+    sys.exit(main(sys.argv[1:]))
+"""
+
+_PAIRS = [{"id": "1", "prompt": "What is 12 plus 7?", "chosen": "19", "rejected": "20",
+           "chosen_score": 9.0, "rejected_score": 2.0},
+          {"id": "2", "prompt": "Say hi", "chosen": "Hello!", "rejected": "Go away.",
+           "chosen_score": 7.0, "rejected_score": 1.0}]
+
+
+def _kill_then_rerun(argv: list[str], folder: Path, outputs: list[str]) -> None:
+    from alphapo.cli import main
+
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(_KILLED_AFTER_ONE_ROW), *argv], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    left = [n for n in _names(folder) if n.startswith(".")]
+    assert left and all(".tmp-" in n for n in left)  # the orphans a killed run leaves
+    assert not any((folder / name).exists() for name in outputs)  # but no output, partial or whole
+    assert main(argv) == 0
+    assert [n for n in _names(folder) if n.startswith(".")] == []
+    assert all((folder / name).is_file() for name in outputs)
+
+
+@pytest.mark.parametrize("command", [["data", "convert"], ["data", "relabel"]])
+def test_a_killed_data_command_leaves_orphans_that_its_next_run_removes(tmp_path, command):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in _PAIRS))
+    out_dir = tmp_path / "out"
+    _kill_then_rerun([*command, str(src), str(out_dir / "o.jsonl")], out_dir, ["o.jsonl"])
+
+
+@pytest.mark.slow
+def test_a_killed_generate_leaves_neither_file_and_its_next_run_writes_both(tmp_path, tiny_model_dir):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n{"prompt": "yo"}\n')
+    out_dir = tmp_path / "gen"
+    argv = ["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--judge", "length",
+            "--k", "3", "--max-new-tokens", "6", "--temperature", "1.0", "--no-progress",
+            "--out", str(out_dir / "pairs.jsonl")]
+    _kill_then_rerun(argv, out_dir, ["pairs.jsonl", "pairs.jsonl.stats.json"])
+    stats = json.loads((out_dir / "pairs.jsonl.stats.json").read_text())
+    rows = (out_dir / "pairs.jsonl").read_text().splitlines()
+    assert stats["n_kept"] == len(rows) and stats["n_prompts"] == 2
