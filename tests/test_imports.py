@@ -54,3 +54,18 @@ def test_save_tiny_model_can_widen_the_vocabulary(tmp_path):
     assert AutoConfig.from_pretrained(out).vocab_size == n_tokens + 100
     with pytest.raises(ValueError, match="vocab_size"):
         save_tiny_model(tmp_path / "narrow", vocab_size=n_tokens - 1)
+
+
+def test_tiny_model_script_help_prints_usage_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import pytest
+    from transformers import AutoTokenizer
+
+    from alphapo.testing import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "OUT_DIR" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # no folder named "--help"
+    assert main(["plain", "--chat-template", "none"]) == 0
+    assert AutoTokenizer.from_pretrained(tmp_path / "plain").chat_template is None

@@ -19,7 +19,7 @@ class _ListJudges(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from alphapo.generation.judges import available_judges
+        from alphapo.generation.judge_registry import available_judges
 
         for prefix, help_text in available_judges().items():
             print(f"{prefix:12s} {help_text}")
@@ -29,8 +29,8 @@ class _ListJudges(argparse.Action):
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     """``--judge SPEC`` plus proxy wrappers; shared by ``alphapo generate`` and ``alphapo eval``."""
     parser.add_argument("--judge", required=True,
-                        help="judge spec: hf:PATH (local reward model), length, py:MODULE:ATTR, or a "
-                             "registered name such as toy-gold (see --list-judges)")
+                        help="judge spec: hf:PATH (local reward model), length, py:MODULE:ATTR, toy-gold or "
+                             "toy-proxy:... (see --list-judges)")
     parser.add_argument("--judge-noise", type=float, default=0.0,
                         help="add seeded Gaussian noise of this std to the judge's scores (proxy judge)")
     parser.add_argument("--judge-length-bias", type=float, default=0.0,
@@ -40,8 +40,15 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def judge_from_args(args: argparse.Namespace):
-    from alphapo.generation.judges import LengthBiasedJudge, NoisyJudge, make_judge
+    """The judge of ``--judge`` with its proxy wrappers. With ``--no-progress`` (which ``generate`` and
+    ``eval`` both take) transformers' progress bars go off first: the judge's and the weight-loading ones."""
+    from transformers.utils import logging as hf_logging
 
+    from alphapo.generation.judge_registry import make_judge
+    from alphapo.generation.judges import LengthBiasedJudge, NoisyJudge
+
+    if args.no_progress:
+        hf_logging.disable_progress_bar()
     judge = make_judge(args.judge)
     if args.judge_length_bias:
         judge = LengthBiasedJudge(judge, args.judge_length_bias)

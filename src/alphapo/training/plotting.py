@@ -13,7 +13,9 @@ shaded band between the first and third quartiles and thin dashed min/max lines 
 With several runs (``alphapo plot-run OUT_a OUT_b ... --out DIR``), e.g. one per alpha as in the paper,
 ``compare_lnorm.png`` puts them side by side the way Figure 2 does: a grid with one column per quantity
 (preferred, dispreferred, margin), one row per statistic (mean, q1, median, q3, min, max) and one line
-per run, labelled from the run's ``config.yaml`` (loss name and its hyper-parameters).
+per run, labelled from the run's ``config.yaml`` (loss name and its hyper-parameters). Each run's own
+PNGs then go to ``DIR/<run folder name>/`` (without ``--out``: each run's ``plots/``, and the comparison
+into the first run's). PNGs are written with ``alphapo.io.write_png_atomic``.
 """
 
 from __future__ import annotations
@@ -176,4 +178,22 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         paths.append(_lnorm_figure(evals, "eval/", f"{name}: length-normalised log-likelihoods (eval split)",
                                    out / "lnorm_eval.png"))
     paths.append(_training_figure(train, evals, out / "training.png"))
+    return paths
+
+
+def plot_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> list[Path]:
+    """``alphapo plot-run``: each run's PNGs, plus the comparison when there are several runs (see the
+    module docstring for where they go); returns the paths written."""
+    runs = list(dict.fromkeys(Path(r).resolve() for r in run_dirs))  # the same run twice: plotted once
+    if len(runs) == 1 and len(run_dirs) == 1:
+        return plot_run(run_dirs[0], out_dir=out_dir)
+    by_name: dict[str, Path] = {}
+    for run in runs:
+        if by_name.setdefault(run.name, run) != run:
+            raise UserError(f"runs {str(by_name[run.name])!r} and {str(run)!r} have the same folder name "
+                            f"{run.name!r}: their plots would overwrite each other in --out; rename one")
+    paths = []
+    for run in runs:
+        paths += plot_run(run, out_dir=Path(out_dir) / run.name if out_dir else None)
+    paths.append(plot_compare(runs, out_dir if out_dir else runs[0] / "plots"))
     return paths
