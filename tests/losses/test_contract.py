@@ -1,4 +1,4 @@
-"""The losses contract (BRIEF section 1): registry, signatures, attributes, outputs and errors."""
+"""The losses contract (``alphapo.losses``' module docstring): registry, signatures, attributes, outputs and errors."""
 
 from __future__ import annotations
 

@@ -62,7 +62,6 @@ def test_reward_model_is_loadable_by_the_hf_judge(tmp_path):
 
 
 def test_measure_targets_reads_the_split_from_the_policy(tmp_path):
-    pytest.importorskip("alphapo.generation.sampling")
     from alphapo.toyworld import GoldJudge
     from alphapo.toyworld.sft import measure_targets
 

@@ -1,4 +1,4 @@
-"""Load preference data from any supported source into canonical records (BRIEF contract 2).
+"""Load preference data from any supported source into canonical records (the data contract of ``alphapo.data.schema``).
 
 ``load_preferences(source)`` is what the trainer calls. It reads every row (streaming, see
 :mod:`alphapo.data.readers`), converts it with :func:`alphapo.data.schema.normalize_row`, and either

@@ -14,7 +14,7 @@ Accepted layouts (detected per row; column names configurable with ``columns``):
 - (d) multi-response: ``prompt``, ``responses`` (list of strings or of message lists), ``scores`` (list of
   numbers, same length, at least two responses).
 
-Canonical pair record (the contract with the trainer, BRIEF section 2)::
+Canonical pair record (the contract with the trainer)::
 
     {"id": str, "prompt": [message], "chosen": [message], "rejected": [message],
      "chosen_score": float | None, "rejected_score": float | None}

@@ -1,4 +1,4 @@
-"""Tokenise canonical preference records into prompt ids and completion ids (BRIEF contract 2).
+"""Tokenise canonical preference records into prompt ids and completion ids (the data contract of ``alphapo.data.schema``).
 
 The boundary rule (why the prompt and each completion are tokenised *separately*):
 

@@ -12,7 +12,7 @@ Every combination is valid, e.g. the alpha shape with the IPO squared link on re
     ...            ref_chosen_logps=..., ref_rejected_logps=..., beta=0.1, alpha=0.5)
     >>> out.losses.mean().backward()
 
-The returned ``PairwiseLoss`` follows the losses contract (BRIEF section 1): keyword-only call, an
+The returned ``PairwiseLoss`` follows the losses contract (``alphapo.losses``' module docstring): keyword-only call, an
 explicit ``inspect.signature`` (only the inputs and hyper-parameters this combination uses; the
 reference log-probs appear only when ``reference="ratio"``, scores only for the RPO links), attributes
 ``requires`` (inputs that must be given beyond logps/lengths) and ``multi_response = False``, and a

@@ -2,7 +2,7 @@
 
 Examples::
 
-    alphapo train src/alphapo/configs/alphapo_tiny.yaml output_dir=runs/a1 loss.alpha=0.5
+    alphapo train src/alphapo/configs/tiny_cpu.yaml output_dir=runs/a1 loss.alpha=0.5
     alphapo train run.yaml resume=true               # continue from OUT/checkpoints/latest
     alphapo train --print-config run.yaml loss.beta=2 # show the resolved config, train nothing
     alphapo plot-run runs/a1                          # PNGs of the diagnostics into runs/a1/plots/

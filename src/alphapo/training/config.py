@@ -371,9 +371,7 @@ def validate_loss_params(loss: LossConfig):
     """Return the loss callable after checking its name and hyper-parameters; raise ConfigError."""
     from alphapo import losses as losses_mod
 
-    registry = getattr(losses_mod, "LOSSES", None)
-    if not registry:
-        raise ConfigError("alphapo.losses.LOSSES is empty or missing: no loss is available")
+    registry = losses_mod.LOSSES
     if loss.name not in registry:
         raise ConfigError(f"unknown loss {loss.name!r}{_suggest(loss.name, list(registry))}")
     fn = losses_mod.get_loss(loss.name)

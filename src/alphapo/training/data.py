@@ -1,6 +1,6 @@
 """Training data: load + tokenise through ``alphapo.data``, split off eval, and plan length-grouped batches.
 
-Records and tokenised examples follow the data contract (BRIEF, contract 2): a pairwise example has
+Records and tokenised examples follow the data contract (``alphapo.data.schema``): a pairwise example has
 ``id``, ``prompt_input_ids``, ``chosen_input_ids``, ``rejected_input_ids`` (completion tokens, EOS
 included) and optional ``chosen_score`` / ``rejected_score``; a multi-response example has
 ``responses_input_ids`` (k lists) and ``scores`` (k floats).
@@ -57,9 +57,9 @@ def load_examples(path: str, tokenizer, *, split: str, columns, skip_invalid: bo
     examples, report = tokenize_preferences(records, tokenizer, max_length=max_length,
                                             max_prompt_length=max_prompt_length,
                                             prompt_truncation=prompt_truncation)
-    truncated = getattr(report, "truncated_rows", 0)
+    truncated = report.truncated_rows
     if truncated and log is not None:
-        ids = getattr(report, "truncated_ids", [])[:5]
+        ids = report.truncated_ids[:5]
         log(f"{path}: {truncated} of {len(examples)} examples truncated to max_length={max_length} / "
             f"max_prompt_length={max_prompt_length} (e.g. ids {ids})")
     return [dict(e) for e in examples]
