@@ -143,6 +143,13 @@ def _pair_normal(seed: int, prompt: Conversation, response: str) -> float:
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
 
 
+def _clipped(scores: list[float], clip: tuple[float, float] | None) -> list[float]:
+    if clip is None:
+        return scores
+    lo, hi = clip
+    return [min(max(s, lo), hi) for s in scores]
+
+
 class NoisyJudge:
     """``judge`` plus Gaussian noise of standard deviation ``std``: a proxy that disagrees with ``judge``.
 
@@ -158,11 +165,8 @@ class NoisyJudge:
 
     def score(self, prompts: Sequence[Conversation], responses: Sequence[str]) -> list[float]:
         base = self.judge.score(prompts, responses)
-        out = [s + self.std * _pair_normal(self.seed, p, r) for s, p, r in zip(base, prompts, responses)]
-        if self.clip is not None:
-            lo, hi = self.clip
-            out = [min(max(s, lo), hi) for s in out]
-        return out
+        return _clipped([s + self.std * _pair_normal(self.seed, p, r) for s, p, r in zip(base, prompts, responses)],
+                        self.clip)
 
 
 class LengthBiasedJudge:
@@ -178,11 +182,8 @@ class LengthBiasedJudge:
 
     def score(self, prompts: Sequence[Conversation], responses: Sequence[str]) -> list[float]:
         base = self.judge.score(prompts, responses)
-        out = [s + self.bias * (self.length_fn(r) - self.center) for s, r in zip(base, responses)]
-        if self.clip is not None:
-            lo, hi = self.clip
-            out = [min(max(s, lo), hi) for s in out]
-        return out
+        return _clipped([s + self.bias * (self.length_fn(r) - self.center) for s, r in zip(base, responses)],
+                        self.clip)
 
 
 def _sigmoid(x: float) -> float:
