@@ -16,7 +16,7 @@ def _all_modules():
 
 def test_every_module_imports():
     names = list(_all_modules())
-    assert "alphapo.cli" in names and "alphapo.testing" in names
+    assert "alphapo.cli" in names and "alphapo.tiny_models" in names
     for name in names:
         importlib.import_module(name)
 
@@ -49,7 +49,7 @@ def test_save_tiny_model_can_widen_the_vocabulary(tmp_path):
     import pytest
     from transformers import AutoConfig
 
-    from alphapo.testing import build_tokenizer, save_tiny_model
+    from alphapo.tiny_models import build_tokenizer, save_tiny_model
 
     n_tokens = len(build_tokenizer())
     out = save_tiny_model(tmp_path / "wide", vocab_size=n_tokens + 100)
@@ -62,7 +62,7 @@ def test_tiny_model_script_help_prints_usage_and_writes_nothing(tmp_path, monkey
     import pytest
     from transformers import AutoTokenizer
 
-    from alphapo.testing import main
+    from alphapo.tiny_models import main
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:

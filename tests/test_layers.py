@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # lowest first; README.md's "Architecture" section shows the same table
 LAYERS: list[tuple[str, ...]] = [
     ("alphapo", "alphapo.errors", "alphapo.io"),
-    ("alphapo.losses", "alphapo.analysis", "alphapo.testing"),
+    ("alphapo.losses", "alphapo.analysis", "alphapo.tiny_models"),
     ("alphapo.data",),
     ("alphapo.training", "alphapo.generation"),
     ("alphapo.evaluation",),

@@ -76,7 +76,7 @@ def test_histogram_png(tmp_path):
 
 def test_eval_cli_end_to_end(tiny_model_dir, tmp_path):
     from alphapo.cli import main
-    from alphapo.testing import save_tiny_model
+    from alphapo.tiny_models import save_tiny_model
 
     other = save_tiny_model(tmp_path / "other", seed=3)
     prompts = tmp_path / "prompts.jsonl"

@@ -162,7 +162,7 @@ def test_pairs_carry_judge_attributes(policy):
 def test_plain_text_prompts_match_the_training_tokenisation(tmp_path):
     """Without a chat template the prompt text is what alphapo.data.tokenize feeds the trainer."""
     from alphapo.generation.judges import render_conversation
-    from alphapo.testing import save_tiny_model
+    from alphapo.tiny_models import save_tiny_model
 
     model, tok = load_policy(save_tiny_model(tmp_path / "plain", chat_template=None), device="cpu")
     text, templated = render_conversation(tok, PROMPTS[1])

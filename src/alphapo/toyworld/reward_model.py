@@ -120,7 +120,7 @@ def build_reward_model(tokenizer, config: RewardModelConfig):
     import torch
     from transformers import LlamaForSequenceClassification
 
-    from alphapo.testing import tiny_llama_config
+    from alphapo.tiny_models import tiny_llama_config
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

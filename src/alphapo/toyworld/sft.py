@@ -84,7 +84,7 @@ def encode_example(tokenizer, prompt: list[dict], response: str) -> tuple[list[i
 
 def build_policy(tokenizer, config: ToySFTConfig):
     """A random-initialised tiny Llama sized by ``config`` (seeded by ``config.seed``)."""
-    from alphapo.testing import build_tiny_llama
+    from alphapo.tiny_models import build_tiny_llama
 
     model = build_tiny_llama(
         len(tokenizer), seed=config.seed, hidden_size=config.hidden_size, layers=config.layers,

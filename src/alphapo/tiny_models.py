@@ -13,7 +13,7 @@ Chat templates (``chat_template=``):
   instructions into the first user turn.
 - ``None``: no chat template (plain prompt + completion concatenation).
 
-Run ``python -m alphapo.testing OUT_DIR`` to write a tiny model and tokenizer to a folder.
+Run ``python -m alphapo.tiny_models OUT_DIR`` to write a tiny model and tokenizer to a folder.
 """
 
 from __future__ import annotations
@@ -137,10 +137,10 @@ def save_tiny_model(out_dir: str | Path, *, seed: int = 0, chat_template: str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m alphapo.testing OUT_DIR``: write a tiny model + tokenizer to ``OUT_DIR``."""
+    """``python -m alphapo.tiny_models OUT_DIR``: write a tiny model + tokenizer to ``OUT_DIR``."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m alphapo.testing",
+    parser = argparse.ArgumentParser(prog="python -m alphapo.tiny_models",
                                      description="Write a tiny random Llama and its tokenizer to a folder "
                                                  "(nothing is downloaded).")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (created if missing)")
