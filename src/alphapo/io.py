@@ -148,11 +148,12 @@ def clean_stale_temps(folder: str | Path) -> list[str]:
         done.append(journal.name)
     for old in stale["old"]:
         dest = folder / _TEMP_NAME.match(old.name)["name"]
-        if dest.exists():
-            _remove(old)
-        else:  # killed between moving the old folder aside and renaming the new one in
-            os.rename(old, dest)
-        done.append(old.name)
+        with contextlib.suppress(OSError):  # another process may be tidying the same folder
+            if dest.exists():
+                _remove(old)
+            else:  # killed between moving the old folder aside and renaming the new one in
+                os.rename(old, dest)
+            done.append(old.name)
     for tmp in stale["tmp"]:
         if tmp.exists():
             _remove(tmp)
