@@ -69,6 +69,12 @@ def temp_prefix(name: str, kind: str = "tmp") -> str:
 
 
 def _umask() -> int:
+    """The process umask; read from /proc where it can be, since setting it to read it back is not
+    thread-safe (another thread could create a file while it is 0)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask
