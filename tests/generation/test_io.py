@@ -1,4 +1,4 @@
-"""Prompt files (the atomic writers are tested in tests/test_io.py)."""
+"""Prompt files (the atomic writers are tested in tests/test_atomic_io.py)."""
 
 from __future__ import annotations
 
