@@ -151,3 +151,14 @@ def test_the_checks_catch_what_they_forbid(tmp_path):
         "alphapo.generation.b: importlib.import_module('alphapo.toyworld')",
         "alphapo.generation.b: importlib.import_module(name) (computed name)"]
     assert import_cycles(tmp_path) == [["alphapo.toyworld.c", "alphapo.toyworld.d", "alphapo.toyworld.c"]]
+
+
+def test_the_readme_shows_these_layers():
+    import re
+
+    text = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Architecture", 1)[1].split("```", 2)[1]
+    shown = {int(m[1]): tuple(f"alphapo.{n}" for n in m[2].split(", "))
+             for m in re.finditer(r"^(\d+)  (\S+(?:, \S+)*)\s{2,}", block, flags=re.MULTILINE)}
+    expected = {n: tuple(a for a in areas if a != "alphapo") for n, areas in enumerate(LAYERS)}
+    assert shown == expected
