@@ -109,11 +109,13 @@ def test_modes_follow_the_umask_like_a_plain_open(tmp_path, umask, file_mode, di
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_atomic_path_keeps_the_suffix_for_writers_that_pick_a_format_from_it(tmp_path):
-    with atomic_path(tmp_path / "fig.png") as tmp:
-        assert tmp.suffix == ".png" and tmp.name.startswith(f".fig.png.tmp-{os.getpid()}-")
-        tmp.write_bytes(b"png")
-    assert (tmp_path / "fig.png").read_bytes() == b"png"
+def test_a_half_written_temporary_is_not_matched_by_a_glob_of_the_data_files(tmp_path):
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    with atomic_path(tmp_path / "b.jsonl") as tmp:
+        assert tmp.name.startswith(f".b.jsonl.tmp-{os.getpid()}-") and tmp.suffix != ".jsonl"
+        tmp.write_text("{")
+        assert [p.name for p in tmp_path.glob("*.jsonl")] == ["a.jsonl"]  # pathlib globs match dotfiles
+    assert (tmp_path / "b.jsonl").read_text() == "{"
 
 
 def test_group_commit_is_all_or_nothing(tmp_path):

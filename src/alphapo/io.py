@@ -7,8 +7,9 @@ never a partial one.
 
 One policy for every writer:
 
-- **Temporary names** are recognisable: ``.NAME.tmp-PID-XXXXXXXX`` (plus NAME's suffix, so tools that
-  pick a format from the extension still work), where PID is the writing process.
+- **Temporary names** are recognisable: ``.NAME.tmp-PID-XXXXXXXX``, where PID is the writing process.
+  They do not end in NAME's suffix, so a glob such as ``*.jsonl`` never picks up a half-written file;
+  writers that choose a format from the extension must be told the format (``savefig(format="png")``).
 - **fsync**: the temporary file (every file of a temporary folder) is fsync'ed before the rename and the
   folder after it, so a power loss does not leave a renamed but empty file.
 - **File mode** follows the umask, as a plain ``open()`` would: ``0644`` files and ``0755`` folders under
@@ -168,7 +169,7 @@ def clean_stale_temps(folder: str | Path) -> list[str]:
 
 
 def _new_temp_file(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name))
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())
     return Path(tmp)
@@ -181,8 +182,8 @@ def _prepare(folder: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` (an empty file, same suffix); if the block succeeds it is
-    fsync'ed and renamed to ``path``, otherwise removed.
+    """Yield a temporary path next to ``path`` (an empty file); if the block succeeds it is fsync'ed and
+    renamed to ``path``, otherwise removed.
 
     Example::
 
