@@ -33,8 +33,8 @@ What it does, top to bottom (each stage is a call into the package's public API)
 training metrics.
 
 The run takes minutes on a CPU, most of it in SFT; ``report.md`` and ``summary.json`` record the wall time
-of each stage. For models this small a second torch thread costs more in synchronisation than it gains,
-hence ``--threads 1`` by default. ``QuickstartConfig`` shrinks
+of each stage. For models this small, two torch threads were slower than one on a loaded 2-core
+machine, hence ``--threads 1`` by default. ``QuickstartConfig`` shrinks
 everything for tests. The run is deterministic: the same seed gives the same numbers.
 
 What the win is made of (seeds 0-2): the trained policies drop the teacher's filler (about 2.5 words
