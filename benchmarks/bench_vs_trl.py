@@ -55,7 +55,7 @@ tiny Llama has none; TRL's ``disable_dropout`` stays on), float32, no gradient c
 AdamW on both sides (ours selects ``torch.optim.AdamW(fused=True)`` for unsharded runs, TRL gets
 ``optim="adamw_torch_fused"``, so both run the same kernel), betas
 (0.9, 0.999), eps 1e-8, weight decay 0, clipping at 1.0, cosine schedule with warmup ratio 0.1.
-Nothing is downloaded: the model (``alphapo.testing``'s tiny Llama and tokenizer, output vocabulary
+Nothing is downloaded: the model (``alphapo.tiny_models``'s tiny Llama and tokenizer, output vocabulary
 widened to ``--vocab-size``) is written into a temporary folder.
 
 Run (a few minutes on 2 cores)::
@@ -110,13 +110,13 @@ def model_kwargs(args) -> dict[str, int]:
 
 
 def write_model(out: Path, args) -> Path:
-    """The tiny Llama + tokenizer of ``alphapo.testing``, with an output vocabulary of ``--vocab-size``.
+    """The tiny Llama + tokenizer of ``alphapo.tiny_models``, with an output vocabulary of ``--vocab-size``.
 
     The tokenizer has 384 tokens; rows beyond it are never targets but take part in every softmax, as
     in real checkpoints whose embedding matrix is padded. A realistic vocabulary makes the LM head and
     the log-softmax, where the two implementations differ most, weigh as they do in real models.
     """
-    from alphapo.testing import save_tiny_model
+    from alphapo.tiny_models import save_tiny_model
 
     try:
         return save_tiny_model(out, seed=args.seed, chat_template=None, vocab_size=args.vocab_size,

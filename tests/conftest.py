@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A folder with a random-initialised tiny Llama and a BPE tokenizer whose chat template has a system role."""
-    from alphapo.testing import save_tiny_model
+    from alphapo.tiny_models import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny_llama"), seed=0, chat_template="system")
 
@@ -23,13 +23,13 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir_no_system(tmp_path_factory):
     """Same as ``tiny_model_dir`` but the chat template rejects a system role (Gemma-like)."""
-    from alphapo.testing import save_tiny_model
+    from alphapo.tiny_models import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny_llama_nosys"), seed=0, chat_template="no_system")
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from alphapo.testing import build_tokenizer
+    from alphapo.tiny_models import build_tokenizer
 
     return build_tokenizer(chat_template="system")

@@ -13,8 +13,6 @@ from alphapo.toyworld.sft import ToySFTConfig
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    pytest.importorskip("alphapo.training.trainer")
-    pytest.importorskip("alphapo.evaluation.evaluate")
     out = tmp_path_factory.mktemp("quickstart")
     sft = ToySFTConfig(n_train=300, n_heldout=40, hidden_size=16, layers=1, heads=2, kv_heads=1,
                        intermediate_size=32, steps=60, batch_size=16, warmup_steps=5)

@@ -3,7 +3,8 @@
 Each area of the package owns its sub-commands: a module listed in ``_COMMAND_MODULES`` exposes
 ``register(subparsers)``, which adds its parser(s) and sets ``func`` (called with the parsed namespace,
 returning an exit code). Heavy imports (torch, transformers) happen inside those functions, so
-``alphapo --help`` stays fast.
+``alphapo --help`` stays fast. This top layer also registers the toy world's judge specs
+(``toy-gold``, ``toy-proxy``) for ``generate`` and ``eval``.
 
 Run ``alphapo --help`` for the list.
 """
@@ -11,21 +12,28 @@ Run ``alphapo --help`` for the list.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from alphapo import demo, quickstart
+from alphapo.analysis import cli as analysis_cli
+from alphapo.data import cli as data_cli
 from alphapo.errors import AlphapoError
+from alphapo.evaluation import cli as evaluation_cli
+from alphapo.generation import cli as generation_cli
+from alphapo.toyworld import cli as toyworld_cli
+from alphapo.toyworld import register_judges
+from alphapo.training import cli as training_cli
 
 # module -> its register() adds these top-level commands
 _COMMAND_MODULES = (
-    "alphapo.analysis.cli",  # analyze gradient|shapes|surface
-    "alphapo.data.cli",  # data validate|stats|relabel|tokenize
-    "alphapo.training.cli",  # train, plot-run
-    "alphapo.toyworld.cli",  # toy sft|reward-model|...
-    "alphapo.generation.cli",  # generate
-    "alphapo.evaluation.cli",  # eval
-    "alphapo.quickstart",  # quickstart
-    "alphapo.demo",  # demo (losses + gradient analysis, no training)
+    analysis_cli,  # analyze gradient|shapes|surface
+    data_cli,  # data validate|stats|convert|tokenize|relabel|unrelabel
+    training_cli,  # train, plot-run
+    toyworld_cli,  # toy sft|reward-model|...
+    generation_cli,  # generate
+    evaluation_cli,  # eval
+    quickstart,  # quickstart
+    demo,  # demo (losses + gradient analysis, no training)
 )
 
 
@@ -38,14 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"alphapo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:  # an area not built yet must not break the others
-            if err.name != name:
-                raise
-            continue
+    for module in _COMMAND_MODULES:
         module.register(sub)
+    register_judges()  # --judge toy-gold / toy-proxy:... in generate and eval
     return parser
 
 

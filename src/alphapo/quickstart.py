@@ -32,9 +32,9 @@ What it does, top to bottom (each stage is a call into the package's public API)
 (words = toy tokens), ``mean_length_chars``, ``n_wins/n_ties/n_losses``, ``train_seconds`` and the final
 training metrics.
 
-Measured on the shared 2-core development machine (seed 0, one torch thread): 120 s in all; SFT 80 s,
-pairs 10 s, the three trainings 23 s, evaluation 4 s. Two torch threads were about 2x *slower* for these
-tiny models on a loaded machine, hence ``--threads 1`` by default. ``QuickstartConfig`` shrinks
+The run takes minutes on a CPU, most of it in SFT; ``report.md`` and ``summary.json`` record the wall time
+of each stage. For models this small, two torch threads were slower than one on a loaded 2-core
+machine, hence ``--threads 1`` by default. ``QuickstartConfig`` shrinks
 everything for tests. The run is deterministic: the same seed gives the same numbers.
 
 What the win is made of (seeds 0-2): the trained policies drop the teacher's filler (about 2.5 words
@@ -130,7 +130,7 @@ def _head_to_head(judge, prompts, responses, ref_responses, ref_scores, seed: in
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from alphapo.generation.io import atomic_path
+    from alphapo.io import atomic_path
 
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
@@ -152,7 +152,7 @@ def plot_displacement(curves: dict[str, list[dict]], path: Path) -> Path:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from alphapo.generation.io import atomic_path
+    from alphapo.io import atomic_path
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -293,9 +293,9 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
 
 def _run(out: Path, config: QuickstartConfig) -> dict:
     from alphapo.evaluation.plots import plot_reward_histogram
-    from alphapo.generation.io import write_json_atomic, write_jsonl_atomic
     from alphapo.generation.pairs import generate_pairs
     from alphapo.generation.sampling import generate_responses, load_policy
+    from alphapo.io import write_json_atomic, write_jsonl_atomic
     from alphapo.toyworld import GoldJudge
     from alphapo.toyworld.sft import train_sft
     from alphapo.toyworld.tasks import split_tasks
@@ -352,7 +352,7 @@ def _run(out: Path, config: QuickstartConfig) -> dict:
     t = time.time()
     ref = {key: _responses(policy, tokenizer, eval_prompts, temp, config) for key, temp in temps.items()}
     ref_scores = {key: judge.score(eval_prompts, r) for key, r in ref.items()}
-    # the SFT targets: k = 5 samples at T = 0.8 per held-out prompt
+    # the toy world's SFT targets: k = 5 samples at T = 0.8 per held-out prompt
     targets = generate_responses(policy, tokenizer, eval_prompts, k=5, temperature=0.8,
                                  max_new_tokens=config.max_new_tokens, batch_size=100, seed=config.seed + 2,
                                  progress=False).responses

@@ -10,7 +10,7 @@ import pytest
 from alphapo.cli import main
 from alphapo.data import DataValidationError, load_preferences, tokenize_preferences, validate
 from alphapo.errors import UserError
-from alphapo.testing import build_tokenizer
+from alphapo.tiny_models import build_tokenizer
 
 U = lambda text: {"role": "user", "content": text}  # noqa: E731
 A = lambda text: {"role": "assistant", "content": text}  # noqa: E731

@@ -105,7 +105,7 @@ def test_relabel_counts_and_round_trip(records, mode, placement, ties, normalize
 
 @pytest.mark.parametrize("template", ["system", None])
 def test_tokenize_properties(template):
-    from alphapo.testing import build_tokenizer
+    from alphapo.tiny_models import build_tokenizer
 
     tok = build_tokenizer(chat_template=template)
 

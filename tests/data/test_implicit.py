@@ -24,7 +24,7 @@ RECS = [{"id": "a", "prompt": [U("What is 12 plus 7?")], "chosen": [A("The answe
 def models(tiny_model_dir, tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alphapo.testing import save_tiny_model
+    from alphapo.tiny_models import save_tiny_model
 
     other = save_tiny_model(tmp_path_factory.mktemp("tiny_seed1"), seed=1)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

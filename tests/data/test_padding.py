@@ -27,7 +27,7 @@ def test_render_conversation_has_one_home_and_one_separator(tiny_tokenizer):
     """Generation, judges and training render a conversation with the same function and plain separator."""
     from alphapo.data import tokenize
     from alphapo.generation import judges, sampling
-    from alphapo.testing import build_tokenizer
+    from alphapo.tiny_models import build_tokenizer
 
     assert judges.render_conversation is sampling.render_conversation is tokenize.render_conversation
     assert not hasattr(judges, "PLAIN_SEPARATOR")

@@ -18,7 +18,7 @@ from alphapo.data.relabel import (
     unrelabel,
 )
 from alphapo.errors import UserError
-from alphapo.testing import build_tokenizer
+from alphapo.tiny_models import build_tokenizer
 
 U = lambda text: {"role": "user", "content": text}  # noqa: E731
 A = lambda text: {"role": "assistant", "content": text}  # noqa: E731

@@ -7,7 +7,7 @@ import pytest
 from alphapo.data import tokenize_preferences
 from alphapo.data.tokenize import check_boundary, encode_completion, encode_prompt
 from alphapo.errors import UserError
-from alphapo.testing import build_tokenizer
+from alphapo.tiny_models import build_tokenizer
 
 
 def _pair(prompt="What is 12 plus 7?", chosen="The answer is 19.", rejected="20", **extra):

@@ -62,7 +62,7 @@ def trl_dataset(path):
 
 @pytest.fixture(scope="module")
 def chatml_dirs(tmp_path_factory):
-    from alphapo.testing import save_tiny_model
+    from alphapo.tiny_models import save_tiny_model
 
     policy = save_tiny_model(tmp_path_factory.mktemp("chatml_policy"), seed=0, chat_template="chatml")
     ref = save_tiny_model(tmp_path_factory.mktemp("chatml_ref"), seed=1, chat_template="chatml")
@@ -226,7 +226,7 @@ def _string_dpo_trainer(policy_dir, ref_dir, out):
 
 @pytest.fixture(scope="module")
 def system_ref_dir(tmp_path_factory):
-    from alphapo.testing import save_tiny_model
+    from alphapo.tiny_models import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("system_ref"), seed=1, chat_template="system")
 

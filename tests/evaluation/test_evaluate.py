@@ -76,7 +76,7 @@ def test_histogram_png(tmp_path):
 
 def test_eval_cli_end_to_end(tiny_model_dir, tmp_path):
     from alphapo.cli import main
-    from alphapo.testing import save_tiny_model
+    from alphapo.tiny_models import save_tiny_model
 
     other = save_tiny_model(tmp_path / "other", seed=3)
     prompts = tmp_path / "prompts.jsonl"
@@ -102,7 +102,7 @@ def test_eval_cli_end_to_end(tiny_model_dir, tmp_path):
 
 def test_goal_condition_uses_the_relabel_goal_prompt(tiny_model_dir_no_system):
     """Same text as training; with a template lacking a system role, it prefixes the user turn."""
-    relabel = pytest.importorskip("alphapo.data.relabel")
+    from alphapo.data import relabel
     from alphapo.evaluation.evaluate import goal_condition
     from alphapo.generation.sampling import load_policy
 

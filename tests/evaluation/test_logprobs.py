@@ -25,7 +25,7 @@ COMPLETIONS = ["apple banana cherry", "19", "Hello world! Goodbye, world.", "3 2
 @pytest.fixture(scope="module")
 def models(tiny_model_dir):
     from alphapo.generation.sampling import load_policy
-    from alphapo.testing import build_tiny_llama
+    from alphapo.tiny_models import build_tiny_llama
 
     model, tok = load_policy(tiny_model_dir, device="cpu")
     other = build_tiny_llama(len(tok), seed=11, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,

@@ -11,7 +11,7 @@ def tiny_reward_model_dir(tmp_path_factory):
     import torch
     from transformers import LlamaForSequenceClassification
 
-    from alphapo.testing import build_tokenizer, tiny_llama_config
+    from alphapo.tiny_models import build_tokenizer, tiny_llama_config
 
     tok = build_tokenizer(chat_template="system")
     config = tiny_llama_config(len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,

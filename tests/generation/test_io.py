@@ -1,13 +1,11 @@
-"""Prompt files and atomic writers."""
+"""Prompt files (the atomic writers are tested in tests/test_atomic_io.py)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
 from alphapo.errors import UserError
-from alphapo.generation.io import read_prompts, write_json_atomic, write_jsonl_atomic
+from alphapo.generation.io import read_prompts
 
 
 def test_read_prompts_strings_messages_and_ids(tmp_path):
@@ -40,23 +38,3 @@ def test_missing_or_empty_prompt_file(tmp_path):
     (tmp_path / "e.jsonl").write_text("\n")
     with pytest.raises(UserError, match="no prompts"):
         read_prompts(tmp_path / "e.jsonl")
-
-
-def test_atomic_writers_leave_nothing_behind_on_failure(tmp_path):
-    out = tmp_path / "out.jsonl"
-    write_jsonl_atomic(out, [{"a": 1}])
-
-    def records():
-        yield {"a": 2}
-        raise RuntimeError("interrupted")
-
-    with pytest.raises(RuntimeError):
-        write_jsonl_atomic(out, records())
-    assert out.read_text() == '{"a": 1}\n'  # the old file is intact, not half-overwritten
-    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no temporary file left
-    # strict JSON: a NaN (which json.dumps writes as the non-standard token NaN) is refused, file intact
-    with pytest.raises(ValueError):
-        write_jsonl_atomic(out, [{"score": float("nan")}])
-    assert out.read_text() == '{"a": 1}\n' and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
-    write_json_atomic(tmp_path / "s.json", {"x": [1, 2]})
-    assert json.loads((tmp_path / "s.json").read_text()) == {"x": [1, 2]}

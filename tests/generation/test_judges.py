@@ -7,17 +7,15 @@ import math
 import pytest
 
 from alphapo.errors import UserError
+from alphapo.generation.hf_judge import HFRewardJudge
+from alphapo.generation.judge_registry import available_judges, make_judge, register_judge
 from alphapo.generation.judges import (
     BradleyTerryPairwise,
     FunctionJudge,
-    HFRewardJudge,
     LengthBiasedJudge,
     LengthJudge,
     NoisyJudge,
-    available_judges,
-    make_judge,
     pairwise_scores,
-    register_judge,
     score_candidates,
     symmetric_compare,
 )
@@ -153,3 +151,27 @@ def test_registry():
 def test_mismatched_lengths_raise():
     with pytest.raises(UserError, match="same length"):
         LengthJudge().score([P], ["a", "b"])
+
+
+def test_no_progress_silences_the_judge_and_weight_loading_bars(tiny_reward_model_dir, capsys):
+    import argparse
+
+    from transformers.utils import logging as hf_logging
+
+    from alphapo.generation.cli import add_judge_arguments, judge_from_args
+
+    parser = argparse.ArgumentParser()
+    add_judge_arguments(parser)
+    parser.add_argument("--no-progress", action="store_true")
+    prompts, responses = [P] * 20, [f"answer {i}" for i in range(20)]  # 3 batches of 8: a bar is shown
+    hf_logging.enable_progress_bar()
+    try:
+        errs = {}
+        for flags in ([], ["--no-progress"]):
+            judge = judge_from_args(parser.parse_args(["--judge", f"hf:{tiny_reward_model_dir}", *flags]))
+            judge.score(prompts, responses)
+            errs[bool(flags)] = capsys.readouterr().err
+    finally:
+        hf_logging.enable_progress_bar()
+    assert "judge" in errs[False] and "Loading weights" in errs[False]  # the bars exist...
+    assert errs[True] == ""  # ...and --no-progress turns every one of them off

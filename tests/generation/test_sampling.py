@@ -131,8 +131,9 @@ def test_generate_cli_writes_dataset_the_loader_accepts(tiny_model_dir, tmp_path
     assert stats["n_kept"] == len(rows) and stats["n_prompts"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl", "pairs.jsonl.stats.json", "prompts.jsonl"]
     assert all(r["score_chosen"] > r["score_rejected"] for r in rows)
-    loading = pytest.importorskip("alphapo.data.loading")
-    records = loading.load_preferences(str(out))
+    from alphapo.data.loading import load_preferences
+
+    records = load_preferences(str(out))
     assert [r["id"] for r in records] == [r["id"] for r in rows]
     assert records[0]["chosen_score"] == rows[0]["score_chosen"]
     # a bad prompt file is a one-line user error naming the line
@@ -161,13 +162,14 @@ def test_pairs_carry_judge_attributes(policy):
 def test_plain_text_prompts_match_the_training_tokenisation(tmp_path):
     """Without a chat template the prompt text is what alphapo.data.tokenize feeds the trainer."""
     from alphapo.generation.judges import render_conversation
-    from alphapo.testing import save_tiny_model
+    from alphapo.tiny_models import save_tiny_model
 
     model, tok = load_policy(save_tiny_model(tmp_path / "plain", chat_template=None), device="cpu")
     text, templated = render_conversation(tok, PROMPTS[1])
     assert not templated and text == "Be brief.\n\nWhat is 12 plus 7?"
-    tokenize = pytest.importorskip("alphapo.data.tokenize")
-    assert text == tokenize.prompt_text(tok, PROMPTS[1])
+    from alphapo.data.tokenize import prompt_text
+
+    assert text == prompt_text(tok, PROMPTS[1])
     res = generate_responses(model, tok, PROMPTS, k=2, max_new_tokens=5, progress=False)
     assert [len(r) for r in res.responses] == [2, 2, 2]
 

@@ -80,7 +80,7 @@ def test_every_composition_matches_the_naive_formula(shape, link, normalize, ref
 
 
 def test_named_losses_are_compositions():
-    """The sheet's losses are the compositions they claim (same values on random inputs)."""
+    """The named losses are the compositions they claim (same values on random inputs)."""
     g = torch.Generator().manual_seed(0)
     inp = {k: -torch.rand(8, generator=g, dtype=torch.float64) * 20 for k in
            ("chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps")}

@@ -1,4 +1,4 @@
-"""Limits and reductions named in the formula sheet, plus hand-derived values of the RPO family."""
+"""Limits and reductions named in docs/papers.md, plus hand-derived values of the RPO family."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def dpo_setup(tiny_model_dir, tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from alphapo.testing import save_tiny_model
+    from alphapo.tiny_models import save_tiny_model
 
     ref_dir = save_tiny_model(tmp_path_factory.mktemp("tiny_ref"), seed=1)  # a different reference model
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -107,9 +107,12 @@ def test_proxy_spec_and_registry():
     assert (proxy.noise_std, proxy.length_bias, proxy.seed) == (0.5, 0.1, 2)
     with pytest.raises(UserError, match="bad item"):
         proxy_judge_from_spec("noise=1")
-    judges = pytest.importorskip("alphapo.generation.judges")
-    assert isinstance(judges.make_judge("toy-gold"), GoldJudge)
-    assert judges.make_judge("toy-proxy:length_bias=0.5").length_bias == 0.5
+    from alphapo.generation.judge_registry import make_judge
+    from alphapo.toyworld import register_judges
+
+    register_judges()
+    assert isinstance(make_judge("toy-gold"), GoldJudge)
+    assert make_judge("toy-proxy:length_bias=0.5").length_bias == 0.5
 
 
 def test_grade_empty_and_perfect_bounds():

@@ -44,7 +44,7 @@ def test_sft_config_rejects_unknown_keys():
 
 
 def test_reward_model_is_loadable_by_the_hf_judge(tmp_path):
-    judges = pytest.importorskip("alphapo.generation.judges")
+    from alphapo.generation.judge_registry import make_judge
     from alphapo.toyworld.reward_model import RewardModelConfig, pair_accuracy, train_reward_model
 
     cfg = RewardModelConfig(seed=0, n_train=40, n_heldout=20, hidden_size=16, layers=1, heads=2, kv_heads=1,
@@ -52,7 +52,7 @@ def test_reward_model_is_loadable_by_the_hf_judge(tmp_path):
     summary = train_reward_model(cfg, tmp_path / "rm", progress=False)
     assert summary["n_heldout_pairs"] + summary["n_heldout_ties_dropped"] == 20
     assert 0.0 <= summary["heldout_accuracy"] <= 1.0
-    judge = judges.make_judge(f"hf:{tmp_path / 'rm'}")
+    judge = make_judge(f"hf:{tmp_path / 'rm'}")
     prompts = [[{"role": "user", "content": "what is 1 plus 1"}]] * 3
     scores = judge.score(prompts, ["2", "sure ! 2", "5"])
     # batched scoring equals one-at-a-time scoring: pooling reads the last real token, not padding
@@ -62,7 +62,6 @@ def test_reward_model_is_loadable_by_the_hf_judge(tmp_path):
 
 
 def test_measure_targets_reads_the_split_from_the_policy(tmp_path):
-    pytest.importorskip("alphapo.generation.sampling")
     from alphapo.toyworld import GoldJudge
     from alphapo.toyworld.sft import measure_targets
 

@@ -8,7 +8,7 @@
   ``surface_data`` evaluates ``gradient_terms`` on the grid, ``plot_surface`` draws a 3-D surface and a
   top view with the Corollary 3.3 line ``alpha_0 = -|y|`` (where ``T2 = 0``, a log-scale valley).
 
-PNG files are written atomically (temporary file in the same folder, then ``os.replace``), with the
+PNG files are written atomically (``alphapo.io.write_png_atomic``), with the
 Agg renderer and no pyplot global state.
 
 Deviations: the paper does not state the axis ranges of Figure 6 nor the alpha values of Figure 1;
@@ -21,8 +21,6 @@ positive ``alpha`` it falls to about ``-1e12`` (T1 vanishes super-exponentially,
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,6 +28,7 @@ import numpy as np
 
 from alphapo.analysis.gradient import alpha_zero, gradient_terms, reward
 from alphapo.errors import UserError
+from alphapo.io import write_png_atomic
 
 SHAPE_ALPHAS = (-2.0, -1.0, -0.5, 0.0, 0.25, 1.0, 2.0)
 # Appendix A.10: beta = 5, gamma = 0, |y_w| = |y_l|, dpi_w = dpi_l = 1, log pi_w = -5, log pi_l = -10.
@@ -101,16 +100,7 @@ def _save_atomically(fig, out) -> Path:
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file (got {str(out)!r})")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=120)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a figure is meant to be shared
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_png_atomic(fig, out, dpi=120)
     return out
 
 

@@ -73,8 +73,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from alphapo.evaluation.evaluate import evaluate_goal_conditioned, evaluate_model, goal_condition
     from alphapo.evaluation.logprobs import rejected_from_records, unlearning_check
     from alphapo.evaluation.plots import plot_reward_histogram, plot_unlearning
-    from alphapo.generation.io import read_prompts, write_json_atomic, write_jsonl_atomic
+    from alphapo.generation.io import read_prompts
     from alphapo.generation.sampling import load_policy
+    from alphapo.io import write_json_atomic, write_jsonl_atomic
 
     if args.name == args.reference_name:
         raise UserError("--name and --reference-name must differ (they label the figure)")

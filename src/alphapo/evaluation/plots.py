@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from alphapo.errors import UserError
-from alphapo.generation.io import atomic_path
+from alphapo.io import atomic_path
 
 __all__ = ["plot_reward_histogram", "histogram_bins", "unlearning_bars", "plot_unlearning"]
 

@@ -3,8 +3,8 @@
     alphapo generate --model runs/sft/final --prompts prompts.jsonl --judge hf:models/rm \\
         --k 5 --temperature 0.8 --out pairs.jsonl [--mode all] [--judge-noise 0.5 --judge-seed 1]
 
-Writes the dataset (JSONL, our schema) and ``<out>.stats.json`` (counts, dropped prompts, samples/s),
-both atomically, and prints a one-line summary.
+Writes the dataset (JSONL, our schema) and ``<out>.stats.json`` (counts, dropped prompts, samples/s)
+together (``alphapo.io.atomic_group``: both files change, or neither), and prints a one-line summary.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class _ListJudges(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from alphapo.generation.judges import available_judges
+        from alphapo.generation.judge_registry import available_judges
 
         for prefix, help_text in available_judges().items():
             print(f"{prefix:12s} {help_text}")
@@ -29,8 +29,8 @@ class _ListJudges(argparse.Action):
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     """``--judge SPEC`` plus proxy wrappers; shared by ``alphapo generate`` and ``alphapo eval``."""
     parser.add_argument("--judge", required=True,
-                        help="judge spec: hf:PATH (local reward model), length, py:MODULE:ATTR, or a "
-                             "registered name such as toy-gold (see --list-judges)")
+                        help="judge spec: hf:PATH (local reward model), length, py:MODULE:ATTR, toy-gold or "
+                             "toy-proxy:... (see --list-judges)")
     parser.add_argument("--judge-noise", type=float, default=0.0,
                         help="add seeded Gaussian noise of this std to the judge's scores (proxy judge)")
     parser.add_argument("--judge-length-bias", type=float, default=0.0,
@@ -40,8 +40,15 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def judge_from_args(args: argparse.Namespace):
-    from alphapo.generation.judges import LengthBiasedJudge, NoisyJudge, make_judge
+    """The judge of ``--judge`` with its proxy wrappers. With ``--no-progress`` (which ``generate`` and
+    ``eval`` both take) transformers' progress bars go off first: the judge's and the weight-loading ones."""
+    from transformers.utils import logging as hf_logging
 
+    from alphapo.generation.judge_registry import make_judge
+    from alphapo.generation.judges import LengthBiasedJudge, NoisyJudge
+
+    if args.no_progress:
+        hf_logging.disable_progress_bar()
     judge = make_judge(args.judge)
     if args.judge_length_bias:
         judge = LengthBiasedJudge(judge, args.judge_length_bias)
@@ -80,9 +87,10 @@ def register(subparsers) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from alphapo.generation.io import read_prompts, write_json_atomic, write_jsonl_atomic
+    from alphapo.generation.io import read_prompts
     from alphapo.generation.pairs import generate_pairs
     from alphapo.generation.sampling import load_policy
+    from alphapo.io import atomic_group, dump_jsonl, json_text
 
     ids, prompts = read_prompts(args.prompts, limit=args.limit)
     judge = judge_from_args(args)
@@ -93,10 +101,12 @@ def run_generate(args: argparse.Namespace) -> int:
                             empty_responses=args.empty_responses,
                             progress=not args.no_progress)
     out = Path(args.out)
-    write_jsonl_atomic(out, result.records)
     stats = {"model": str(args.model), "prompts": str(args.prompts), "judge": args.judge, "k": args.k,
              "temperature": args.temperature, "seed": args.seed, "mode": args.mode, **result.stats.to_dict()}
-    write_json_atomic(out.with_name(out.name + ".stats.json"), stats)
+    with atomic_group(out, out.with_name(out.name + ".stats.json")) as (tmp_pairs, tmp_stats):
+        with tmp_pairs.open("w", encoding="utf-8") as fh:
+            dump_jsonl(result.records, fh)
+        tmp_stats.write_text(json_text(stats), encoding="utf-8")
     s = result.stats
     print(json.dumps({"out": str(out), "kept": s.n_kept, "dropped_all_equal": s.n_dropped_all_equal,
                       "dropped_empty": s.n_dropped_empty, "empty_responses": s.n_empty_responses,

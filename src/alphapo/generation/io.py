@@ -1,7 +1,4 @@
-"""File edges of generation and evaluation: read prompt files, write JSONL / JSON / figures atomically.
-
-Every writer goes to a temporary file in the destination folder and renames it into place
-(``os.replace`` is atomic on one file system), so an interrupted run never leaves a partial output.
+"""Prompt files: the input edge of generation and evaluation (outputs go through ``alphapo.io``).
 
 Prompt files (``read_prompts``) are JSONL, one object per line with a ``prompt`` field that is either a
 string (one user turn) or a list of ``{"role", "content"}`` messages, and an optional ``id``. Preference
@@ -10,17 +7,13 @@ files in our schema are valid prompt files (their other fields are ignored).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from alphapo.errors import UserError
 
-__all__ = ["read_prompts", "write_jsonl_atomic", "write_json_atomic", "atomic_path", "as_messages"]
+__all__ = ["read_prompts", "as_messages"]
 
 _ROLES = {"system", "user", "assistant"}
 
@@ -68,35 +61,3 @@ def read_prompts(path: str | Path, *, limit: int | None = None) -> tuple[list[st
     if not prompts:
         raise UserError(f"prompt file {str(path)!r} has no prompts")
     return ids, prompts
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` (same suffix); rename it to ``path`` if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_jsonl_atomic(path: str | Path, records: Iterable[dict]) -> Path:
-    """Write one JSON object per line, atomically: ``alphapo.data.writer.write_jsonl`` (the one JSONL
-    writer: strict JSON, so a NaN/inf is a ``ValueError`` rather than a ``NaN`` token other readers reject)."""
-    from alphapo.data.writer import write_jsonl
-
-    write_jsonl(path, records)
-    return Path(path)
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write an indented JSON document, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return Path(path)

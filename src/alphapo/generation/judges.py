@@ -10,11 +10,8 @@ Two interfaces (``typing.Protocol``, so any object with the method is a judge; n
 ``prompts`` are chat conversations (``list[{"role", "content"}]``, usually one user turn); responses are
 plain strings (the assistant's reply).
 
-What is here:
+What is here (the protocols and the adapters between them; pure Python, no model):
 
-- ``HFRewardJudge(path)``: any Hugging Face ``AutoModelForSequenceClassification`` reward model from a
-  local folder; the (prompt, response) conversation is rendered with the reward model's own chat
-  template and the logit of ``label_index`` is the score.
 - ``LengthJudge``, ``FunctionJudge``: trivial judges (length in characters; any Python function), for
   tests and sanity checks.
 - ``NoisyJudge(judge, std, seed)``, ``LengthBiasedJudge(judge, bias)``: wrappers that turn any judge into
@@ -25,27 +22,25 @@ What is here:
   scale)``. ``pairwise_scores(pairwise, prompts, candidates)``: a pairwise judge as a ranker of k
   candidates (mean position-symmetrised win probability against the others, as PairRM's ranking does).
   ``score_candidates(judge, prompts, candidates)`` takes either kind and returns one score per candidate.
-- A registry of judge *specs* for the command line: ``make_judge("hf:PATH")``, ``make_judge("length")``,
-  ``make_judge("py:module:attr")``. Other areas add their own prefix with ``register_judge(prefix,
-  factory)``; the toy world registers ``toy-gold``, ``toy-noisy``... from ``alphapo.toyworld`` (imported
-  lazily on the first unknown prefix, so ``alphapo generate --judge toy-gold`` just works).
+- ``render_conversation``: a (prompt, response) conversation as the text a model reads.
+
+Elsewhere: ``alphapo.generation.hf_judge.HFRewardJudge`` (a local Hugging Face reward model) and
+``alphapo.generation.judge_registry`` (judge specs for the command line: ``make_judge("hf:PATH")``).
 
 Example::
 
-    from alphapo.generation.judges import make_judge, NoisyJudge
-    judge = NoisyJudge(make_judge("hf:/models/my-rm"), std=0.5, seed=1)
+    from alphapo.generation.judges import NoisyJudge, LengthJudge
+    judge = NoisyJudge(LengthJudge(), std=0.5, seed=1)
     judge.score([[{"role": "user", "content": "Hi"}]], ["Hello!"])
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from alphapo.data.tokenize import render_conversation  # re-exported: chat rendering lives in the data layer
 from alphapo.errors import UserError
@@ -56,7 +51,6 @@ Conversation = list[Message]
 __all__ = [
     "Judge",
     "PairwiseJudge",
-    "HFRewardJudge",
     "LengthJudge",
     "FunctionJudge",
     "NoisyJudge",
@@ -65,10 +59,9 @@ __all__ = [
     "symmetric_compare",
     "pairwise_scores",
     "score_candidates",
-    "register_judge",
-    "make_judge",
-    "available_judges",
     "render_conversation",
+    "check_lengths",
+    "Conversation",
 ]
 
 
@@ -87,87 +80,12 @@ class PairwiseJudge(Protocol):
                 responses_b: Sequence[str]) -> list[float]: ...
 
 
-def _check_lengths(name: str, *seqs: Sequence) -> None:
+def check_lengths(name: str, *seqs: Sequence) -> None:
     sizes = {len(s) for s in seqs}
     if len(sizes) > 1:
         raise UserError(f"{name}: prompts and responses must have the same length, got {[len(s) for s in seqs]}")
 
 
-class HFRewardJudge:
-    """A Hugging Face sequence-classification reward model loaded from a local folder.
-
-    The score of (prompt, response) is ``logits[label_index]`` of the model on the conversation rendered
-    with the reward model's chat template (or plain text if it has none). The model pools the last
-    non-padding token itself (``*ForSequenceClassification``); we pad on the right and process in
-    length-sorted batches of ``batch_size`` so padding is small.
-
-    Deviations: with ``max_length`` set, over-long inputs are truncated on the *left* (the prompt start is
-    lost, the response kept) and counted in ``n_truncated``; reward models usually score truncated inputs
-    without telling you.
-    """
-
-    def __init__(self, path: str | Path, *, batch_size: int = 8, max_length: int | None = None,
-                 device: str | None = None, dtype: str | None = None, label_index: int = 0,
-                 progress: bool = True):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        path = Path(path)
-        if not path.exists():
-            raise UserError(f"reward model folder {str(path)!r} does not exist (give a local path: hf:PATH)")
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        kwargs: dict[str, Any] = {}
-        if dtype is not None:
-            kwargs["dtype"] = getattr(torch, dtype)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs).eval()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model.to(self.device)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        if self.model.config.pad_token_id is None:
-            # batched pooling needs it: the model looks for the last token that is not padding
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.tokenizer.padding_side = "right"
-        self.tokenizer.truncation_side = "left"
-        num_labels = self.model.config.num_labels
-        if not 0 <= label_index < num_labels:
-            raise UserError(f"label_index={label_index} but the reward model at {str(path)!r} has "
-                            f"{num_labels} label(s)")
-        self.label_index = label_index
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.n_truncated = 0
-        self.progress = progress
-
-    def score(self, prompts: Sequence[Conversation], responses: Sequence[str]) -> list[float]:
-        import torch
-        from tqdm.auto import tqdm
-
-        _check_lengths("HFRewardJudge.score", prompts, responses)
-        rendered = [render_conversation(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
-        encoded = [self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
-                   for text, templated in rendered]
-        if self.max_length is not None:
-            self.n_truncated += sum(len(ids) > self.max_length for ids in encoded)
-            encoded = [ids[-self.max_length:] for ids in encoded]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        scores = [0.0] * len(encoded)
-        pad = self.tokenizer.pad_token_id
-        starts = range(0, len(order), self.batch_size)
-        for start in tqdm(starts, desc="judge", unit="batch", leave=False,
-                          disable=not self.progress or len(starts) < 2):
-            idx = order[start:start + self.batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
-                mask[row, :len(encoded[i])] = 1
-            with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            for row, i in enumerate(idx):
-                scores[i] = float(logits[row, self.label_index].float())
-        return scores
 
 
 class LengthJudge:
@@ -177,7 +95,7 @@ class LengthJudge:
         self.per_char = per_char
 
     def score(self, prompts: Sequence[Conversation], responses: Sequence[str]) -> list[float]:
-        _check_lengths("LengthJudge.score", prompts, responses)
+        check_lengths("LengthJudge.score", prompts, responses)
         return [self.per_char * len(r) for r in responses]
 
 
@@ -188,7 +106,7 @@ class FunctionJudge:
         self.fn = fn
 
     def score(self, prompts: Sequence[Conversation], responses: Sequence[str]) -> list[float]:
-        _check_lengths("FunctionJudge.score", prompts, responses)
+        check_lengths("FunctionJudge.score", prompts, responses)
         return [float(self.fn(p, r)) for p, r in zip(prompts, responses)]
 
 
@@ -202,6 +120,13 @@ def _pair_normal(seed: int, prompt: Conversation, response: str) -> float:
     u1 = (int.from_bytes(digest[:8], "little") + 1) / (2**64 + 1)  # in (0, 1): log is finite
     u2 = int.from_bytes(digest[8:], "little") / 2**64
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+def _clipped(scores: list[float], clip: tuple[float, float] | None) -> list[float]:
+    if clip is None:
+        return scores
+    lo, hi = clip
+    return [min(max(s, lo), hi) for s in scores]
 
 
 class NoisyJudge:
@@ -219,11 +144,8 @@ class NoisyJudge:
 
     def score(self, prompts: Sequence[Conversation], responses: Sequence[str]) -> list[float]:
         base = self.judge.score(prompts, responses)
-        out = [s + self.std * _pair_normal(self.seed, p, r) for s, p, r in zip(base, prompts, responses)]
-        if self.clip is not None:
-            lo, hi = self.clip
-            out = [min(max(s, lo), hi) for s in out]
-        return out
+        return _clipped([s + self.std * _pair_normal(self.seed, p, r) for s, p, r in zip(base, prompts, responses)],
+                        self.clip)
 
 
 class LengthBiasedJudge:
@@ -239,11 +161,8 @@ class LengthBiasedJudge:
 
     def score(self, prompts: Sequence[Conversation], responses: Sequence[str]) -> list[float]:
         base = self.judge.score(prompts, responses)
-        out = [s + self.bias * (self.length_fn(r) - self.center) for s, r in zip(base, responses)]
-        if self.clip is not None:
-            lo, hi = self.clip
-            out = [min(max(s, lo), hi) for s in out]
-        return out
+        return _clipped([s + self.bias * (self.length_fn(r) - self.center) for s, r in zip(base, responses)],
+                        self.clip)
 
 
 def _sigmoid(x: float) -> float:
@@ -264,7 +183,7 @@ class BradleyTerryPairwise:
 
     def compare(self, prompts: Sequence[Conversation], responses_a: Sequence[str],
                 responses_b: Sequence[str]) -> list[float]:
-        _check_lengths("BradleyTerryPairwise.compare", prompts, responses_a, responses_b)
+        check_lengths("BradleyTerryPairwise.compare", prompts, responses_a, responses_b)
         n = len(prompts)
         s = self.judge.score(list(prompts) * 2, list(responses_a) + list(responses_b))
         return [_sigmoid((s[i] - s[n + i]) / self.scale) for i in range(n)]
@@ -290,7 +209,7 @@ def pairwise_scores(pairwise: PairwiseJudge, prompts: Sequence[Conversation],
     the average win probability against the other candidates (a Borda count with soft wins), the way
     PairRM ranks a candidate set. All k(k-1)/2 pairs of all prompts go to the judge in one call.
     """
-    _check_lengths("pairwise_scores", prompts, candidates)
+    check_lengths("pairwise_scores", prompts, candidates)
     rows_p, rows_a, rows_b, where = [], [], [], []
     for n, (prompt, cands) in enumerate(zip(prompts, candidates)):
         for i in range(len(cands)):
@@ -314,7 +233,7 @@ def score_candidates(judge: Judge | PairwiseJudge, prompts: Sequence[Conversatio
     A scalar ``Judge`` scores all responses in one flat call; a ``PairwiseJudge`` ranks each candidate set
     with ``pairwise_scores``.
     """
-    _check_lengths("score_candidates", prompts, candidates)
+    check_lengths("score_candidates", prompts, candidates)
     if hasattr(judge, "score"):
         flat_p = [p for p, c in zip(prompts, candidates) for _ in c]
         flat_r = [r for c in candidates for r in c]
@@ -329,88 +248,3 @@ def score_candidates(judge: Judge | PairwiseJudge, prompts: Sequence[Conversatio
     if hasattr(judge, "compare"):
         return pairwise_scores(judge, prompts, candidates)
     raise UserError(f"{type(judge).__name__} is not a judge: it needs a score() or compare() method")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Registry of judge specs ("prefix" or "prefix:argument") for the command line.
-
-JudgeFactory = Callable[[str], Any]
-_REGISTRY: dict[str, tuple[JudgeFactory, str]] = {}
-# Modules imported (once) when a spec's prefix is unknown: they call register_judge() on import.
-_PLUGIN_MODULES = ("alphapo.toyworld",)
-_plugins_loaded = False
-
-
-def register_judge(prefix: str, factory: JudgeFactory, *, help: str = "") -> None:
-    """Make ``make_judge(f"{prefix}:{arg}")`` return ``factory(arg)`` (``arg`` is "" for a bare prefix).
-
-    The factory returns a ``Judge`` or a ``PairwiseJudge``. Re-registering a prefix replaces it.
-    """
-    if not prefix or ":" in prefix:
-        raise ValueError(f"judge prefix must be non-empty and contain no ':', got {prefix!r}")
-    _REGISTRY[prefix] = (factory, help)
-
-
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for name in _PLUGIN_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-
-
-def available_judges() -> dict[str, str]:
-    """``{prefix: help}`` for every registered judge spec (built-ins and plugins)."""
-    _load_plugins()
-    return {k: h for k, (_, h) in sorted(_REGISTRY.items())}
-
-
-def make_judge(spec: str) -> Any:
-    """Build a judge from a spec string: ``hf:PATH``, ``length``, ``py:MODULE:ATTR``, ``toy-gold``...
-
-    Raises ``UserError`` listing the known prefixes when the prefix is unknown.
-    """
-    prefix, _, arg = spec.partition(":")
-    if prefix not in _REGISTRY:
-        _load_plugins()
-    if prefix not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise UserError(f"unknown judge {spec!r}: the prefix {prefix!r} is not registered; known: {known}")
-    factory, _ = _REGISTRY[prefix]
-    return factory(arg)
-
-
-def _hf_factory(arg: str) -> HFRewardJudge:
-    if not arg:
-        raise UserError("judge spec 'hf' needs a path: hf:PATH (a local sequence-classification model)")
-    return HFRewardJudge(arg)
-
-
-def _py_factory(arg: str) -> Any:
-    module_name, _, attr = arg.partition(":")
-    if not module_name or not attr:
-        raise UserError(f"judge spec 'py:{arg}' must be py:MODULE:ATTR (ATTR a judge or a no-argument factory)")
-    try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise UserError(f"judge spec 'py:{arg}': cannot load {attr!r} from {module_name!r}: {err}") from err
-    if isinstance(obj, type) or not (hasattr(obj, "score") or hasattr(obj, "compare")):
-        obj = obj()  # a class or a factory function
-    return obj
-
-
-def _length_factory(arg: str) -> LengthJudge:
-    try:
-        return LengthJudge(float(arg) if arg else 1.0)
-    except ValueError as err:
-        raise UserError(f"judge spec 'length:{arg}': the argument must be a number (score per character)") from err
-
-
-register_judge("hf", _hf_factory, help="hf:PATH - a local Hugging Face sequence-classification reward model")
-register_judge("length", _length_factory, help="length[:PER_CHAR] - response length in characters (sanity judge)")
-register_judge("py", _py_factory, help="py:MODULE:ATTR - a judge object, or a factory called with no arguments")

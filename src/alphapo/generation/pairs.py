@@ -65,7 +65,8 @@ class PairingStats:
     truncated_fraction: float = 0.0  # responses that hit max_new_tokens before EOS
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a JSON-ready dict; a NaN (no responses, no timing) becomes ``None`` (null)."""
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
 
 
 def _assistant(text: str) -> list[dict[str, str]]:

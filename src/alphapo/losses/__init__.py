@@ -1,4 +1,4 @@
-"""Preference losses as pure functions: every loss of the formula sheet, TRL 1.16's, and any combination.
+"""Preference losses as pure functions: every loss of docs/papers.md, TRL 1.16's, and any combination.
 
 What: each loss is a callable found by name in ``LOSSES`` (``get_loss(name)``). It takes keyword tensors
 of shape ``(B,)`` (``chosen_logps``, ``rejected_logps`` summed over completion tokens,

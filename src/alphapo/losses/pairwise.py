@@ -1,4 +1,4 @@
-"""The named pairwise losses: one entry per loss of the formula sheet and of TRL 1.16's trainers.
+"""The named pairwise losses: one entry per loss of docs/papers.md and of TRL 1.16's trainers.
 
 Most are ``compose``d (reference x normalisation x shape x link; see ``alphapo.losses.compose``), so
 every one of them is also available with any other reward shape. The rest use the chosen and rejected

@@ -14,8 +14,9 @@ that set-up, small enough to run end to end on a laptop CPU in minutes:
 - ``reward_model``: ``alphapo toy reward-model`` trains a small Bradley-Terry reward model on
   gold-labelled pairs (a learned, imperfect judge, saved as an HF sequence-classification model).
 
-Judge specs for ``alphapo generate --judge`` / ``alphapo eval --judge`` (registered on import):
-``toy-gold`` and ``toy-proxy:noise_std=0.5,length_bias=0.2,seed=0``.
+Judge specs for ``alphapo generate --judge`` / ``alphapo eval --judge``: ``toy-gold`` and
+``toy-proxy:noise_std=0.5,length_bias=0.2,seed=0``. The ``alphapo`` command registers them; in Python call
+``register_judges()`` before ``alphapo.generation.make_judge("toy-gold")``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from alphapo.toyworld.judge import ATTRIBUTES, GoldJudge, ProxyJudge, grade, par
 from alphapo.toyworld.tasks import TASK_TYPES, Task, make_task, make_tasks, split_tasks, teacher_response
 
 __all__ = ["ATTRIBUTES", "GoldJudge", "ProxyJudge", "grade", "parse_task", "TASK_TYPES", "Task", "make_task",
-           "make_tasks", "split_tasks", "teacher_response", "proxy_judge_from_spec"]
+           "make_tasks", "split_tasks", "teacher_response", "proxy_judge_from_spec", "register_judges"]
 
 
 def proxy_judge_from_spec(arg: str) -> ProxyJudge:
@@ -42,14 +43,10 @@ def proxy_judge_from_spec(arg: str) -> ProxyJudge:
     return ProxyJudge(**kwargs)
 
 
-def _register_judges() -> None:
-    try:
-        from alphapo.generation.judges import register_judge
-    except ModuleNotFoundError:  # generation area not installed: judges are still usable directly
-        return
+def register_judges() -> None:
+    """Add the ``toy-gold`` and ``toy-proxy`` judge specs to ``alphapo.generation.make_judge``."""
+    from alphapo.generation.judge_registry import register_judge
+
     register_judge("toy-gold", lambda arg: GoldJudge(), help="toy-gold - the toy world's gold judge (1..10)")
     register_judge("toy-proxy", proxy_judge_from_spec,
                    help="toy-proxy:noise_std=X,length_bias=Y,seed=N - gold + length bias + fixed noise")
-
-
-_register_judges()

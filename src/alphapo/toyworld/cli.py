@@ -81,7 +81,7 @@ def register(subparsers) -> None:
 
 
 def run_prompts(args: argparse.Namespace) -> int:
-    from alphapo.generation.io import write_jsonl_atomic
+    from alphapo.io import write_jsonl_atomic
     from alphapo.toyworld.tasks import split_tasks
 
     train, heldout = split_tasks(args.seed, args.n_train, args.n_heldout)

@@ -7,7 +7,7 @@ approximates the judge used for evaluation (GPT-4). This module makes the toy wo
    labelled by the gold judge (higher gold score = chosen; exact ties are dropped and counted);
 2. model: a tiny ``LlamaForSequenceClassification`` (``num_labels=1``) from scratch, or initialised from
    a toy SFT policy (``init=PATH``), reading the conversation rendered with the toy chat template (the
-   same rendering as ``alphapo.generation.judges.HFRewardJudge``: full chat, no generation prompt, no
+   same rendering as ``alphapo.generation.hf_judge.HFRewardJudge``: full chat, no generation prompt, no
    extra special tokens), pooled at the last token (``<|end|>``);
 3. loss: Bradley-Terry, ``-log sigmoid(r(x, y_w) - r(x, y_l))`` (Ouyang et al. 2022, eq. 1, without the
    K-choose-2 grouping), mean over the batch, AdamW with cosine decay;
@@ -120,7 +120,7 @@ def build_reward_model(tokenizer, config: RewardModelConfig):
     import torch
     from transformers import LlamaForSequenceClassification
 
-    from alphapo.testing import tiny_llama_config
+    from alphapo.tiny_models import tiny_llama_config
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

@@ -15,7 +15,7 @@ gives the same weights on the same machine and thread count.
 
 The policy imitates a teacher that is wrong 60% of the time and verbose half the time, so its
 samples at temperature 0.8 vary in quality: the gold judge's best-minus-worst spread over 5 samples is
-what on-policy preference pairs learn from. ``measure_targets`` checks the issue's targets (mean gold
+what on-policy preference pairs learn from. ``measure_targets`` checks the toy world's SFT targets (mean gold
 score in [3.5, 7], >= 70% of held-out prompts with spread >= 2; ``alphapo toy check``).
 """
 
@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from alphapo.errors import UserError
+from alphapo.io import atomic_dir
 from alphapo.toyworld.tasks import Task, split_tasks, teacher_response
 
 
@@ -86,7 +84,7 @@ def encode_example(tokenizer, prompt: list[dict], response: str) -> tuple[list[i
 
 def build_policy(tokenizer, config: ToySFTConfig):
     """A random-initialised tiny Llama sized by ``config`` (seeded by ``config.seed``)."""
-    from alphapo.testing import build_tiny_llama
+    from alphapo.tiny_models import build_tiny_llama
 
     model = build_tiny_llama(
         len(tokenizer), seed=config.seed, hidden_size=config.hidden_size, layers=config.layers,
@@ -168,28 +166,21 @@ def train_sft(config: ToySFTConfig, out_dir: str | Path, *, progress: bool = Tru
 def save_pretrained_atomic(out_dir: str | Path, model, tokenizer, json_files: dict[str, dict]) -> Path:
     """Save a model + tokenizer (HF format, safetensors) and JSON side files as one folder, atomically.
 
-    Everything is written to a temporary sibling folder that replaces ``out_dir`` only once complete, so
-    an interrupted save never leaves a half-written model where a loader would find it.
+    Everything is written into ``alphapo.io.atomic_dir``'s temporary sibling folder, which replaces
+    ``out_dir`` only once complete, so an interrupted save never leaves a half-written model where a
+    loader would find it.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         for name, payload in json_files.items():
             (tmp / name).write_text(json.dumps(payload, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 def measure_targets(model_dir: str | Path, *, k: int = 5, temperature: float = 0.8, sample_seed: int = 1234,
                     seed: int | None = None, n_train: int | None = None, n_heldout: int | None = None) -> dict:
-    """The issue's SFT targets on held-out prompts: mean gold score and share of prompts with spread >= 2.
+    """The toy world's SFT targets on held-out prompts: mean gold score and share of prompts with spread >= 2.
 
     The task split (seed, n_train, n_heldout) is read from the policy's ``sft_summary.json``; pass them to
     override (or for a policy trained elsewhere). Sampling uses ``alphapo.generation.generate_responses``.

@@ -1,6 +1,6 @@
 """A word-level tokenizer for the toy world, built locally with the ``tokenizers`` library.
 
-One token per vocabulary word (``tasks.VOCABULARY``) plus the special tokens of ``alphapo.testing``
+One token per vocabulary word (``tasks.VOCABULARY``) plus the special tokens of ``alphapo.tiny_models``
 (``<|pad|> <|bos|> <|end|> <|system|> <|user|> <|assistant|> <|unk|>``). Word-level tokens make a
 tiny model learn the tasks fast: "sort these words : pear fox" is 6 tokens. Decoding joins words with
 single spaces, which is exactly the toy world's text format, so ``decode(encode(text)) == text``.
@@ -11,7 +11,7 @@ the generation prompt is ``<|assistant|>\\n``. ``<|end|>`` is the EOS token.
 
 from __future__ import annotations
 
-from alphapo.testing import SPECIAL_TOKENS, SYSTEM_TEMPLATE
+from alphapo.tiny_models import SPECIAL_TOKENS, SYSTEM_TEMPLATE
 from alphapo.toyworld.tasks import VOCABULARY
 
 

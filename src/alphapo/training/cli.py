@@ -36,8 +36,10 @@ def register(subparsers) -> None:
                               description="Figure-2-style curves (AlphaPO section 3.3) of a training run.")
     q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="a run's output_dir (holds metrics.jsonl); several runs are also compared")
-    q.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots, or "
-                                               "the first RUN_DIR's plots/ when comparing)")
+    q.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots); with several "
+                                               "runs, the comparison goes here and each run's PNGs into "
+                                               "OUT/<run folder name>/ (default: each RUN_DIR/plots, and "
+                                               "the comparison into the first one's)")
     q.set_defaults(func=run_plot)
 
 
@@ -72,13 +74,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from alphapo.training.plotting import plot_compare, plot_run
+    from alphapo.training.plotting import plot_runs
 
-    paths = []
-    for run in args.run_dirs:
-        paths += plot_run(run, out_dir=args.out if len(args.run_dirs) == 1 else None)
-    if len(args.run_dirs) > 1:
-        paths.append(plot_compare(args.run_dirs, args.out or f"{args.run_dirs[0]}/plots"))
+    paths = plot_runs(args.run_dirs, args.out)
     for path in paths:
         print(path)
     return 0

@@ -41,6 +41,7 @@ import os
 import re
 import sys
 import tempfile
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +207,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or a command-line string) to the declared type ``hint``."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
             if type(None) in args:
                 return None

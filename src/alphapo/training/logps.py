@@ -1,8 +1,8 @@
 """Sequence log-probabilities of completions: collation, one forward pass, gather at completion labels.
 
 The preference losses consume, per response ``y`` to prompt ``x``, the summed completion log-likelihood
-``logp(y) = sum_t log pi(y_t | x, y_<t)`` and the completion length ``|y|`` (spec/losses.md,
-"Conventions"). This module computes them:
+``logp(y) = sum_t log pi(y_t | x, y_<t)`` and the completion length ``|y|`` (the conventions of
+docs/papers.md). This module computes them:
 
 - :func:`collate_sequences` right-pads ``prompt + completion`` token lists into ``input_ids``,
   ``attention_mask`` and a boolean ``completion_mask`` marking the positions whose *label* is a
@@ -15,15 +15,15 @@ The preference losses consume, per response ``y`` to prompt ``x``, the summed co
   concatenated along the batch axis, or the ``k`` responses of each prompt flattened). By default a
   forward pre-hook on the model's output layer (:func:`lm_head_rows`) keeps only the ``M`` hidden
   states whose label is a completion token, so the LM head produces ``(M, V)`` logits instead of
-  ``(N, T, V)``: prompt and padding positions never reach it (measured on the tiny benchmark model at
-  vocab 8192: forward+backward 0.27 s -> 0.18 s). Models without a discoverable output layer fall back to
+  ``(N, T, V)``: prompt and padding positions never reach it (the saving grows with the vocabulary;
+  ``benchmarks/bench_vs_trl.py`` measures it). Models without a discoverable output layer fall back to
   ``logits_to_keep`` (trailing positions from the earliest completion start on) when the forward
   accepts it, else full logits.
 
 Pairwise batches are laid out ``[chosen_1..chosen_B, rejected_1..rejected_B]``; multi-response batches
 ``[y_11..y_1k, y_21..y_2k, ...]`` (row-major ``(B, k)``).
 
-Deviations: none from spec/losses.md "Conventions". TRL's ``concatenated_forward`` computes the same sums
+Deviations: none from the conventions of docs/papers.md. TRL's ``concatenated_forward`` computes the same sums
 but materialises a full-vocabulary log-softmax over every position; the values agree to float rounding
 (tests/training/test_logps.py compares with a per-sequence full log-softmax).
 """

@@ -13,17 +13,18 @@ shaded band between the first and third quartiles and thin dashed min/max lines 
 With several runs (``alphapo plot-run OUT_a OUT_b ... --out DIR``), e.g. one per alpha as in the paper,
 ``compare_lnorm.png`` puts them side by side the way Figure 2 does: a grid with one column per quantity
 (preferred, dispreferred, margin), one row per statistic (mean, q1, median, q3, min, max) and one line
-per run, labelled from the run's ``config.yaml`` (loss name and its hyper-parameters).
+per run, labelled from the run's ``config.yaml`` (loss name and its hyper-parameters). Each run's own
+PNGs then go to ``DIR/<run folder name>/`` (without ``--out``: each run's ``plots/``, and the comparison
+into the first run's). PNGs are written with ``alphapo.io.write_png_atomic``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from alphapo.errors import UserError
+from alphapo.io import write_png_atomic
 
 _QUANTITIES = (("chosen", "preferred  (1/|y_w|) log pi_w"), ("rejected", "dispreferred  (1/|y_l|) log pi_l"),
                ("margin", "margin"))
@@ -47,19 +48,6 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not records:
         raise UserError(f"{path} has no records yet")
     return records
-
-
-def _save_png(fig, path: Path, dpi: int) -> None:
-    """``fig.savefig`` through a temp file in the same folder + ``os.replace``: a failed or killed save
-    leaves the previous PNG (or none), never a truncated one."""
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -96,7 +84,7 @@ def _lnorm_figure(records: list[dict], prefix: str, title: str, path: Path) -> P
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    _save_png(fig, path, dpi=110)
+    write_png_atomic(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -122,7 +110,7 @@ def _training_figure(train: list[dict], evals: list[dict], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
-    _save_png(fig, path, dpi=100)
+    write_png_atomic(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -169,7 +157,7 @@ def plot_compare(run_dirs: list[str | Path], out_dir: str | Path, split: str = "
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"compare_lnorm{'' if split == 'train' else '_eval'}.png"
-    _save_png(fig, path, dpi=100)
+    write_png_atomic(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -190,4 +178,22 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         paths.append(_lnorm_figure(evals, "eval/", f"{name}: length-normalised log-likelihoods (eval split)",
                                    out / "lnorm_eval.png"))
     paths.append(_training_figure(train, evals, out / "training.png"))
+    return paths
+
+
+def plot_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> list[Path]:
+    """``alphapo plot-run``: each run's PNGs, plus the comparison when there are several runs (see the
+    module docstring for where they go); returns the paths written."""
+    runs = list(dict.fromkeys(Path(r).resolve() for r in run_dirs))  # the same run twice: plotted once
+    if len(runs) == 1 and len(run_dirs) == 1:
+        return plot_run(run_dirs[0], out_dir=out_dir)
+    by_name: dict[str, Path] = {}
+    for run in runs:
+        if by_name.setdefault(run.name, run) != run:
+            raise UserError(f"runs {str(by_name[run.name])!r} and {str(run)!r} have the same folder name "
+                            f"{run.name!r}: their plots would overwrite each other in --out; rename one")
+    paths = []
+    for run in runs:
+        paths += plot_run(run, out_dir=Path(out_dir) / run.name if out_dir else None)
+    paths.append(plot_compare(runs, out_dir if out_dir else runs[0] / "plots"))
     return paths

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from alphapo.io import atomic_path
 from alphapo.training.data import is_multi
 from alphapo.training.logps import collate_sequences, sequence_logps
 
@@ -150,12 +151,11 @@ def load_cached(cache_dir: Path, key: str, n: int) -> dict[str, torch.Tensor] | 
 
 
 def store_cached(cache_dir: Path, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Path:
-    """Write the cache entry atomically (temp file + rename)."""
+    """Write the cache entry atomically (``alphapo.io.atomic_path``)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{key}.safetensors"
-    tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
-              metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
+                  metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
     return path

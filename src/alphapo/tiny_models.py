@@ -17,7 +17,7 @@ Chat templates (``chat_template=``):
   end-of-turn marker.
 - ``None``: no chat template (plain prompt + completion concatenation).
 
-Run ``python -m alphapo.testing OUT_DIR`` to write a tiny model and tokenizer to a folder.
+Run ``python -m alphapo.tiny_models OUT_DIR`` to write a tiny model and tokenizer to a folder.
 """
 
 from __future__ import annotations
@@ -153,7 +153,22 @@ def save_tiny_model(out_dir: str | Path, *, seed: int = 0, chat_template: str | 
     return out
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m alphapo.tiny_models OUT_DIR``: write a tiny model + tokenizer to ``OUT_DIR``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m alphapo.tiny_models",
+                                     description="Write a tiny random Llama and its tokenizer to a folder "
+                                                 "(nothing is downloaded).")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (created if missing)")
+    parser.add_argument("--chat-template", choices=("system", "no_system", "none"), default="system",
+                        help="chat template of the tokenizer (default: system)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    args = parser.parse_args(argv)
+    template = None if args.chat_template == "none" else args.chat_template
+    print(save_tiny_model(args.out_dir, seed=args.seed, chat_template=template))
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m alphapo.testing OUT_DIR")
-    print(save_tiny_model(sys.argv[1]))
+    sys.exit(main())
