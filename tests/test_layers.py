@@ -21,13 +21,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("alphapo.training", "alphapo.generation"),
     ("alphapo.evaluation",),
     ("alphapo.toyworld",),
-    ("alphapo.quickstart", "alphapo.demo"),
+    ("alphapo.quickstart", "alphapo.demo", "alphapo.experiments"),
     ("alphapo.cli",),
 ]
 LAYER = {area: n for n, areas in enumerate(LAYERS) for area in areas}
 
 # (module, why) of the only run-time imports by computed name: none of them names a module of ours
-DYNAMIC_IMPORTS = {("alphapo.generation.judge_registry", "the user's py:MODULE:ATTR judge spec")}
+DYNAMIC_IMPORTS = {("alphapo.generation.judge_registry", "the user's py:MODULE:ATTR judge spec"),
+                   ("alphapo.experiments.runner", "a spawned worker re-imports the modules that registered the jobs")}
 
 
 def _modules(root: Path) -> dict[str, Path]:

@@ -19,6 +19,7 @@ from alphapo.analysis import cli as analysis_cli
 from alphapo.data import cli as data_cli
 from alphapo.errors import AlphapoError
 from alphapo.evaluation import cli as evaluation_cli
+from alphapo.experiments import cli as experiments_cli
 from alphapo.generation import cli as generation_cli
 from alphapo.toyworld import cli as toyworld_cli
 from alphapo.toyworld import register_judges
@@ -33,6 +34,7 @@ _COMMAND_MODULES = (
     generation_cli,  # generate
     evaluation_cli,  # eval
     quickstart,  # quickstart
+    experiments_cli,  # experiment, sweep
     demo,  # demo (losses + gradient analysis, no training)
 )
 

@@ -41,9 +41,6 @@ __all__ = ["Param", "Job", "Stage", "register_job", "register_stage", "get_job",
 
 JobFn = Callable[[dict, dict, Path], dict]
 
-_BUILTIN_MODULES = ("alphapo.experiments.synthetic", "alphapo.experiments.toy")
-
-
 def nearest(name: str, choices) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
     match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
@@ -140,10 +137,8 @@ def register_stage(name: str, *, keys: tuple[str, ...] = ()) -> Callable[[JobFn]
 
 
 def _load_builtins() -> None:
-    import importlib
-
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    """Import the shipped job modules, which register themselves (lazily: they import this module)."""
+    from alphapo.experiments import synthetic, toy  # noqa: F401
 
 
 def get_job(name: str) -> Job:

@@ -57,23 +57,16 @@ from alphapo.errors import UserError
 from alphapo.experiments.recipe import Recipe, RunSpec, expand_grid, load_recipe
 from alphapo.experiments.registry import get_job, get_stage
 from alphapo.experiments.stats import mean_ci, paired_difference
+from alphapo.io import write_text_atomic
 
 __all__ = ["run_experiment", "file_lock", "execute_run", "ensure_stages", "run_all", "default_jobs", "results_table", "comparisons", "render_markdown",
-           "write_atomic", "RESULT_FILE"]
+           "RESULT_FILE"]
 
 RESULT_FILE = "result.json"
 STAGE_FILE = "stage.json"
 
 
 # ---------------------------------------------------------------------------------------------- file edges
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    from alphapo.generation.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
-
-
 @contextlib.contextmanager
 def file_lock(path: Path, *, blocking: bool = True) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +130,7 @@ def ensure_stages(stages: Sequence[str], params: dict, seed: int, root: Path, th
                     if not isinstance(result, dict):
                         raise TypeError(f"shared stage {name!r} returned {type(result).__name__}, not a dict")
                     seconds = round(time.time() - start, 3)
-                    write_atomic(marker, json.dumps({"stage": name, "params": sub, "result": result,
+                    write_text_atomic(marker, json.dumps({"stage": name, "params": sub, "result": result,
                                                      "seconds": seconds}, indent=2))
                     with open(root / "shared" / name / "computed.log", "a", encoding="utf-8") as log:
                         log.write(json.dumps({"key": key, "seed": seed, "pid": os.getpid(), "seconds": seconds})
@@ -182,7 +175,7 @@ def execute_run(spec: RunSpec, root: Path, threads: int = 1) -> dict:
     shared = ensure_stages(job.stages, spec.params, spec.seed, root, threads)
     out = _check_job_result(job.fn({**spec.params, "seed": spec.seed, "threads": threads}, shared, work), spec.job)
     result = {"spec": _spec_dict(spec), **out, "seconds": round(time.time() - start, 3)}
-    write_atomic(folder / RESULT_FILE, json.dumps(result, indent=1))
+    write_text_atomic(folder / RESULT_FILE, json.dumps(result, indent=1))
     return result
 
 
@@ -192,7 +185,7 @@ def _worker(spec: RunSpec, root: str, threads: int) -> tuple[bool, Any]:
     except Exception as err:  # one failing run must not stop the others
         text = "".join(traceback.format_exception(err))
         with contextlib.suppress(OSError):
-            write_atomic(Path(root) / "runs" / spec.rel_dir / "error.txt", text)
+            write_text_atomic(Path(root) / "runs" / spec.rel_dir / "error.txt", text)
         return False, f"{type(err).__name__}: {err}"
 
 
@@ -490,8 +483,8 @@ def run_experiment(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | 
         summary = {"name": recipe.name, "job": recipe.job.name, "seeds": list(recipe.seeds), "n_runs": len(runs),
                    "metrics": metrics, "rows": rows, "comparisons": comps,
                    "wall_time_s_this_invocation": round(time.time() - start, 2)}
-        write_atomic(out / "results.csv", results_csv(rows, metrics))
-        write_atomic(out / "comparisons.csv", comparisons_csv(comps))
-        write_atomic(out / "results.md", render_markdown(recipe.name, rows, metrics, comps))
-        write_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=1))
+        write_text_atomic(out / "results.csv", results_csv(rows, metrics))
+        write_text_atomic(out / "comparisons.csv", comparisons_csv(comps))
+        write_text_atomic(out / "results.md", render_markdown(recipe.name, rows, metrics, comps))
+        write_text_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=1))
     return summary

@@ -62,9 +62,9 @@ from alphapo.experiments.runner import (
     default_jobs,
     file_lock,
     run_all,
-    write_atomic,
 )
 from alphapo.experiments.stats import mean_ci
+from alphapo.io import write_text_atomic
 
 __all__ = ["run_sweep", "A6_ORDER", "select_best", "coordinate_order", "render_sweep_markdown"]
 
@@ -305,8 +305,8 @@ def run_sweep(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | None 
         summary = {"name": recipe.name, "job": recipe.job.name, "select": spec.select, "report": spec.report,
                    "mode": spec.mode, "seeds": list(recipe.seeds), "methods": methods, "comparisons": comps,
                    "n_runs": len(ev.runs), "wall_time_s_this_invocation": round(time.time() - start_time, 2)}
-        write_atomic(out / "sweep.json", json.dumps(_json_safe(summary), indent=1))
-        write_atomic(out / "sweep.md", render_sweep_markdown(summary))
+        write_text_atomic(out / "sweep.json", json.dumps(_json_safe(summary), indent=1))
+        write_text_atomic(out / "sweep.md", render_sweep_markdown(summary))
         if comps:
-            write_atomic(out / "sweep_comparisons.csv", comparisons_csv(comps))
+            write_text_atomic(out / "sweep_comparisons.csv", comparisons_csv(comps))
     return summary
