@@ -212,3 +212,27 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer, scheduler)
         if cuda_states:
             torch.cuda.set_rng_state_all(cuda_states)
     return state["trainer"]
+
+
+# keys that may change between a run and its resumption (they do not change the arithmetic of past steps)
+RESUMABLE_CHANGES = ("resume", "overwrite", "output_dir", "logging.", "train.max_steps", "train.epochs",
+                     "reference.cache_dir", "reference.use_cache", "reference.batch_size")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and k != "columns":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between a checkpoint's config and the current one."""
+    def allowed(key: str) -> bool:
+        return any(key.startswith(r) if r.endswith(".") else key == r for r in RESUMABLE_CHANGES)
+
+    a, b = _flatten(saved), _flatten(current)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not allowed(k))

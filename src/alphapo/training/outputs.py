@@ -1,0 +1,124 @@
+"""What a run writes besides checkpoints: the metrics log, the saved model folders and the model card.
+
+- :class:`MetricsLogger`: one JSON object per line in ``OUT/metrics.jsonl`` (strict JSON: a non-finite
+  value is written as ``null``), mirrored to TensorBoard; on resume, records of steps after the
+  checkpoint are dropped (:meth:`MetricsLogger.truncate_after`).
+- :func:`_save_pretrained_atomic`: an HF-format folder (safetensors + tokenizer) written into a temp
+  folder and renamed into place.
+- :func:`model_card`: the ``README.md`` of ``final/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from alphapo.training import checkpoint as ckpt
+from alphapo.training.config import TrainConfig
+
+
+class MetricsLogger:
+    """Appends records to OUT/metrics.jsonl (and TensorBoard) on the main process."""
+
+    def __init__(self, out: Path, *, enabled: bool, tensorboard: bool):
+        self.path = out / "metrics.jsonl"
+        self.enabled = enabled
+        self.writer = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(log_dir=str(out / "tensorboard"))
+            except ImportError:
+                print("alphapo train: tensorboard is not installed; logging to metrics.jsonl only",
+                      file=sys.stderr)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records of steps after ``step`` (written by a run that was killed before its next save)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        if lines:
+            try:
+                json.loads(lines[-1])
+            except json.JSONDecodeError:  # a record torn by the kill: written after the checkpoint
+                lines.pop()
+        keep = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        ckpt.atomic_write_text(self.path, "".join(line + "\n" for line in keep))
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        # strict JSON: a non-finite value (e.g. an fp16-overflow grad norm) is written as null
+        record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record, allow_nan=False) + "\n")
+        if self.writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    tag = k if k.startswith("eval/") else f"train/{k}"
+                    self.writer.add_scalar(tag, v, record["step"])
+            self.writer.flush()
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _save_pretrained_atomic(model, tokenizer, dest: Path, *, card: str | None = None,
+                            state_dict: dict | None = None) -> None:
+    """Save an HF-format model (safetensors) + tokenizer into ``dest`` via a temp folder and rename.
+
+    ``state_dict`` is the full (gathered) state dict under FSDP / DeepSpeed ZeRO-3
+    (``accelerator.get_state_dict``); None uses the model's own parameters.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt.make_temp_dir(dest.parent, f".tmp-{dest.name}-")
+    try:
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+        tokenizer.save_pretrained(tmp)
+        if card is not None:
+            (tmp / "README.md").write_text(card)
+        old = None
+        if dest.exists():
+            old = dest.parent / f".old-{dest.name}-{os.getpid()}"
+            os.rename(dest, old)
+        os.rename(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def model_card(config: TrainConfig, *, step: int, train_metrics: dict, eval_metrics: dict) -> str:
+    """A short README.md: base model, loss, hyper-parameters, final metrics."""
+    t = config.train
+    hp = ", ".join(f"{k}={v}" for k, v in config.loss.params.items()) or "defaults"
+    lines = [
+        "---", "library_name: transformers", "tags: [alphapo, preference-optimization]", "---", "",
+        f"# {Path(config.output_dir).name}", "",
+        f"Fine-tuned from `{config.model.name_or_path}` with alphapo, loss **{config.loss.name}** ({hp}).",
+        "", "## Training", "",
+        f"- optimizer steps: {step}; epochs: {t.epochs}; learning rate {t.learning_rate} "
+        f"({t.lr_scheduler}, warmup ratio {t.warmup_ratio}); AdamW (weight decay {t.weight_decay})",
+        f"- per-device batch {t.per_device_batch_size}, global batch {t.global_batch_size or 'derived'}, "
+        f"max grad norm {t.max_grad_norm}, precision {t.mixed_precision}, seed {t.seed}",
+        f"- LoRA: {'r=%d alpha=%d' % (config.model.lora.r, config.model.lora.alpha) if config.model.lora.enabled else 'no'}",  # noqa: E501
+        f"- data: `{config.data.train_path}`", "", "## Final metrics", "",
+        "| metric | value |", "|---|---|",
+    ]
+    keys = ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected",
+            "lnorm/margin/mean", "kl/seq_k1")
+    for source in (train_metrics, eval_metrics):
+        for k, v in source.items():
+            if k.removeprefix("eval/") in keys and isinstance(v, float):
+                lines.append(f"| {k if k.startswith('eval/') else 'train/' + k} | {v:.6g} |")
+    lines += ["", "Full resolved config: `config.yaml` of the run; curves: `alphapo plot-run OUT`.", ""]
+    return "\n".join(lines)
