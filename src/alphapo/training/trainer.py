@@ -75,6 +75,7 @@ from alphapo.training.data import (
 from alphapo.training.logps import accepts_logits_to_keep, collate_sequences, sequence_logps
 from alphapo.training.metrics import preference_metrics
 from alphapo.training.optim import (
+    check_precision,
     deepspeed_config_for_loop,
     make_adamw,
     make_scheduler,
@@ -747,6 +748,10 @@ def train(config: TrainConfig) -> TrainResult:
     spec = resolve_loss(config)
     accelerator = start_accelerator(config)
     global_batch = global_batch_size(config, accelerator.num_processes)
+    precision_note = check_precision(weights_dtype=config.model.dtype, mixed_precision=config.train.mixed_precision,
+                                     sharded=is_sharded(accelerator))
+    if precision_note:
+        _note(accelerator, precision_note)
     out = Path(config.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
