@@ -6,6 +6,10 @@
 - :func:`_save_pretrained_atomic`: an HF-format folder (safetensors + tokenizer) written into a temp
   folder and renamed into place.
 - :func:`model_card`: the ``README.md`` of ``final/``.
+- :class:`OutputDirLock`: an exclusive lock on ``OUT/.alphapo-train.lock`` held by a run's main process,
+  so a second trainer started on the same ``output_dir`` stops with a clear error instead of racing on
+  the same files. It is an advisory ``flock``: the kernel drops it when the process dies, so a killed
+  run never leaves a stale lock behind.
 """
 
 from __future__ import annotations
@@ -122,3 +126,42 @@ def model_card(config: TrainConfig, *, step: int, train_metrics: dict, eval_metr
                 lines.append(f"| {k if k.startswith('eval/') else 'train/' + k} | {v:.6g} |")
     lines += ["", "Full resolved config: `config.yaml` of the run; curves: `alphapo plot-run OUT`.", ""]
     return "\n".join(lines)
+
+
+
+LOCK_NAME = ".alphapo-train.lock"
+
+
+class OutputDirLock:
+    """Exclusive, non-blocking ``flock`` on ``out/.alphapo-train.lock`` (see the module docstring)."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / LOCK_NAME
+        self._fh = None
+
+    def acquire(self) -> str | None:
+        """Take the lock; None on success, else a description of the holder (its pid)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no locking
+            return None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            return f"pid {holder}"
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return None
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing the file drops the flock
+            self._fh = None

@@ -82,7 +82,13 @@ from alphapo.training.optim import (
     precision_mismatch,
     warmup_steps,
 )
-from alphapo.training.outputs import MetricsLogger, _save_pretrained_atomic, model_card
+from alphapo.training.outputs import (
+    LOCK_NAME,
+    MetricsLogger,
+    OutputDirLock,
+    _save_pretrained_atomic,
+    model_card,
+)
 
 REF_INPUTS = frozenset({"ref_chosen_logps", "ref_rejected_logps", "ref_logps"})
 
@@ -310,8 +316,36 @@ def resolve_loss(config: TrainConfig) -> LossSpec:
                     need_ref=need_ref)
 
 
+def launcher_world_size(environ=os.environ) -> int:
+    """The number of processes the launcher started (``WORLD_SIZE`` of torchrun / accelerate launch)."""
+    try:
+        return max(1, int(environ.get("WORLD_SIZE") or 1))
+    except ValueError:
+        raise UserError(f"WORLD_SIZE={environ.get('WORLD_SIZE')!r} is not an integer") from None
+
+
+def check_world_size(launched: int, seen: int) -> None:
+    """Refuse a run where the launcher started ``launched`` processes but the trainer sees ``seen``:
+    each process would train on its own, all racing on one output folder."""
+    if launched > 1 and seen != launched:
+        raise UserError(f"the launcher started {launched} processes (WORLD_SIZE) but the trainer sees {seen}: "
+                        f"each would train alone on the same output_dir; on CPU set ACCELERATE_USE_CPU=true, "
+                        f"or launch with examples/accelerate/cpu_2proc.yaml or torchrun (docs/distributed.md)")
+
+
+def _has_device() -> bool:
+    found = getattr(torch, "accelerator", None)
+    return bool(found.is_available()) if found is not None else torch.cuda.is_available()
+
+
 def start_accelerator(config: TrainConfig):
-    """A fresh ``Accelerator`` with ``train.mixed_precision`` (forgetting an earlier ``train()`` call's)."""
+    """A fresh ``Accelerator`` with ``train.mixed_precision`` (forgetting an earlier ``train()`` call's).
+
+    Under a multi-process launcher (``WORLD_SIZE > 1``) on a machine without a GPU, accelerate would give
+    every process a single-process state (it only joins the processes on CPU when ``ACCELERATE_USE_CPU``
+    is set); the trainer asks for the CPU (gloo) process group itself, then checks that it sees every
+    launched process (:func:`check_world_size`) and prints the world size.
+    """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
@@ -319,7 +353,11 @@ def start_accelerator(config: TrainConfig):
     # this process (the distributed PartialState is kept)
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision)
+    launched = launcher_world_size()
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=launched > 1 and not _has_device())
+    check_world_size(launched, accelerator.num_processes)
+    _note(accelerator, f"{accelerator.num_processes} process(es) ({accelerator.distributed_type.value}, "
+                       f"device {accelerator.device})")
     mismatch = precision_mismatch(os.environ.get("ACCELERATE_MIXED_PRECISION"), config.train.mixed_precision)
     if mismatch:
         _note(accelerator, f"warning: {mismatch}")
@@ -739,8 +777,6 @@ def finish(run: Run, step: int) -> TrainResult:
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` with ``config.loss`` on ``config.data``; see the module docstring."""
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     validate(config)
@@ -753,10 +789,34 @@ def train(config: TrainConfig) -> TrainResult:
     if precision_note:
         _note(accelerator, precision_note)
     out = Path(config.output_dir)
+    lock = lock_output_dir(out, accelerator)
+    try:
+        if accelerator.is_main_process:
+            save_config(config, out / "config.yaml")
+        set_seed(config.train.seed)
+        return _train_in(config, spec, accelerator, out, global_batch)
+    finally:
+        lock.release()
+
+
+def lock_output_dir(out: Path, accelerator) -> OutputDirLock:
+    """Create ``out`` and lock it for this run (main process); every process raises when it is taken."""
+    lock = OutputDirLock(out)
+    holder = None
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    set_seed(config.train.seed)
+        holder = lock.acquire()
+    if _sum_across(accelerator, float(holder is not None)):
+        raise UserError(f"output_dir {str(out)!r} is in use by another alphapo train "
+                        f"({holder or 'on the main process'}, lock {out / LOCK_NAME}); wait for it to "
+                        f"finish or choose another output_dir")
+    return lock
+
+
+def _train_in(config: TrainConfig, spec: LossSpec, accelerator, out: Path, global_batch: int) -> TrainResult:
+    """The steps of :func:`train` after the output folder is locked."""
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path,
                                               trust_remote_code=config.model.trust_remote_code)
