@@ -29,7 +29,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-_STEP_DIR = re.compile(r"^step-(\d+)$")
+from alphapo.errors import UserError
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be resumed from (corrupt, truncated, not safetensors, another model)."""
 
 
 def _umask() -> int:
@@ -126,8 +133,9 @@ def save_checkpoint(ckpt_root: Path, step: int, *, model: torch.nn.Module, optim
                 rng[f"torch_cuda_{i}"] = s
         save_file(rng, tmp / "rng.safetensors")
         sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+        sizes = {f: (tmp / f).stat().st_size for f in TENSOR_FILES}  # lets a resume detect truncation
         state = {"step": step, "trainer": trainer_state, "optimizer": opt_meta, "scheduler": sched,
-                 "complete": True}
+                 "files": sizes, "complete": True}
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
         for f in tmp.iterdir():
             _fsync_file(f)
@@ -145,7 +153,7 @@ def save_checkpoint(ckpt_root: Path, step: int, *, model: torch.nn.Module, optim
 
 
 def _prune(ckpt_root: Path, *, keep: int, protect: tuple[str, ...]) -> None:
-    steps = sorted((p for p in ckpt_root.iterdir() if _STEP_DIR.match(p.name)), key=lambda p: p.name)
+    steps = sorted((p for p in ckpt_root.iterdir() if STEP_DIR.match(p.name)), key=lambda p: p.name)
     for old in steps[: max(len(steps) - max(keep, 1), 0)]:
         if old.name not in protect:
             shutil.rmtree(old, ignore_errors=True)
@@ -153,28 +161,66 @@ def _prune(ckpt_root: Path, *, keep: int, protect: tuple[str, ...]) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _is_complete(path: Path) -> bool:
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint folder ``path`` cannot be resumed from (None when it is intact).
+
+    Checks: ``state.json`` parses and says ``complete``; every tensor file exists, has the size recorded
+    at save time (checkpoints written before sizes were recorded skip this) and a readable safetensors
+    header. The tensor data are not hashed: a truncated or half-copied file changes its size, and a file
+    that is not safetensors (e.g. a pickle) has no valid header.
+    """
+    from safetensors import safe_open
+
     try:
         state = json.loads((path / "state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(state.get("complete")) and all(
-        (path / f).is_file() for f in ("model.safetensors", "optimizer.safetensors", "rng.safetensors"))
+    except OSError:
+        return "no state.json"
+    except ValueError:
+        return "state.json is not valid JSON"
+    if not state.get("complete"):
+        return "state.json does not mark it complete"
+    sizes = state.get("files", {})
+    for name in TENSOR_FILES:
+        f = path / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if name in sizes and f.stat().st_size != sizes[name]:
+            return f"{name} is truncated or altered ({f.stat().st_size} bytes, {sizes[name]} when saved)"
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except Exception:  # noqa: BLE001 - any unreadable header makes the checkpoint unusable
+            return f"{name} is not a readable safetensors file"
+    return None
 
 
-def find_latest(ckpt_root: Path) -> Path | None:
-    """The checkpoint named by ``latest`` if complete, else the newest complete ``step-*`` folder."""
+def find_latest(ckpt_root: Path, log=None) -> Path | None:
+    """The newest intact checkpoint: the one named by ``latest``, else the newest intact ``step-*`` folder.
+
+    Each unusable candidate passed over is reported through ``log`` (one line: which and why). None when
+    there is no checkpoint at all; ``CheckpointError`` when there are checkpoints but none is intact.
+    """
     ckpt_root = Path(ckpt_root)
     if not ckpt_root.is_dir():
         return None
+    candidates = sorted((p for p in ckpt_root.iterdir() if STEP_DIR.match(p.name)), key=lambda p: p.name,
+                        reverse=True)
     pointer = ckpt_root / "latest"
     if pointer.is_file():
-        candidate = ckpt_root / pointer.read_text().strip()
-        if _is_complete(candidate):
-            return candidate
-    steps = sorted((p for p in ckpt_root.iterdir() if _STEP_DIR.match(p.name)), key=lambda p: p.name,
-                   reverse=True)
-    return next((p for p in steps if _is_complete(p)), None)
+        named = ckpt_root / pointer.read_text().strip()
+        candidates = [named] + [p for p in candidates if p != named]
+    problems = []
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if problems and log is not None:
+                log(f"skipped {'; '.join(problems)}; resuming from {path.name}, the newest intact checkpoint")
+            return path
+        problems.append(f"{path.name} ({problem})")
+    if problems:
+        raise CheckpointError(f"no intact checkpoint in {ckpt_root}: {'; '.join(problems)}; delete the "
+                              f"broken folders, or set resume=false overwrite=true to start again")
+    return None
 
 
 def read_trainer_state(path: Path) -> dict[str, Any]:
@@ -188,24 +234,33 @@ def cuda_rng_states(rng: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     return [rng[k] for k in sorted(keys, key=lambda k: int(k.removeprefix("torch_cuda_")))]
 
 
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """``safetensors.load_file`` with a one-line ``CheckpointError`` for a corrupt or non-safetensors file."""
+    try:
+        return load_file(path)
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); "
+                              f"checkpoints hold safetensors only and nothing is unpickled") from None
+
+
 def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
     """Restore model parameters, optimizer, scheduler and RNG state in place; returns the trainer state."""
     path = Path(path)
     state = json.loads((path / "state.json").read_text())
-    weights = load_file(path / "model.safetensors")
+    weights = _load_tensors(path / "model.safetensors")
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
     unknown = [n for n in weights if n not in params]
     if missing or unknown:
-        raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing[:3]}, "
-                           f"unexpected {unknown[:3]}")
+        raise CheckpointError(f"checkpoint {path} does not match the model: missing {missing[:3]}, "
+                              f"unexpected {unknown[:3]}")
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor.to(params[name].device))
-    opt = _optimizer_from_flat(load_file(path / "optimizer.safetensors"), state["optimizer"])
+    opt = _optimizer_from_flat(_load_tensors(path / "optimizer.safetensors"), state["optimizer"])
     optimizer.load_state_dict(opt)
     scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
-    rng = load_file(path / "rng.safetensors")
+    rng = _load_tensors(path / "rng.safetensors")
     torch.set_rng_state(rng["torch_cpu"])
     if torch.cuda.is_available():
         cuda_states = cuda_rng_states(rng)

@@ -153,6 +153,9 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     output_dir: str = "runs/alphapo"
     resume: bool = False  # continue from OUT/checkpoints/latest when it exists
+    # start again in an output_dir that holds a run (final/ or checkpoints), replacing it; without it
+    # (or resume) such a folder is refused; the old run is removed only once the new one's data loaded
+    overwrite: bool = False
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,6 +10,13 @@
   so a second trainer started on the same ``output_dir`` stops with a clear error instead of racing on
   the same files. It is an advisory ``flock``: the kernel drops it when the process dies, so a killed
   run never leaves a stale lock behind.
+- :func:`output_dir_problem`: a folder holding a run (``final/`` or checkpoints) is refused unless the
+  config says ``resume=true`` or ``overwrite=true``; :func:`clear_previous_run` removes the old run's
+  files once the new run's data and reference are ready (so a run failing on bad data leaves a finished
+  run, its ``config.yaml`` included, as it was).
+- :func:`recover_interrupted_saves`: :func:`_save_pretrained_atomic` replaces ``final/`` with two renames
+  (``final`` -> ``.old-final-PID``, then the new folder -> ``final``); a kill between them leaves no
+  ``final/``, and the next start renames the old one back (and removes leftovers of killed saves).
 """
 
 from __future__ import annotations
@@ -27,20 +34,26 @@ from alphapo.training.config import TrainConfig
 
 
 class MetricsLogger:
-    """Appends records to OUT/metrics.jsonl (and TensorBoard) on the main process."""
+    """Appends records to OUT/metrics.jsonl (and TensorBoard) on the main process.
+
+    The TensorBoard writer is created at the first record, so nothing is written to ``OUT/tensorboard``
+    before the run has started training.
+    """
 
     def __init__(self, out: Path, *, enabled: bool, tensorboard: bool):
         self.path = out / "metrics.jsonl"
         self.enabled = enabled
         self.writer = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        self._tensorboard_dir = out / "tensorboard" if enabled and tensorboard else None
 
-                self.writer = SummaryWriter(log_dir=str(out / "tensorboard"))
-            except ImportError:
-                print("alphapo train: tensorboard is not installed; logging to metrics.jsonl only",
-                      file=sys.stderr)
+    def _open_writer(self) -> None:
+        tb_dir, self._tensorboard_dir = self._tensorboard_dir, None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(tb_dir))
+        except ImportError:
+            print("alphapo train: tensorboard is not installed; logging to metrics.jsonl only", file=sys.stderr)
 
     def truncate_after(self, step: int) -> None:
         """Drop records of steps after ``step`` (written by a run that was killed before its next save)."""
@@ -62,6 +75,8 @@ class MetricsLogger:
         record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with self.path.open("a") as fh:
             fh.write(json.dumps(record, allow_nan=False) + "\n")
+        if self._tensorboard_dir is not None:
+            self._open_writer()
         if self.writer is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
@@ -165,3 +180,55 @@ class OutputDirLock:
         if self._fh is not None:
             self._fh.close()  # closing the file drops the flock
             self._fh = None
+
+
+SAVED_MODELS = ("final", "best")
+RUN_ARTIFACTS = ("checkpoints", "best", "tensorboard", "plots", "metrics.jsonl")
+
+
+def recover_interrupted_saves(out: Path, log=None) -> None:
+    """Undo what a save killed midway left in ``out`` (see the module docstring); ``log`` gets one line
+    per restored folder."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    for name in SAVED_MODELS:
+        dest = out / name
+        olds = sorted(out.glob(f".old-{name}-*"), key=lambda p: p.stat().st_mtime)
+        if not dest.exists() and olds:
+            os.rename(olds.pop(), dest)
+            if log is not None:
+                log(f"restored {dest} (a save was killed between replacing and renaming it)")
+        for stale in olds + list(out.glob(f".tmp-{name}-*")):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def output_dir_problem(out: Path, *, resume: bool, overwrite: bool, has_checkpoint: bool) -> str | None:
+    """Why a run may not start in ``out`` (None when it may): it holds a finished run (``final/``) or an
+    unfinished one (checkpoints), and the config says neither ``resume=true`` nor ``overwrite=true``; or
+    ``resume=true`` finds a finished run without a checkpoint to continue from."""
+    if resume and overwrite:
+        return "resume=true and overwrite=true contradict: resume continues the run in output_dir, overwrite " \
+               "starts it again; set one"
+    finished = (Path(out) / "final").is_dir()
+    if overwrite or not (finished or has_checkpoint):
+        return None
+    if not resume:
+        what = "a finished run (final/)" if finished else "checkpoints of an unfinished run"
+        return (f"output_dir {str(out)!r} holds {what}; set resume=true to continue it, overwrite=true to "
+                f"replace it, or choose another output_dir")
+    if not has_checkpoint:
+        return (f"resume=true, but output_dir {str(out)!r} holds a finished run (final/) and no checkpoint "
+                f"to continue from; set overwrite=true to train it again")
+    return None
+
+
+def clear_previous_run(out: Path) -> None:
+    """Remove the files of a previous run in ``out`` (checkpoints, best/, logs, plots) before a fresh one;
+    ``final/`` is replaced atomically when the new run saves its own."""
+    for name in RUN_ARTIFACTS:
+        path = Path(out) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()

@@ -87,7 +87,10 @@ from alphapo.training.outputs import (
     MetricsLogger,
     OutputDirLock,
     _save_pretrained_atomic,
+    clear_previous_run,
     model_card,
+    output_dir_problem,
+    recover_interrupted_saves,
 )
 
 REF_INPUTS = frozenset({"ref_chosen_logps", "ref_rejected_logps", "ref_logps"})
@@ -584,13 +587,16 @@ def _scaler_state(accelerator) -> dict | None:
 
 
 def resume_from_checkpoint(run: Run) -> None:
-    """With ``resume=true``: restore the newest complete checkpoint (refusing a changed config) and cut
-    ``metrics.jsonl`` back to it; a fresh run in an old folder starts a fresh ``metrics.jsonl``."""
+    """With ``resume=true``: restore the newest intact checkpoint (refusing a changed config) and cut
+    ``metrics.jsonl`` back to it; otherwise remove what an earlier run left (``overwrite=true``). Then
+    write ``config.yaml``: only now, so a run that failed on its data leaves the folder as it was."""
     config, accelerator = run.config, run.accelerator
-    latest = ckpt.find_latest(run.ckpt_root) if config.resume else None
+    latest = ckpt.find_latest(run.ckpt_root, log=lambda msg: _note(accelerator, msg)) if config.resume else None
     if latest is None:
-        if accelerator.is_main_process and (run.out / "metrics.jsonl").exists():
-            (run.out / "metrics.jsonl").unlink()
+        if accelerator.is_main_process:
+            clear_previous_run(run.out)
+            save_config(config, run.out / "config.yaml")
+        accelerator.wait_for_everyone()
         return
     changed = ckpt.resume_conflicts(ckpt.read_trainer_state(latest).get("config", {}), to_dict(config))
     if changed:
@@ -602,6 +608,8 @@ def resume_from_checkpoint(run: Run) -> None:
         accelerator.scaler.load_state_dict(state["scaler"])
     run.global_step, run.best_metric, run.best_step = state["global_step"], state["best_metric"], state["best_step"]
     run.logger.truncate_after(run.global_step)
+    if accelerator.is_main_process:
+        save_config(config, run.out / "config.yaml")
     _note(accelerator, f"resumed from {latest} (step {run.global_step})")
 
 
@@ -789,27 +797,45 @@ def train(config: TrainConfig) -> TrainResult:
     if precision_note:
         _note(accelerator, precision_note)
     out = Path(config.output_dir)
-    lock = lock_output_dir(out, accelerator)
+    lock = prepare_output_dir(config, accelerator)
     try:
-        if accelerator.is_main_process:
-            save_config(config, out / "config.yaml")
         set_seed(config.train.seed)
         return _train_in(config, spec, accelerator, out, global_batch)
     finally:
         lock.release()
 
 
-def lock_output_dir(out: Path, accelerator) -> OutputDirLock:
-    """Create ``out`` and lock it for this run (main process); every process raises when it is taken."""
+def _from_main(accelerator, value):
+    """``value`` as computed on the main process, on every process."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
+
+
+def prepare_output_dir(config: TrainConfig, accelerator) -> OutputDirLock:
+    """Create and lock ``output_dir`` (main process), recover a save killed midway, and refuse a folder
+    holding a run unless ``resume`` / ``overwrite`` says what to do with it; every process raises."""
+    out = Path(config.output_dir)
     lock = OutputDirLock(out)
-    holder = None
+    problem = None
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         holder = lock.acquire()
-    if _sum_across(accelerator, float(holder is not None)):
-        raise UserError(f"output_dir {str(out)!r} is in use by another alphapo train "
-                        f"({holder or 'on the main process'}, lock {out / LOCK_NAME}); wait for it to "
-                        f"finish or choose another output_dir")
+        if holder is not None:
+            problem = (f"output_dir {str(out)!r} is in use by another alphapo train ({holder}, lock "
+                       f"{out / LOCK_NAME}); wait for it to finish or choose another output_dir")
+        else:
+            recover_interrupted_saves(out, log=lambda msg: _note(accelerator, msg))
+            has_checkpoint = (out / "checkpoints").is_dir() and any(
+                ckpt.STEP_DIR.match(p.name) for p in (out / "checkpoints").iterdir())
+            problem = output_dir_problem(out, resume=config.resume, overwrite=config.overwrite,
+                                         has_checkpoint=has_checkpoint)
+    problem = _from_main(accelerator, problem)
+    if problem:
+        lock.release()
+        raise UserError(problem)
     return lock
 
 
