@@ -46,13 +46,16 @@ class ConfigError(UserError):
 
 @dataclass
 class LoraConfig:
-    """LoRA adapters through ``peft`` (off by default). The final model is saved merged."""
+    """LoRA adapters through ``peft`` (off by default), saved as an adapter and (by default) merged."""
 
     enabled: bool = False
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
     target_modules: list[str] | None = None  # None: peft's default for the architecture
+    # OUT/adapter/ always holds the adapter (peft format); merge=true also writes OUT/final/ with the
+    # adapter merged into the base weights (a plain transformers model)
+    merge: bool = True
 
 
 @dataclass
@@ -139,6 +142,9 @@ class LoggingConfig:
     best_mode: Literal["min", "max"] = "min"
     tensorboard: bool = True
     progress_bar: bool = True
+    # accelerate trackers fed with every record, e.g. [tensorboard] or [wandb] (installed and configured
+    # separately); their files go to OUT/trackers/
+    report_to: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -2,7 +2,12 @@
 
 Names follow TRL where TRL logs the same quantity (``rewards/chosen``, ``rewards/rejected``,
 ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``); ``loss``,
-``grad_norm``, ``learning_rate`` and throughput are added by the loop. AlphaPO (section 3.3, Figure 2)
+``grad_norm``, ``learning_rate`` and throughput are added by the loop.
+
+Deviations: ``logps/chosen`` / ``logps/rejected`` are always the mean *sequence* log-prob (summed over
+completion tokens), TRL DPOTrainer's meaning, for every loss. TRL's CPOTrainer logs the per-token
+*average* under the same names when its ``loss_type`` is ``simpo`` or ``ipo`` (it length-normalises the
+log-probs for those losses); compare that with our ``lnorm/chosen/mean`` / ``lnorm/rejected/mean``. AlphaPO (section 3.3, Figure 2)
 tracks three *length-normalised* quantities over an epoch, and so do we, per logging window:
 
 - ``lnorm/chosen``   = ``logp(y_w) / |y_w|``  (preferred likelihood),

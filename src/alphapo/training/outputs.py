@@ -40,10 +40,11 @@ class MetricsLogger:
     before the run has started training.
     """
 
-    def __init__(self, out: Path, *, enabled: bool, tensorboard: bool):
+    def __init__(self, out: Path, *, enabled: bool, tensorboard: bool, sink=None):
         self.path = out / "metrics.jsonl"
         self.enabled = enabled
         self.writer = None
+        self.sink = sink  # e.g. accelerator.log: receives {tag: value} and step= for each record
         self._tensorboard_dir = out / "tensorboard" if enabled and tensorboard else None
 
     def _open_writer(self) -> None:
@@ -77,12 +78,14 @@ class MetricsLogger:
             fh.write(json.dumps(record, allow_nan=False) + "\n")
         if self._tensorboard_dir is not None:
             self._open_writer()
+        scalars = {(k if k.startswith("eval/") else f"train/{k}"): v for k, v in record.items()
+                   if isinstance(v, (int, float)) and k not in ("step", "epoch")}
         if self.writer is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    tag = k if k.startswith("eval/") else f"train/{k}"
-                    self.writer.add_scalar(tag, v, record["step"])
+            for tag, v in scalars.items():
+                self.writer.add_scalar(tag, v, record["step"])
             self.writer.flush()
+        if self.sink is not None:
+            self.sink(scalars, step=record["step"])
 
     def close(self):
         if self.writer is not None:
@@ -182,8 +185,8 @@ class OutputDirLock:
             self._fh = None
 
 
-SAVED_MODELS = ("final", "best")
-RUN_ARTIFACTS = ("checkpoints", "best", "tensorboard", "plots", "metrics.jsonl")
+SAVED_MODELS = ("final", "best", "adapter")
+RUN_ARTIFACTS = ("checkpoints", "best", "adapter", "tensorboard", "trackers", "plots", "metrics.jsonl")
 
 
 def recover_interrupted_saves(out: Path, log=None) -> None:
@@ -210,7 +213,7 @@ def output_dir_problem(out: Path, *, resume: bool, overwrite: bool, has_checkpoi
     if resume and overwrite:
         return "resume=true and overwrite=true contradict: resume continues the run in output_dir, overwrite " \
                "starts it again; set one"
-    finished = (Path(out) / "final").is_dir()
+    finished = (Path(out) / "final").is_dir() or (Path(out) / "adapter").is_dir()
     if overwrite or not (finished or has_checkpoint):
         return None
     if not resume:
@@ -232,3 +235,20 @@ def clear_previous_run(out: Path) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+LINE_KEYS = (("loss", "loss", ".4f"), ("rewards/accuracies", "acc", ".3f"), ("rewards/margins", "margin", ".4f"),
+             ("learning_rate", "lr", ".3g"), ("grad_norm", "grad_norm", ".4g"), ("tokens_per_second", "tok/s", ".0f"))
+
+
+def metric_line(record: dict[str, Any], total_steps: int) -> str:
+    """The one line printed per logged record, e.g.
+    ``alphapo train: step 3/10 loss 0.6931 acc 0.500 margin 0.0012 lr 1e-06 grad_norm 0.1234 tok/s 812``
+    (eval records: ``eval step 3/10 loss ... acc ... margin ...``)."""
+    prefix = "eval/" if record.get("split") == "eval" else ""
+    parts = [f"alphapo train: {'eval ' if prefix else ''}step {record['step']}/{total_steps}"]
+    for key, label, fmt in LINE_KEYS:
+        value = record.get(prefix + key)
+        if isinstance(value, (int, float)):
+            parts.append(f"{label} {value:{fmt}}")
+    return " ".join(parts)

@@ -40,7 +40,9 @@ import inspect
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +90,7 @@ from alphapo.training.outputs import (
     OutputDirLock,
     _save_pretrained_atomic,
     clear_previous_run,
+    metric_line,
     model_card,
     output_dir_problem,
     recover_interrupted_saves,
@@ -98,6 +101,10 @@ REF_INPUTS = frozenset({"ref_chosen_logps", "ref_rejected_logps", "ref_logps"})
 
 class NonFiniteLossError(AlphapoError):
     """The loss or gradient norm became NaN/inf; the message names the step and the example ids."""
+
+
+class TrainingInterrupted(AlphapoError):
+    """SIGINT/SIGTERM stopped the run after saving a checkpoint; the message says how to continue."""
 
 
 @dataclass
@@ -357,7 +364,9 @@ def start_accelerator(config: TrainConfig):
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     launched = launcher_world_size()
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=launched > 1 and not _has_device())
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=launched > 1 and not _has_device(),
+                              log_with=list(config.logging.report_to) or None,
+                              project_dir=str(Path(config.output_dir) / "trackers"))
     check_world_size(launched, accelerator.num_processes)
     _note(accelerator, f"{accelerator.num_processes} process(es) ({accelerator.distributed_type.value}, "
                        f"device {accelerator.device})")
@@ -624,10 +633,19 @@ def flush(run: Run, step: int) -> None:
            **_window_metrics(stats), "grad_norm": sum(win.grad_norms) / len(win.grad_norms),
            "learning_rate": win.lr, "tokens_per_second": tokens / max(win.seconds, 1e-9),
            "steps_per_second": win.steps / max(win.seconds, 1e-9)}
-    run.logger.log(rec)
+    _log(run, rec)
     run.last_train = rec
     run.bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_second']:.0f}")
     win.reset()
+
+
+def _log(run: Run, rec: dict[str, Any]) -> None:
+    """Write a record (metrics.jsonl, TensorBoard, trackers) and print its line (main process)."""
+    run.logger.log(rec)
+    if run.accelerator.is_main_process:
+        from tqdm.auto import tqdm
+
+        tqdm.write(metric_line(rec, run.schedule.total_steps), file=sys.stderr)  # above the progress bar
 
 
 def evaluate(run: Run, step: int) -> dict[str, float]:
@@ -648,7 +666,7 @@ def evaluate(run: Run, step: int) -> dict[str, float]:
     stats = _gather_stats(accelerator, stats)
     rec = {"step": step, "epoch": step / run.schedule.steps_per_epoch, "split": "eval",
            **{f"eval/{k}": v for k, v in _window_metrics(stats).items()}}
-    run.logger.log(rec)
+    _log(run, rec)
     run.last_eval = rec
     return rec
 
@@ -666,8 +684,8 @@ def keep_best(run: Run, step: int, rec: dict[str, float]) -> None:
     run.best_metric, run.best_step = value, step
     full_state = accelerator.get_state_dict(run.model) if is_sharded(accelerator) else None
     if accelerator.is_main_process:
-        _save_pretrained_atomic(accelerator.unwrap_model(run.model), run.tokenizer, run.out / "best",
-                                state_dict=full_state)
+        _save_for_inference(accelerator.unwrap_model(run.model), run.tokenizer, run.out / "best",
+                            state_dict=full_state)
         ckpt.atomic_write_text(run.out / "best" / "best.json",
                                json.dumps({"step": step, lg.best_metric: value}) + "\n")
 
@@ -736,47 +754,115 @@ def train_step(run: Run, batch: list[int], step: int, epoch: int) -> None:
     win.seconds += time.perf_counter() - t0
 
 
+class StopSignals:
+    """SIGINT / SIGTERM during the loop are remembered and acted on at the end of the current optimizer
+    step (a cluster pre-empts with SIGTERM); a second signal gets the default behaviour at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # signal.signal works there only
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signal.Signals(signum).name
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+def _stop_reason(run: Run, stop: StopSignals) -> str | None:
+    """The signal that asks every process to stop after this step (agreed on by all of them)."""
+    reason = stop.received
+    if run.accelerator.num_processes > 1 and _sum_across(run.accelerator, float(reason is not None)):
+        reason = reason or "a signal to another process"
+    return reason
+
+
+def stop_with_checkpoint(run: Run, step: int, reason: str) -> None:
+    """Save a checkpoint of step ``step`` (unless the periodic save just did) and stop the run."""
+    lg = run.config.logging
+    if not (lg.save_steps and step % lg.save_steps == 0):
+        save_checkpoint(run, step)
+    raise TrainingInterrupted(f"stopped by {reason} after optimizer step {step} of {run.schedule.total_steps}; "
+                              f"checkpoint saved in {run.ckpt_root / f'step-{step:06d}'}; continue with "
+                              f"resume=true")
+
+
 def training_loop(run: Run) -> int:
     """Optimizer steps from ``run.global_step`` to the schedule's total, with the periodic log, eval and
-    save; then the last log record and the final evaluation. Returns the last step."""
+    save, stopping with a checkpoint on SIGINT/SIGTERM; then the last log record and the final
+    evaluation. Returns the last step."""
     lg, sched, d = run.config.logging, run.schedule, run.config.data
     step = run.global_step
-    while step < sched.total_steps:
-        epoch, in_epoch = divmod(step, sched.steps_per_epoch)
-        plan = plan_epoch(run.lengths, global_batch=sched.global_batch, seed=run.config.train.seed,
-                          epoch=epoch, group_by_length=d.group_by_length)
-        for batch in plan[in_epoch:]:
-            if step >= sched.total_steps:
-                break
-            train_step(run, batch, step, epoch)
-            step += 1
-            run.global_step = step
-            run.bar.update(1)
-            if step % lg.logging_steps == 0:
-                flush(run, step)
-            if run.eval_ex and lg.eval_steps and step % lg.eval_steps == 0 and step < sched.total_steps:
-                keep_best(run, step, evaluate(run, step))
-            if lg.save_steps and step % lg.save_steps == 0 and step < sched.total_steps:
-                save_checkpoint(run, step)
+    with StopSignals() as stop:
+        while step < sched.total_steps:
+            epoch, in_epoch = divmod(step, sched.steps_per_epoch)
+            plan = plan_epoch(run.lengths, global_batch=sched.global_batch, seed=run.config.train.seed,
+                              epoch=epoch, group_by_length=d.group_by_length)
+            for batch in plan[in_epoch:]:
+                if step >= sched.total_steps:
+                    break
+                train_step(run, batch, step, epoch)
+                step += 1
+                run.global_step = step
+                run.bar.update(1)
+                if step % lg.logging_steps == 0:
+                    flush(run, step)
+                if run.eval_ex and lg.eval_steps and step % lg.eval_steps == 0 and step < sched.total_steps:
+                    keep_best(run, step, evaluate(run, step))
+                if lg.save_steps and step % lg.save_steps == 0 and step < sched.total_steps:
+                    save_checkpoint(run, step)
+                reason = _stop_reason(run, stop) if step < sched.total_steps else None
+                if reason:
+                    stop_with_checkpoint(run, step, reason)
     flush(run, step)
     if run.eval_ex:
         keep_best(run, step, evaluate(run, step))
     return step
 
 
+def _save_for_inference(model, tokenizer, dest: Path, **kwargs) -> None:
+    """Save with ``use_cache: true`` in ``config.json`` (training turns the KV cache off; generation with
+    the saved model wants it on, as in the base model's own config)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        _save_pretrained_atomic(model, tokenizer, dest, **kwargs)
+        return
+    config.use_cache = True
+    try:
+        _save_pretrained_atomic(model, tokenizer, dest, **kwargs)
+    finally:
+        config.use_cache = False
+
+
 def finish(run: Run, step: int) -> TrainResult:
-    """Write ``OUT/final/`` (LoRA merged; gathered weights under FSDP/DeepSpeed) with a model card."""
+    """Write ``OUT/final/`` (gathered weights under FSDP/DeepSpeed) with a model card; LoRA runs write the
+    adapter (peft format) to ``OUT/adapter/`` and, with ``model.lora.merge``, the merged model to final/."""
     accelerator, config = run.accelerator, run.config
     final = run.out / "final"
     final_model = accelerator.unwrap_model(run.model)
     full_state = None
+    card = model_card(config, step=step, train_metrics=run.last_train, eval_metrics=run.last_eval)
     if config.model.lora.enabled:
-        final_model = final_model.merge_and_unload()
+        if accelerator.is_main_process:
+            _save_pretrained_atomic(final_model, run.tokenizer, run.out / "adapter", card=card)
+        if config.model.lora.merge:
+            final_model = final_model.merge_and_unload()
+        else:
+            final = run.out / "adapter"
     elif is_sharded(accelerator):
         full_state = accelerator.get_state_dict(run.model)  # a collective: every process calls it
-    if accelerator.is_main_process:
-        card = model_card(config, step=step, train_metrics=run.last_train, eval_metrics=run.last_eval)
-        _save_pretrained_atomic(final_model, run.tokenizer, final, card=card, state_dict=full_state)
+    if accelerator.is_main_process and final.name == "final":
+        _save_for_inference(final_model, run.tokenizer, final, card=card, state_dict=full_state)
     accelerator.wait_for_everyone()
     return TrainResult(output_dir=run.out, final_dir=final, global_step=step, train_metrics=run.last_train,
                        eval_metrics=run.last_eval, best_metric=run.best_metric, best_step=run.best_step)
@@ -856,10 +942,11 @@ def _train_in(config: TrainConfig, spec: LossSpec, accelerator, out: Path, globa
     run = Run(config=config, accelerator=accelerator, spec=spec, tokenizer=tokenizer, pad_id=pad_id, trim=trim,
               train_ex=train_ex, eval_ex=eval_ex, train_ref=train_ref, eval_ref=eval_ref, model=model,
               optimizer=optimizer, scheduler=scheduler, schedule=schedule, out=out,
-              logger=MetricsLogger(out, enabled=accelerator.is_main_process,
-                                   tensorboard=config.logging.tensorboard),
+              logger=MetricsLogger(out, enabled=accelerator.is_main_process, tensorboard=config.logging.tensorboard,
+                                   sink=accelerator.log if config.logging.report_to else None),
               lengths=[example_length(e) for e in train_ex])
     resume_from_checkpoint(run)
+    start_trackers(run)
     run.bar = tqdm(total=schedule.total_steps, initial=run.global_step, desc=f"train {config.loss.name}",
                    disable=not (config.logging.progress_bar and accelerator.is_main_process), dynamic_ncols=True)
     try:
@@ -867,4 +954,16 @@ def _train_in(config: TrainConfig, spec: LossSpec, accelerator, out: Path, globa
     finally:
         run.bar.close()
         run.logger.close()
+        if config.logging.report_to:
+            accelerator.end_training()
     return finish(run, step)
+
+
+def start_trackers(run: Run) -> None:
+    """``accelerator.init_trackers`` for ``logging.report_to`` (files under ``OUT/trackers/``), with the
+    scalar config values as the run's hyper-parameters."""
+    if not run.config.logging.report_to:
+        return
+    hparams = {k: v for k, v in ckpt._flatten(to_dict(run.config)).items()
+               if isinstance(v, (int, float, str, bool))}
+    run.accelerator.init_trackers(run.out.name or "alphapo", config=hparams)
