@@ -137,3 +137,57 @@ def test_no_intact_checkpoint_or_a_pickle_is_a_one_line_error(fake_losses, tiny_
                                               r"unpickled") as err:
         load_checkpoint(step1, model=None, optimizer=None, scheduler=None)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("error", [
+    OSError(28, "No space left on device"),
+    # what safetensors' writer raises for the same condition (its own exception type)
+    RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left '
+                 'on device" })'),
+])
+def test_disk_full_while_saving_a_checkpoint_is_one_line_exit_2(error, fake_losses, tiny_model_dir, pairs_path,
+                                                               tmp_path, monkeypatch, capsys):
+    from alphapo.cli import main
+    from alphapo.training import checkpoint
+
+    def full_disk(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    out = tmp_path / "full"
+    code = main(["train", f"model.name_or_path={tiny_model_dir}", f"data.train_path={pairs_path}",
+                 f"output_dir={out}", "loss.name=simpo", "train.max_steps=2", "logging.save_steps=1",
+                 "logging.progress_bar=false", "logging.tensorboard=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "Traceback" not in "\n".join(err)
+    assert err[-1] == (f"alphapo train: error: cannot write {out / 'checkpoints'}: no space left on device; the "
+                       f"previous checkpoint and model are kept; free space or fix the permissions, then "
+                       f"continue with resume=true")
+    assert not list((out / "checkpoints").glob(".tmp-*"))  # the half-written checkpoint was removed
+
+
+def test_other_save_errors_are_not_disguised(fake_losses, tiny_model_dir, pairs_path, tmp_path, monkeypatch):
+    from alphapo.training import checkpoint
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("some other failure")
+
+    monkeypatch.setattr(checkpoint, "save_file", broken)
+    with pytest.raises(RuntimeError, match="some other failure"):
+        train(_config(tiny_model_dir, pairs_path, tmp_path / "o", "loss.name=simpo", "train.max_steps=2",
+                      "logging.save_steps=1"))
+
+
+def test_disk_full_while_saving_final_keeps_no_partial_folder(fake_losses, tiny_model_dir, pairs_path, tmp_path,
+                                                             monkeypatch):
+    from transformers import PreTrainedModel
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full_disk)
+    out = tmp_path / "nofinal"
+    with pytest.raises(UserError, match=r"cannot write .*final: no space left on device; no final model was "
+                                        r"written \(an earlier final/ is kept\)"):
+        train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
+    assert not (out / "final").exists() and not list(out.glob(".tmp-final-*"))

@@ -14,6 +14,8 @@
   config says ``resume=true`` or ``overwrite=true``; :func:`clear_previous_run` removes the old run's
   files once the new run's data and reference are ready (so a run failing on bad data leaves a finished
   run, its ``config.yaml`` included, as it was).
+- :func:`write_errors`: a full disk, an exceeded quota or a read-only folder while saving becomes one
+  ``UserError`` line naming the path (safetensors reports these as its own error type, not ``OSError``).
 - :func:`recover_interrupted_saves`: :func:`_save_pretrained_atomic` replaces ``final/`` with two renames
   (``final`` -> ``.old-final-PID``, then the new folder -> ``final``); a kill between them leaves no
   ``final/``, and the next start renames the old one back (and removes leftovers of killed saves).
@@ -21,6 +23,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -29,6 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from alphapo.errors import UserError
 from alphapo.training import checkpoint as ckpt
 from alphapo.training.config import TrainConfig
 
@@ -252,3 +257,32 @@ def metric_line(record: dict[str, Any], total_steps: int) -> str:
         if isinstance(value, (int, float)):
             parts.append(f"{label} {value:{fmt}}")
     return " ".join(parts)
+
+
+_WRITE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+# how safetensors' Rust writer words the same errors ("IoError(Os { code: 28, kind: StorageFull, ... })")
+_WRITE_MESSAGES = {"No space left on device": errno.ENOSPC, "StorageFull": errno.ENOSPC,
+                   "Disk quota exceeded": errno.EDQUOT, "QuotaExceeded": errno.EDQUOT,
+                   "Read-only file system": errno.EROFS, "ReadOnlyFilesystem": errno.EROFS}
+
+
+def _write_errno(err: BaseException) -> int | None:
+    if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+        return err.errno
+    text = str(err)
+    return next((code for marker, code in _WRITE_MESSAGES.items() if marker in text), None)
+
+
+@contextlib.contextmanager
+def write_errors(path: Path, *, kept: str = "the previous checkpoint and model are kept"):
+    """Turn a full disk / exceeded quota / read-only target while writing ``path`` into one ``UserError``
+    line (the writers clean their temp files up before the error gets here); other errors pass."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - safetensors raises non-OSError types for I/O failures
+        code = _write_errno(err)
+        if code is None:
+            raise
+        raise UserError(f"cannot write {path}: {_WRITE_ERRNOS[code]}; {kept}; free space or fix the "
+                        f"permissions, then continue with resume=true") from None

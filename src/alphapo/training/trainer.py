@@ -94,6 +94,7 @@ from alphapo.training.outputs import (
     model_card,
     output_dir_problem,
     recover_interrupted_saves,
+    write_errors,
 )
 
 REF_INPUTS = frozenset({"ref_chosen_logps", "ref_rejected_logps", "ref_logps"})
@@ -684,8 +685,9 @@ def keep_best(run: Run, step: int, rec: dict[str, float]) -> None:
     run.best_metric, run.best_step = value, step
     full_state = accelerator.get_state_dict(run.model) if is_sharded(accelerator) else None
     if accelerator.is_main_process:
-        _save_for_inference(accelerator.unwrap_model(run.model), run.tokenizer, run.out / "best",
-                            state_dict=full_state)
+        with write_errors(run.out / "best"):
+            _save_for_inference(accelerator.unwrap_model(run.model), run.tokenizer, run.out / "best",
+                                state_dict=full_state)
         ckpt.atomic_write_text(run.out / "best" / "best.json",
                                json.dumps({"step": step, lg.best_metric: value}) + "\n")
 
@@ -695,12 +697,12 @@ def save_checkpoint(run: Run, step: int) -> None:
     flush(run, step)
     accelerator = run.accelerator
     if accelerator.is_main_process:
-        ckpt.save_checkpoint(run.ckpt_root, step, model=accelerator.unwrap_model(run.model),
-                             optimizer=run.optimizer, scheduler=run.scheduler,
-                             keep=run.config.logging.save_total_limit,
-                             trainer_state={"global_step": step, "best_metric": run.best_metric,
-                                            "best_step": run.best_step, "config": to_dict(run.config),
-                                            "scaler": _scaler_state(accelerator)})
+        state = {"global_step": step, "best_metric": run.best_metric, "best_step": run.best_step,
+                 "config": to_dict(run.config), "scaler": _scaler_state(accelerator)}
+        with write_errors(run.ckpt_root):
+            ckpt.save_checkpoint(run.ckpt_root, step, model=accelerator.unwrap_model(run.model),
+                                 optimizer=run.optimizer, scheduler=run.scheduler,
+                                 keep=run.config.logging.save_total_limit, trainer_state=state)
     accelerator.wait_for_everyone()
 
 
@@ -854,7 +856,8 @@ def finish(run: Run, step: int) -> TrainResult:
     card = model_card(config, step=step, train_metrics=run.last_train, eval_metrics=run.last_eval)
     if config.model.lora.enabled:
         if accelerator.is_main_process:
-            _save_pretrained_atomic(final_model, run.tokenizer, run.out / "adapter", card=card)
+            with write_errors(run.out / "adapter", kept="no adapter was written"):
+                _save_pretrained_atomic(final_model, run.tokenizer, run.out / "adapter", card=card)
         if config.model.lora.merge:
             final_model = final_model.merge_and_unload()
         else:
@@ -862,7 +865,8 @@ def finish(run: Run, step: int) -> TrainResult:
     elif is_sharded(accelerator):
         full_state = accelerator.get_state_dict(run.model)  # a collective: every process calls it
     if accelerator.is_main_process and final.name == "final":
-        _save_for_inference(final_model, run.tokenizer, final, card=card, state_dict=full_state)
+        with write_errors(final, kept="no final model was written (an earlier final/ is kept)"):
+            _save_for_inference(final_model, run.tokenizer, final, card=card, state_dict=full_state)
     accelerator.wait_for_everyone()
     return TrainResult(output_dir=run.out, final_dir=final, global_step=step, train_metrics=run.last_train,
                        eval_metrics=run.last_eval, best_metric=run.best_metric, best_step=run.best_step)
