@@ -5,7 +5,7 @@ Layout under ``OUT/checkpoints/``::
     step-000010/            one complete checkpoint
         model.safetensors       trainable parameters (all of them, or only the LoRA adapters)
         optimizer.safetensors   optimizer state tensors, keyed "<param index>.<name>"
-        rng.safetensors         torch CPU (and CUDA) RNG states as uint8 tensors
+        rng.safetensors         torch CPU (and CUDA) RNG states as uint8 tensors, of every process
         state.json              trainer state, optimizer param groups, scheduler state, "complete": true
     latest                  text file naming the newest complete checkpoint ("step-000010")
 
@@ -115,9 +115,39 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             if p.requires_grad}
 
 
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's torch CPU (and CUDA) RNG states, as uint8 tensors."""
+    rng = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            rng[f"torch_cuda_{i}"] = s
+    return rng
+
+
+def _rng_file_tensors(rng_by_rank: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Rank 0's states under their own names (the single-process layout), rank r's as ``rank<r>.<name>``."""
+    out = dict(rng_by_rank[0])
+    for rank, states in enumerate(rng_by_rank[1:], 1):
+        out.update({f"rank{rank}.{k}": v for k, v in states.items()})
+    return out
+
+
+def rank_rng_states(rng: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """The states of process ``rank`` in an ``rng.safetensors`` dict; rank 0's when the checkpoint has
+    none for it (written by fewer processes)."""
+    prefix = f"rank{rank}."
+    mine = {k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}
+    return mine or {k: v for k, v in rng.items() if not k.startswith("rank")}
+
+
 def save_checkpoint(ckpt_root: Path, step: int, *, model: torch.nn.Module, optimizer, scheduler,
-                    trainer_state: dict[str, Any], keep: int = 2, protect: tuple[str, ...] = ()) -> Path:
-    """Write ``ckpt_root/step-<step>`` atomically, point ``latest`` at it, prune older ones."""
+                    trainer_state: dict[str, Any], keep: int = 2, protect: tuple[str, ...] = (),
+                    rng_by_rank: list[dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write ``ckpt_root/step-<step>`` atomically, point ``latest`` at it, prune older ones.
+
+    ``rng_by_rank``: every data-parallel process's :func:`rng_state` (gathered by the caller), so that
+    each process resumes its own random stream (dropout); None saves this process's only.
+    """
     ckpt_root = Path(ckpt_root)
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:06d}"
@@ -127,11 +157,7 @@ def save_checkpoint(ckpt_root: Path, step: int, *, model: torch.nn.Module, optim
         save_file(trainable_state(model), tmp / "model.safetensors")
         opt_tensors, opt_meta = _optimizer_to_flat(optimizer.state_dict())
         save_file(opt_tensors, tmp / "optimizer.safetensors")
-        rng = {"torch_cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                rng[f"torch_cuda_{i}"] = s
-        save_file(rng, tmp / "rng.safetensors")
+        save_file(_rng_file_tensors(rng_by_rank or [rng_state()]), tmp / "rng.safetensors")
         sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
         sizes = {f: (tmp / f).stat().st_size for f in TENSOR_FILES}  # lets a resume detect truncation
         state = {"step": step, "trainer": trainer_state, "optimizer": opt_meta, "scheduler": sched,
@@ -243,8 +269,9 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
                               f"checkpoints hold safetensors only and nothing is unpickled") from None
 
 
-def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
-    """Restore model parameters, optimizer, scheduler and RNG state in place; returns the trainer state."""
+def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer, scheduler, rank: int = 0) -> dict[str, Any]:
+    """Restore model parameters, optimizer, scheduler and process ``rank``'s RNG state in place; returns
+    the trainer state."""
     path = Path(path)
     state = json.loads((path / "state.json").read_text())
     weights = _load_tensors(path / "model.safetensors")
@@ -260,7 +287,7 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer, scheduler)
     opt = _optimizer_from_flat(_load_tensors(path / "optimizer.safetensors"), state["optimizer"])
     optimizer.load_state_dict(opt)
     scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
-    rng = _load_tensors(path / "rng.safetensors")
+    rng = rank_rng_states(_load_tensors(path / "rng.safetensors"), rank)
     torch.set_rng_state(rng["torch_cpu"])
     if torch.cuda.is_available():
         cuda_states = cuda_rng_states(rng)

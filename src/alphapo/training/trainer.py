@@ -344,6 +344,17 @@ def check_world_size(launched: int, seen: int) -> None:
                         f"or launch with examples/accelerate/cpu_2proc.yaml or torchrun (docs/distributed.md)")
 
 
+def check_engine(environ, distributed_type: str) -> None:
+    """Refuse a run where the launcher asked for FSDP or DeepSpeed (``ACCELERATE_USE_FSDP`` /
+    ``ACCELERATE_USE_DEEPSPEED``) but accelerate set up something else: without a GPU accelerate runs
+    neither, and the run would silently train unsharded (plain DDP)."""
+    for engine in ("FSDP", "DEEPSPEED"):
+        asked = str(environ.get(f"ACCELERATE_USE_{engine}", "")).lower() in ("1", "true", "yes")
+        if asked and distributed_type != engine:
+            raise UserError(f"the launcher asks for {engine} but accelerate set up {distributed_type}: accelerate "
+                            f"runs {engine} on GPUs only; on CPU use examples/accelerate/cpu_2proc.yaml (DDP)")
+
+
 def _has_device() -> bool:
     found = getattr(torch, "accelerator", None)
     return bool(found.is_available()) if found is not None else torch.cuda.is_available()
@@ -369,6 +380,7 @@ def start_accelerator(config: TrainConfig):
                               log_with=list(config.logging.report_to) or None,
                               project_dir=str(Path(config.output_dir) / "trackers"))
     check_world_size(launched, accelerator.num_processes)
+    check_engine(os.environ, accelerator.distributed_type.value)
     _note(accelerator, f"{accelerator.num_processes} process(es) ({accelerator.distributed_type.value}, "
                        f"device {accelerator.device})")
     mismatch = precision_mismatch(os.environ.get("ACCELERATE_MIXED_PRECISION"), config.train.mixed_precision)
@@ -613,7 +625,7 @@ def resume_from_checkpoint(run: Run) -> None:
         raise UserError(f"cannot resume from {latest}: the config changed in {changed}; exact resume "
                         f"needs the same data, loss, model and optimisation settings")
     state = ckpt.load_checkpoint(latest, model=accelerator.unwrap_model(run.model), optimizer=run.optimizer,
-                                 scheduler=run.scheduler)
+                                 scheduler=run.scheduler, rank=accelerator.process_index)
     if state.get("scaler") and accelerator.scaler is not None:  # fp16 loss scale (plain JSON numbers)
         accelerator.scaler.load_state_dict(state["scaler"])
     run.global_step, run.best_metric, run.best_step = state["global_step"], state["best_metric"], state["best_step"]
@@ -696,13 +708,19 @@ def save_checkpoint(run: Run, step: int) -> None:
     """Flush the metrics, then write a resumable checkpoint of step ``step`` (main process)."""
     flush(run, step)
     accelerator = run.accelerator
+    rng_by_rank = [ckpt.rng_state()]
+    if accelerator.num_processes > 1:  # every rank's random stream (a collective)
+        from accelerate.utils import gather_object
+
+        rng_by_rank = gather_object(rng_by_rank)
     if accelerator.is_main_process:
         state = {"global_step": step, "best_metric": run.best_metric, "best_step": run.best_step,
                  "config": to_dict(run.config), "scaler": _scaler_state(accelerator)}
         with write_errors(run.ckpt_root):
             ckpt.save_checkpoint(run.ckpt_root, step, model=accelerator.unwrap_model(run.model),
                                  optimizer=run.optimizer, scheduler=run.scheduler,
-                                 keep=run.config.logging.save_total_limit, trainer_state=state)
+                                 keep=run.config.logging.save_total_limit, trainer_state=state,
+                                 rng_by_rank=rng_by_rank)
     accelerator.wait_for_everyone()
 
 
