@@ -14,6 +14,14 @@ then the folder is renamed into place (atomic on POSIX) and only then ``latest``
 temp file + ``os.replace``. A kill at any instant leaves either the previous ``latest`` or the new one,
 never a half-written checkpoint under a final name. Loading uses ``safetensors`` for tensors and JSON for
 everything else, so nothing is unpickled.
+
+Sharded runs (FSDP, DeepSpeed) cannot gather parameters and optimizer state in one process cheaply, so
+their checkpoints are the engine's own: every process calls ``accelerator.save_state`` into a shared
+temporary folder, then the main process adds ``state.json`` (``"format": "accelerate"``, trainer state and
+schedule) and renames it into place as above; resuming calls ``accelerator.load_state``.
+Deviations: those files are accelerate's (the optimizer and RNG states are ``torch.save`` pickles, read
+back by accelerate), so the "nothing unpickled" guarantee holds for single-process and DDP checkpoints
+only; load sharded checkpoints only from runs you made.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from alphapo.errors import UserError
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
+ENGINE_FORMAT = "accelerate"  # state.json "format" of a sharded checkpoint (accelerator.save_state)
 
 
 class CheckpointError(UserError):
@@ -178,6 +187,53 @@ def save_checkpoint(ckpt_root: Path, step: int, *, model: torch.nn.Module, optim
     return final
 
 
+def engine_temp_dir(ckpt_root: Path, step: int) -> Path:
+    """The folder every process of a sharded run writes its part of checkpoint ``step`` into (a fixed
+    name: all processes must agree on it); :func:`commit_engine_checkpoint` renames it into place."""
+    return Path(ckpt_root) / f".tmp-step-{step:06d}-engine"
+
+
+def commit_engine_checkpoint(ckpt_root: Path, step: int, *, scheduler, trainer_state: dict[str, Any],
+                             keep: int = 2) -> Path:
+    """Finish a sharded checkpoint whose files ``accelerator.save_state`` wrote (every process) into
+    :func:`engine_temp_dir`: add ``state.json`` (``"format": "accelerate"``), fsync, rename into place,
+    point ``latest`` at it, prune. Main process only, after a barrier."""
+    ckpt_root = Path(ckpt_root)
+    name = f"step-{step:06d}"
+    tmp, final = engine_temp_dir(ckpt_root, step), ckpt_root / name
+    try:
+        sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+        state = {"step": step, "trainer": trainer_state, "scheduler": sched, "format": ENGINE_FORMAT,
+                 "complete": True}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync_file(f)
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(ckpt_root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(ckpt_root / "latest", name + "\n")
+    _prune(ckpt_root, keep=keep, protect=(name,))
+    return final
+
+
+def is_engine_checkpoint(path: Path) -> bool:
+    """Whether ``path`` was written by ``accelerator.save_state`` (a sharded run) rather than by
+    :func:`save_checkpoint`."""
+    return json.loads((Path(path) / "state.json").read_text()).get("format") == ENGINE_FORMAT
+
+
+def load_scheduler_state(path: Path, scheduler) -> None:
+    """Restore the learning-rate schedule saved in ``path/state.json``."""
+    state = json.loads((Path(path) / "state.json").read_text())
+    scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
+
+
 def _prune(ckpt_root: Path, *, keep: int, protect: tuple[str, ...]) -> None:
     steps = sorted((p for p in ckpt_root.iterdir() if STEP_DIR.match(p.name)), key=lambda p: p.name)
     for old in steps[: max(len(steps) - max(keep, 1), 0)]:
@@ -205,6 +261,8 @@ def checkpoint_problem(path: Path) -> str | None:
         return "state.json is not valid JSON"
     if not state.get("complete"):
         return "state.json does not mark it complete"
+    if state.get("format") == ENGINE_FORMAT:  # the engine's own sharded files: it checks them on load
+        return None
     sizes = state.get("files", {})
     for name in TENSOR_FILES:
         f = path / name

@@ -40,6 +40,7 @@ import inspect
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -555,10 +556,6 @@ def prepare_optimizer(config: TrainConfig, model, accelerator, schedule: Schedul
                                f"train.max_grad_norm={t.max_grad_norm}; DeepSpeed clips with its own value "
                                f"(set it to \"auto\" to use train.max_grad_norm)")
     model, optimizer = accelerator.prepare(model, optimizer)
-    if sharded and (config.logging.save_steps or config.resume):
-        raise UserError("logging.save_steps / resume are supported for single-process and DDP runs only; "
-                        "under FSDP/DeepSpeed the final and best models are saved, but not resumable "
-                        "checkpoints (unset logging.save_steps)")
     return model, optimizer, scheduler
 
 
@@ -624,8 +621,18 @@ def resume_from_checkpoint(run: Run) -> None:
     if changed:
         raise UserError(f"cannot resume from {latest}: the config changed in {changed}; exact resume "
                         f"needs the same data, loss, model and optimisation settings")
-    state = ckpt.load_checkpoint(latest, model=accelerator.unwrap_model(run.model), optimizer=run.optimizer,
-                                 scheduler=run.scheduler, rank=accelerator.process_index)
+    if ckpt.is_engine_checkpoint(latest) != engine_checkpoints(accelerator):
+        raise ckpt.CheckpointError(f"cannot resume from {latest}: it was written by a "
+                                   f"{'sharded' if ckpt.is_engine_checkpoint(latest) else 'non-sharded'} run "
+                                   f"and this one is {'sharded' if engine_checkpoints(accelerator) else 'not'}; "
+                                   f"resume with the launcher config that wrote it")
+    if engine_checkpoints(accelerator):
+        accelerator.load_state(str(latest))
+        ckpt.load_scheduler_state(latest, run.scheduler)
+        state = ckpt.read_trainer_state(latest)
+    else:
+        state = ckpt.load_checkpoint(latest, model=accelerator.unwrap_model(run.model), optimizer=run.optimizer,
+                                     scheduler=run.scheduler, rank=accelerator.process_index)
     if state.get("scaler") and accelerator.scaler is not None:  # fp16 loss scale (plain JSON numbers)
         accelerator.scaler.load_state_dict(state["scaler"])
     run.global_step, run.best_metric, run.best_step = state["global_step"], state["best_metric"], state["best_step"]
@@ -704,18 +711,52 @@ def keep_best(run: Run, step: int, rec: dict[str, float]) -> None:
                                json.dumps({"step": step, lg.best_metric: value}) + "\n")
 
 
+def engine_checkpoints(accelerator) -> bool:
+    """Whether checkpoints are the engine's own (``accelerator.save_state``): under FSDP / DeepSpeed."""
+    return is_sharded(accelerator)
+
+
+def _trainer_state(run: Run, step: int) -> dict[str, Any]:
+    return {"global_step": step, "best_metric": run.best_metric, "best_step": run.best_step,
+            "config": to_dict(run.config), "scaler": _scaler_state(run.accelerator)}
+
+
+def save_engine_checkpoint(run: Run, step: int) -> None:
+    """A sharded checkpoint: every process writes its shards with ``accelerator.save_state`` into one
+    temporary folder (``output_dir`` must be on a file system all processes share), then the main process
+    commits it (``checkpoint.commit_engine_checkpoint``)."""
+    accelerator = run.accelerator
+    tmp = ckpt.engine_temp_dir(run.ckpt_root, step)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    with write_errors(run.ckpt_root):
+        accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with write_errors(run.ckpt_root):
+            ckpt.commit_engine_checkpoint(run.ckpt_root, step, scheduler=run.scheduler,
+                                          trainer_state=_trainer_state(run, step),
+                                          keep=run.config.logging.save_total_limit)
+    accelerator.wait_for_everyone()
+
+
 def save_checkpoint(run: Run, step: int) -> None:
-    """Flush the metrics, then write a resumable checkpoint of step ``step`` (main process)."""
+    """Flush the metrics, then write a resumable checkpoint of step ``step`` (main process; every process
+    under FSDP / DeepSpeed)."""
     flush(run, step)
     accelerator = run.accelerator
+    if engine_checkpoints(accelerator):
+        save_engine_checkpoint(run, step)
+        return
     rng_by_rank = [ckpt.rng_state()]
     if accelerator.num_processes > 1:  # every rank's random stream (a collective)
         from accelerate.utils import gather_object
 
         rng_by_rank = gather_object(rng_by_rank)
     if accelerator.is_main_process:
-        state = {"global_step": step, "best_metric": run.best_metric, "best_step": run.best_step,
-                 "config": to_dict(run.config), "scaler": _scaler_state(accelerator)}
+        state = _trainer_state(run, step)
         with write_errors(run.ckpt_root):
             ckpt.save_checkpoint(run.ckpt_root, step, model=accelerator.unwrap_model(run.model),
                                  optimizer=run.optimizer, scheduler=run.scheduler,
