@@ -134,7 +134,7 @@ def test_example_accelerate_configs_load():
 def test_world_size_mismatch_is_an_error_naming_the_fix():
     """torchrun started 2 processes but the trainer sees 1: each would train alone on one folder."""
     from alphapo.errors import UserError
-    from alphapo.training.trainer import check_world_size, launcher_world_size
+    from alphapo.training.optim import check_world_size, launcher_world_size
 
     check_world_size(1, 1)
     check_world_size(2, 2)
@@ -147,7 +147,7 @@ def test_fsdp_or_deepspeed_asked_but_not_set_up_is_an_error():
     """accelerate runs FSDP / DeepSpeed on GPUs only; on CPU it would set up plain DDP (MULTI_CPU) and the
     run would silently train unsharded."""
     from alphapo.errors import UserError
-    from alphapo.training.trainer import check_engine
+    from alphapo.training.optim import check_engine
 
     check_engine({"ACCELERATE_USE_FSDP": "true"}, "FSDP")
     check_engine({}, "MULTI_CPU")

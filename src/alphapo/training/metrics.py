@@ -120,3 +120,33 @@ def kl_estimates(log_ratios: torch.Tensor, num_tokens: float) -> dict[str, float
 
 def all_finite(metrics: dict[str, float]) -> bool:
     return all(math.isfinite(v) for v in metrics.values())
+
+
+class MetricWindow:
+    """Per-example stats accumulated between two log records."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.stats: dict[str, list[torch.Tensor]] = {}
+        self.grad_norms: list[float] = []
+        self.tokens = 0
+        self.seconds = 0.0
+        self.steps = 0
+        self.lr = 0.0
+
+    def add(self, stats: dict[str, torch.Tensor]):
+        for k, v in stats.items():
+            self.stats.setdefault(k, []).append(v)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: torch.cat(v) for k, v in self.stats.items()}
+
+
+def window_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """:func:`preference_metrics` of the per-example stats a window (or an eval pass) collected."""
+    return preference_metrics(**{k: stats[k] for k in (
+        "chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths", "chosen_rewards",
+        "rejected_rewards", "losses")}, ref_chosen_logps=stats.get("ref_chosen_logps"),
+        ref_rejected_logps=stats.get("ref_rejected_logps"))

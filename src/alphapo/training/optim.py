@@ -1,5 +1,7 @@
-"""Optimisation set-up: AdamW (fused, or Kahan-compensated for low-precision weights), the learning-rate
-schedule, precision policy, and the DeepSpeed config adapter.
+"""Optimisation and launch set-up: AdamW (fused, or Kahan-compensated for low-precision weights), the
+learning-rate schedule, the precision policy, the DeepSpeed config adapter, and the checks that the
+launcher's processes and engine are the ones the trainer got (:func:`check_world_size`,
+:func:`check_engine`).
 
 Precision policy (mixed precision as in ``accelerate`` and the FSDP / DeepSpeed mixed-precision
 policies): the weights and AdamW state are held in ``model.dtype``, float32 by default, and
@@ -21,6 +23,7 @@ linear ``(total - step) / (total - warmup)`` or constant 1.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -197,3 +200,36 @@ def deepspeed_config_for_loop(ds_config: dict, *, per_device_batch_size: int, nu
     if out.get("gradient_clipping", "auto") == "auto":
         out["gradient_clipping"] = float(max_grad_norm) if max_grad_norm is not None else 0.0
     return out
+
+
+def launcher_world_size(environ=os.environ) -> int:
+    """The number of processes the launcher started (``WORLD_SIZE`` of torchrun / accelerate launch)."""
+    try:
+        return max(1, int(environ.get("WORLD_SIZE") or 1))
+    except ValueError:
+        raise UserError(f"WORLD_SIZE={environ.get('WORLD_SIZE')!r} is not an integer") from None
+
+
+def check_world_size(launched: int, seen: int) -> None:
+    """Refuse a run where the launcher started ``launched`` processes but the trainer sees ``seen``:
+    each process would train on its own, all racing on one output folder."""
+    if launched > 1 and seen != launched:
+        raise UserError(f"the launcher started {launched} processes (WORLD_SIZE) but the trainer sees {seen}: "
+                        f"each would train alone on the same output_dir; on CPU set ACCELERATE_USE_CPU=true, "
+                        f"or launch with examples/accelerate/cpu_2proc.yaml or torchrun (docs/distributed.md)")
+
+
+def check_engine(environ, distributed_type: str) -> None:
+    """Refuse a run where the launcher asked for FSDP or DeepSpeed (``ACCELERATE_USE_FSDP`` /
+    ``ACCELERATE_USE_DEEPSPEED``) but accelerate set up something else: without a GPU accelerate runs
+    neither, and the run would silently train unsharded (plain DDP)."""
+    for engine in ("FSDP", "DEEPSPEED"):
+        asked = str(environ.get(f"ACCELERATE_USE_{engine}", "")).lower() in ("1", "true", "yes")
+        if asked and distributed_type != engine:
+            raise UserError(f"the launcher asks for {engine} but accelerate set up {distributed_type}: accelerate "
+                            f"runs {engine} on GPUs only; on CPU use examples/accelerate/cpu_2proc.yaml (DDP)")
+
+
+def has_accelerator_device() -> bool:
+    found = getattr(torch, "accelerator", None)
+    return bool(found.is_available()) if found is not None else torch.cuda.is_available()

@@ -286,3 +286,17 @@ def write_errors(path: Path, *, kept: str = "the previous checkpoint and model a
             raise
         raise UserError(f"cannot write {path}: {_WRITE_ERRNOS[code]}; {kept}; free space or fix the "
                         f"permissions, then continue with resume=true") from None
+
+
+def save_for_inference(model, tokenizer, dest: Path, **kwargs) -> None:
+    """Save with ``use_cache: true`` in ``config.json`` (training turns the KV cache off; generation with
+    the saved model wants it on, as in the base model's own config)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        _save_pretrained_atomic(model, tokenizer, dest, **kwargs)
+        return
+    config.use_cache = True
+    try:
+        _save_pretrained_atomic(model, tokenizer, dest, **kwargs)
+    finally:
+        config.use_cache = False

@@ -64,7 +64,6 @@ from alphapo.training.config import (
 )
 from alphapo.training.data import (
     check_examples,
-    data_fingerprint,
     example_length,
     is_multi,
     load_examples,
@@ -76,10 +75,14 @@ from alphapo.training.data import (
     steps_per_epoch,
 )
 from alphapo.training.logps import accepts_logits_to_keep, collate_sequences, sequence_logps
-from alphapo.training.metrics import preference_metrics
+from alphapo.training.metrics import MetricWindow, window_metrics
 from alphapo.training.optim import (
+    check_engine,
     check_precision,
+    check_world_size,
     deepspeed_config_for_loop,
+    has_accelerator_device,
+    launcher_world_size,
     make_adamw,
     make_scheduler,
     precision_mismatch,
@@ -95,6 +98,7 @@ from alphapo.training.outputs import (
     model_card,
     output_dir_problem,
     recover_interrupted_saves,
+    save_for_inference,
     write_errors,
 )
 
@@ -261,28 +265,6 @@ def forward_loss(model, examples: list[dict[str, Any]], *, loss_fn, hparams: dic
 
 
 
-class _Window:
-    """Per-example stats accumulated between two log records."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.stats: dict[str, list[torch.Tensor]] = {}
-        self.grad_norms: list[float] = []
-        self.tokens = 0
-        self.seconds = 0.0
-        self.steps = 0
-        self.lr = 0.0
-
-    def add(self, stats: dict[str, torch.Tensor]):
-        for k, v in stats.items():
-            self.stats.setdefault(k, []).append(v)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: torch.cat(v) for k, v in self.stats.items()}
-
-
 def _gather_stats(accelerator, stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if accelerator.num_processes == 1:
         return stats
@@ -298,13 +280,6 @@ def _sum_across(accelerator, value: float) -> float:
         return value
     t = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
     return float(accelerator.reduce(t, reduction="sum").item())
-
-
-def _window_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
-    return preference_metrics(**{k: stats[k] for k in (
-        "chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths", "chosen_rewards",
-        "rejected_rewards", "losses")}, ref_chosen_logps=stats.get("ref_chosen_logps"),
-        ref_rejected_logps=stats.get("ref_rejected_logps"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -328,39 +303,6 @@ def resolve_loss(config: TrainConfig) -> LossSpec:
                     need_ref=need_ref)
 
 
-def launcher_world_size(environ=os.environ) -> int:
-    """The number of processes the launcher started (``WORLD_SIZE`` of torchrun / accelerate launch)."""
-    try:
-        return max(1, int(environ.get("WORLD_SIZE") or 1))
-    except ValueError:
-        raise UserError(f"WORLD_SIZE={environ.get('WORLD_SIZE')!r} is not an integer") from None
-
-
-def check_world_size(launched: int, seen: int) -> None:
-    """Refuse a run where the launcher started ``launched`` processes but the trainer sees ``seen``:
-    each process would train on its own, all racing on one output folder."""
-    if launched > 1 and seen != launched:
-        raise UserError(f"the launcher started {launched} processes (WORLD_SIZE) but the trainer sees {seen}: "
-                        f"each would train alone on the same output_dir; on CPU set ACCELERATE_USE_CPU=true, "
-                        f"or launch with examples/accelerate/cpu_2proc.yaml or torchrun (docs/distributed.md)")
-
-
-def check_engine(environ, distributed_type: str) -> None:
-    """Refuse a run where the launcher asked for FSDP or DeepSpeed (``ACCELERATE_USE_FSDP`` /
-    ``ACCELERATE_USE_DEEPSPEED``) but accelerate set up something else: without a GPU accelerate runs
-    neither, and the run would silently train unsharded (plain DDP)."""
-    for engine in ("FSDP", "DEEPSPEED"):
-        asked = str(environ.get(f"ACCELERATE_USE_{engine}", "")).lower() in ("1", "true", "yes")
-        if asked and distributed_type != engine:
-            raise UserError(f"the launcher asks for {engine} but accelerate set up {distributed_type}: accelerate "
-                            f"runs {engine} on GPUs only; on CPU use examples/accelerate/cpu_2proc.yaml (DDP)")
-
-
-def _has_device() -> bool:
-    found = getattr(torch, "accelerator", None)
-    return bool(found.is_available()) if found is not None else torch.cuda.is_available()
-
-
 def start_accelerator(config: TrainConfig):
     """A fresh ``Accelerator`` with ``train.mixed_precision`` (forgetting an earlier ``train()`` call's).
 
@@ -377,7 +319,7 @@ def start_accelerator(config: TrainConfig):
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     launched = launcher_world_size()
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=launched > 1 and not _has_device(),
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=launched > 1 and not has_accelerator_device(),
                               log_with=list(config.logging.report_to) or None,
                               project_dir=str(Path(config.output_dir) / "trackers"))
     check_world_size(launched, accelerator.num_processes)
@@ -442,42 +384,12 @@ def prepare_reference(config: TrainConfig, spec: LossSpec, train_ex, eval_ex, *,
     """(train, eval) reference log-probs when the loss needs them, else (None, None)."""
     if not spec.need_ref:
         return None, None
-    train_ref = _reference_logps(config, train_ex, pad_id=pad_id, accelerator=accelerator, split="train")
-    eval_ref = (_reference_logps(config, eval_ex, pad_id=pad_id, accelerator=accelerator, split="eval")
-                if eval_ex else None)
+    from alphapo.training.reference import cached_reference_logps
+
+    kw = dict(pad_id=pad_id, accelerator=accelerator, load_model=_load_model)
+    train_ref = cached_reference_logps(config, train_ex, split="train", **kw)
+    eval_ref = cached_reference_logps(config, eval_ex, split="eval", **kw) if eval_ex else None
     return train_ref, eval_ref
-
-
-def _reference_logps(config: TrainConfig, examples, *, pad_id: int, accelerator,
-                     split: str) -> dict[str, torch.Tensor]:
-    from alphapo.training import reference as refmod
-
-    ref_path = config.reference.name_or_path or config.model.name_or_path
-    cache_dir = Path(config.reference.cache_dir) if config.reference.cache_dir else refmod.default_cache_dir()
-    key = refmod.cache_key(refmod.model_fingerprint(ref_path), data_fingerprint(examples),
-                           f"{config.model.dtype}|{config.train.mixed_precision}")
-    if config.reference.use_cache:
-        cached = refmod.load_cached(cache_dir, key, len(examples))
-        if cached is not None:
-            return cached
-    tensors = None
-    if accelerator.is_main_process:
-        model = _load_model(ref_path, config).to(accelerator.device)
-        model.config.use_cache = False
-        with accelerator.autocast():
-            tensors = refmod.compute_reference_logps(
-                model, examples, pad_id=pad_id, batch_size=config.reference.batch_size,
-                progress=config.logging.progress_bar)
-        del model
-        refmod.store_cached(cache_dir, key, tensors,
-                            {"model": ref_path, "split": split, "n": str(len(examples))})
-    accelerator.wait_for_everyone()
-    if tensors is None:
-        tensors = refmod.load_cached(cache_dir, key, len(examples))
-        if tensors is None:
-            raise AlphapoError(f"reference cache {cache_dir} is not shared between processes; set "
-                               f"reference.cache_dir to a shared folder")
-    return tensors
 
 
 def load_policy(config: TrainConfig):
@@ -583,7 +495,7 @@ class Run:
     global_step: int = 0
     best_metric: float | None = None
     best_step: int | None = None
-    window: _Window = field(default_factory=lambda: _Window())
+    window: MetricWindow = field(default_factory=lambda: MetricWindow())
     last_train: dict[str, float] = field(default_factory=dict)
     last_eval: dict[str, float] = field(default_factory=dict)
     bar: Any = None
@@ -650,7 +562,7 @@ def flush(run: Run, step: int) -> None:
     stats = _gather_stats(accelerator, win.tensors())
     tokens = _sum_across(accelerator, float(win.tokens))
     rec = {"step": step, "epoch": step / run.schedule.steps_per_epoch, "split": "train",
-           **_window_metrics(stats), "grad_norm": sum(win.grad_norms) / len(win.grad_norms),
+           **window_metrics(stats), "grad_norm": sum(win.grad_norms) / len(win.grad_norms),
            "learning_rate": win.lr, "tokens_per_second": tokens / max(win.seconds, 1e-9),
            "steps_per_second": win.steps / max(win.seconds, 1e-9)}
     _log(run, rec)
@@ -685,7 +597,7 @@ def evaluate(run: Run, step: int) -> dict[str, float]:
     stats = {k: torch.cat([p[k] for p in parts]) if parts else torch.zeros(0) for k in (parts[0] if parts else {})}
     stats = _gather_stats(accelerator, stats)
     rec = {"step": step, "epoch": step / run.schedule.steps_per_epoch, "split": "eval",
-           **{f"eval/{k}": v for k, v in _window_metrics(stats).items()}}
+           **{f"eval/{k}": v for k, v in window_metrics(stats).items()}}
     _log(run, rec)
     run.last_eval = rec
     return rec
@@ -705,7 +617,7 @@ def keep_best(run: Run, step: int, rec: dict[str, float]) -> None:
     full_state = accelerator.get_state_dict(run.model) if is_sharded(accelerator) else None
     if accelerator.is_main_process:
         with write_errors(run.out / "best"):
-            _save_for_inference(accelerator.unwrap_model(run.model), run.tokenizer, run.out / "best",
+            save_for_inference(accelerator.unwrap_model(run.model), run.tokenizer, run.out / "best",
                                 state_dict=full_state)
         ckpt.atomic_write_text(run.out / "best" / "best.json",
                                json.dumps({"step": step, lg.best_metric: value}) + "\n")
@@ -891,20 +803,6 @@ def training_loop(run: Run) -> int:
     return step
 
 
-def _save_for_inference(model, tokenizer, dest: Path, **kwargs) -> None:
-    """Save with ``use_cache: true`` in ``config.json`` (training turns the KV cache off; generation with
-    the saved model wants it on, as in the base model's own config)."""
-    config = getattr(model, "config", None)
-    if config is None:
-        _save_pretrained_atomic(model, tokenizer, dest, **kwargs)
-        return
-    config.use_cache = True
-    try:
-        _save_pretrained_atomic(model, tokenizer, dest, **kwargs)
-    finally:
-        config.use_cache = False
-
-
 def finish(run: Run, step: int) -> TrainResult:
     """Write ``OUT/final/`` (gathered weights under FSDP/DeepSpeed) with a model card; LoRA runs write the
     adapter (peft format) to ``OUT/adapter/`` and, with ``model.lora.merge``, the merged model to final/."""
@@ -925,7 +823,7 @@ def finish(run: Run, step: int) -> TrainResult:
         full_state = accelerator.get_state_dict(run.model)  # a collective: every process calls it
     if accelerator.is_main_process and final.name == "final":
         with write_errors(final, kept="no final model was written (an earlier final/ is kept)"):
-            _save_for_inference(final_model, run.tokenizer, final, card=card, state_dict=full_state)
+            save_for_inference(final_model, run.tokenizer, final, card=card, state_dict=full_state)
     accelerator.wait_for_everyone()
     return TrainResult(output_dir=run.out, final_dir=final, global_step=step, train_metrics=run.last_train,
                        eval_metrics=run.last_eval, best_metric=run.best_metric, best_step=run.best_step)
