@@ -191,3 +191,11 @@ def test_disk_full_while_saving_final_keeps_no_partial_folder(fake_losses, tiny_
                                         r"written \(an earlier final/ is kept\)"):
         train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
     assert not (out / "final").exists() and not list(out.glob(".tmp-final-*"))
+
+
+def test_output_dir_that_is_a_file_is_one_line(fake_losses, tiny_model_dir, pairs_path, tmp_path):
+    target = tmp_path / "a_file"
+    target.write_text("not a folder")
+    with pytest.raises(UserError, match=r"cannot use output_dir .*a_file': it is a file, not a folder"):
+        train(_config(tiny_model_dir, pairs_path, target, "loss.name=simpo", "train.max_steps=1"))
+    assert target.read_text() == "not a folder"

@@ -864,26 +864,32 @@ def _from_main(accelerator, value):
 def prepare_output_dir(config: TrainConfig, accelerator) -> OutputDirLock:
     """Create and lock ``output_dir`` (main process), recover a save killed midway, and refuse a folder
     holding a run unless ``resume`` / ``overwrite`` says what to do with it; every process raises."""
-    out = Path(config.output_dir)
-    lock = OutputDirLock(out)
-    problem = None
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        holder = lock.acquire()
-        if holder is not None:
-            problem = (f"output_dir {str(out)!r} is in use by another alphapo train ({holder}, lock "
-                       f"{out / LOCK_NAME}); wait for it to finish or choose another output_dir")
-        else:
-            recover_interrupted_saves(out, log=lambda msg: _note(accelerator, msg))
-            has_checkpoint = (out / "checkpoints").is_dir() and any(
-                ckpt.STEP_DIR.match(p.name) for p in (out / "checkpoints").iterdir())
-            problem = output_dir_problem(out, resume=config.resume, overwrite=config.overwrite,
-                                         has_checkpoint=has_checkpoint)
+    lock = OutputDirLock(Path(config.output_dir))
+    problem = _claim_output_dir(config, lock, accelerator) if accelerator.is_main_process else None
     problem = _from_main(accelerator, problem)
     if problem:
         lock.release()
         raise UserError(problem)
     return lock
+
+
+def _claim_output_dir(config: TrainConfig, lock: OutputDirLock, accelerator) -> str | None:
+    """The main process's part of :func:`prepare_output_dir`: why the run may not start, or None."""
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        return f"cannot use output_dir {str(out)!r}: it is a file, not a folder; choose another output_dir"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        holder = lock.acquire()
+    except OSError as err:
+        return f"cannot use output_dir {str(out)!r}: {err.strerror or err}; choose a writable folder"
+    if holder is not None:
+        return (f"output_dir {str(out)!r} is in use by another alphapo train ({holder}, lock "
+                f"{out / LOCK_NAME}); wait for it to finish or choose another output_dir")
+    recover_interrupted_saves(out, log=lambda msg: _note(accelerator, msg))
+    has_checkpoint = (out / "checkpoints").is_dir() and any(
+        ckpt.STEP_DIR.match(p.name) for p in (out / "checkpoints").iterdir())
+    return output_dir_problem(out, resume=config.resume, overwrite=config.overwrite, has_checkpoint=has_checkpoint)
 
 
 def _train_in(config: TrainConfig, spec: LossSpec, accelerator, out: Path, global_batch: int) -> TrainResult:
