@@ -129,3 +129,19 @@ def test_dropout_disabled_by_default_like_trl(fake_losses, tiny_model_dir, pairs
 def _records_after(model_dir, data, out, *extra):
     train(_config(model_dir, data, out, "loss.name=simpo", "train.max_steps=1", *extra))
     return _records(out)
+
+
+def test_report_to_unknown_or_missing_tracker_is_an_error(fake_losses, tiny_model_dir, pairs_path, tmp_path):
+    """accelerate rejects an unknown tracker name but skips an uninstalled one with only a warning; both
+    are one-line errors here (a run meant to report to W&B must not silently report nowhere)."""
+    import importlib.util
+
+    import pytest
+
+    from alphapo.errors import UserError
+
+    with pytest.raises(UserError, match=r"logging.report_to=\['tensorbord'\]: .*Choose between .*'tensorboard'"):
+        train(_config(tiny_model_dir, pairs_path, tmp_path / "a", "loss.name=simpo", "logging.report_to=tensorbord"))
+    absent = next(name for name in ("wandb", "mlflow", "aim", "clearml") if importlib.util.find_spec(name) is None)
+    with pytest.raises(UserError, match=rf"logging.report_to names \['{absent}'\], which is not installed"):
+        train(_config(tiny_model_dir, pairs_path, tmp_path / "b", "loss.name=simpo", f"logging.report_to={absent}"))

@@ -319,9 +319,19 @@ def start_accelerator(config: TrainConfig):
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     launched = launcher_world_size()
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=launched > 1 and not has_accelerator_device(),
-                              log_with=list(config.logging.report_to) or None,
-                              project_dir=str(Path(config.output_dir) / "trackers"))
+    report_to = list(config.logging.report_to)
+    try:
+        accelerator = Accelerator(mixed_precision=config.train.mixed_precision,
+                                  cpu=launched > 1 and not has_accelerator_device(), log_with=report_to or None,
+                                  project_dir=str(Path(config.output_dir) / "trackers"))
+    except ValueError as err:
+        if "logging capability" not in str(err):
+            raise
+        raise UserError(f"logging.report_to={report_to}: {err}") from None
+    missing = sorted(set(report_to) - {getattr(t, "value", str(t)) for t in accelerator.log_with} - {"all"})
+    if missing:
+        raise UserError(f"logging.report_to names {missing}, which is not installed here (accelerate would "
+                        f"skip it without a word); install it (pip install {missing[0]}) or remove it")
     check_world_size(launched, accelerator.num_processes)
     check_engine(os.environ, accelerator.distributed_type.value)
     _note(accelerator, f"{accelerator.num_processes} process(es) ({accelerator.distributed_type.value}, "
