@@ -3,7 +3,9 @@
 ``train()`` is a recipe of named steps, each a plain function of this module:
 
 1. :func:`resolve_loss`: pick the loss callable, find which inputs it takes (``requires`` + signature)
-   and whether it needs reference log-probs; :func:`start_accelerator`: the ``Accelerator``;
+   and whether it needs reference log-probs; :func:`start_accelerator`: the ``Accelerator`` (joining
+   the launcher's processes, printing the world size); :func:`locked_output_dir`: lock ``output_dir``,
+   recover a save killed midway, refuse a folder holding a run unless ``resume`` / ``overwrite``;
 2. :func:`prepare_data`: load + tokenise the data (``alphapo.data``), hold out an eval split, convert
    between pairs and k responses for the loss, check scores exist if needed;
 3. :func:`prepare_reference`: if the loss needs reference log-probs, read them from the on-disk cache,
@@ -12,16 +14,20 @@
 4. :func:`load_policy` (optionally LoRA, gradient checkpointing) and :func:`prepare_optimizer`: AdamW
    (``optim.py``: fused kernel unless sharded; float32 master weights unless ``model.dtype`` asks for
    16-bit ones), warmup + cosine schedule, ``accelerator.prepare``;
-5. :func:`resume_from_checkpoint` when ``resume=true``;
+5. :func:`resume_from_checkpoint` when ``resume=true`` (else the old run's files are cleared), then
+   ``config.yaml`` is written;
 6. :func:`training_loop`: for each optimizer step (:func:`train_step`) the global batch
    (``data.plan_epoch``) is split into length-sorted micro-batches; each micro-batch is *one* forward over
    chosen and rejected together (``logps.sequence_logps``); per-example losses are summed and divided by
    the global batch size, so accumulation and data parallelism give the gradient of the global-batch
    mean; gradients are clipped, AdamW steps, the schedule steps. Every ``logging_steps``: diagnostics
-   (``metrics.py``) to ``OUT/metrics.jsonl`` and TensorBoard (:func:`flush`); every ``eval_steps``: the
-   same on the eval split (:func:`evaluate`), keeping ``OUT/best/`` by ``logging.best_metric``; every
-   ``save_steps``: an atomic checkpoint (``checkpoint.py``);
-7. :func:`finish`: the final model (LoRA merged) with tokenizer and a model card goes to ``OUT/final/``.
+   (``metrics.py``) to ``OUT/metrics.jsonl``, TensorBoard, trackers and one line on stderr
+   (:func:`flush`); every ``eval_steps``: the same on the eval split (:func:`evaluate`), keeping
+   ``OUT/best/`` by ``logging.best_metric``; every ``save_steps``: an atomic checkpoint
+   (``checkpoint.py``; the engine's own under FSDP / DeepSpeed). SIGINT / SIGTERM end the current step,
+   save a checkpoint and stop (:class:`TrainingInterrupted`);
+7. :func:`finish`: the final model (LoRA: the adapter, and merged) with tokenizer and a model card goes
+   to ``OUT/final/``.
 
 A non-finite loss or gradient norm stops the run with :class:`NonFiniteLossError` naming the step and
 the example ids; nothing is written after it, so the last checkpoint stays the last good one.
@@ -483,13 +489,13 @@ def prepare_optimizer(config: TrainConfig, model, accelerator, schedule: Schedul
 
 @dataclass
 class Run:
-    """Everything the loop's steps share (built by :func:`train`)."""
+    """Everything the loop's steps share (built by :func:`train`; the output folder, metrics log and
+    example lengths are derived from the rest)."""
 
     config: TrainConfig
     accelerator: Any
     spec: LossSpec
     tokenizer: Any
-    pad_id: int
     trim: bool
     train_ex: list[dict]
     eval_ex: list[dict]
@@ -499,9 +505,6 @@ class Run:
     optimizer: Any
     scheduler: Any
     schedule: Schedule
-    out: Path
-    logger: MetricsLogger
-    lengths: list[int] = field(default_factory=list)
     global_step: int = 0
     best_metric: float | None = None
     best_step: int | None = None
@@ -509,6 +512,14 @@ class Run:
     last_train: dict[str, float] = field(default_factory=dict)
     last_eval: dict[str, float] = field(default_factory=dict)
     bar: Any = None
+
+    def __post_init__(self):
+        self.out = Path(self.config.output_dir)
+        self.pad_id = pad_token_id(self.tokenizer)
+        self.lengths = [example_length(e) for e in self.train_ex]
+        lg = self.config.logging
+        self.logger = MetricsLogger(self.out, enabled=self.accelerator.is_main_process, tensorboard=lg.tensorboard,
+                                    sink=self.accelerator.log if lg.report_to else None)
 
     @property
     def ckpt_root(self) -> Path:
@@ -781,35 +792,53 @@ def stop_with_checkpoint(run: Run, step: int, reason: str) -> None:
 
 
 def training_loop(run: Run) -> int:
-    """Optimizer steps from ``run.global_step`` to the schedule's total, with the periodic log, eval and
-    save, stopping with a checkpoint on SIGINT/SIGTERM; then the last log record and the final
-    evaluation. Returns the last step."""
+    """Train from ``run.global_step`` to the schedule's total (:func:`run_steps`), then write the last log
+    record and run the final evaluation; trackers, progress bar and log are opened and closed here.
+    Returns the last step."""
+    from tqdm.auto import tqdm
+
+    config, accelerator = run.config, run.accelerator
+    start_trackers(run)
+    run.bar = tqdm(total=run.schedule.total_steps, initial=run.global_step, desc=f"train {config.loss.name}",
+                   disable=not (config.logging.progress_bar and accelerator.is_main_process), dynamic_ncols=True)
+    try:
+        with StopSignals() as stop:
+            step = run_steps(run, stop)
+        flush(run, step)
+        if run.eval_ex:
+            keep_best(run, step, evaluate(run, step))
+    finally:
+        run.bar.close()
+        run.logger.close()
+        if config.logging.report_to:
+            accelerator.end_training()
+    return step
+
+
+def run_steps(run: Run, stop: StopSignals) -> int:
+    """Optimizer steps with the periodic log, eval and save, stopping with a checkpoint on SIGINT/SIGTERM."""
     lg, sched, d = run.config.logging, run.schedule, run.config.data
     step = run.global_step
-    with StopSignals() as stop:
-        while step < sched.total_steps:
-            epoch, in_epoch = divmod(step, sched.steps_per_epoch)
-            plan = plan_epoch(run.lengths, global_batch=sched.global_batch, seed=run.config.train.seed,
-                              epoch=epoch, group_by_length=d.group_by_length)
-            for batch in plan[in_epoch:]:
-                if step >= sched.total_steps:
-                    break
-                train_step(run, batch, step, epoch)
-                step += 1
-                run.global_step = step
-                run.bar.update(1)
-                if step % lg.logging_steps == 0:
-                    flush(run, step)
-                if run.eval_ex and lg.eval_steps and step % lg.eval_steps == 0 and step < sched.total_steps:
-                    keep_best(run, step, evaluate(run, step))
-                if lg.save_steps and step % lg.save_steps == 0 and step < sched.total_steps:
-                    save_checkpoint(run, step)
-                reason = _stop_reason(run, stop) if step < sched.total_steps else None
-                if reason:
-                    stop_with_checkpoint(run, step, reason)
-    flush(run, step)
-    if run.eval_ex:
-        keep_best(run, step, evaluate(run, step))
+    while step < sched.total_steps:
+        epoch, in_epoch = divmod(step, sched.steps_per_epoch)
+        plan = plan_epoch(run.lengths, global_batch=sched.global_batch, seed=run.config.train.seed,
+                          epoch=epoch, group_by_length=d.group_by_length)
+        for batch in plan[in_epoch:]:
+            if step >= sched.total_steps:
+                break
+            train_step(run, batch, step, epoch)
+            step += 1
+            run.global_step = step
+            run.bar.update(1)
+            if step % lg.logging_steps == 0:
+                flush(run, step)
+            if run.eval_ex and lg.eval_steps and step % lg.eval_steps == 0 and step < sched.total_steps:
+                keep_best(run, step, evaluate(run, step))
+            if lg.save_steps and step % lg.save_steps == 0 and step < sched.total_steps:
+                save_checkpoint(run, step)
+            reason = _stop_reason(run, stop) if step < sched.total_steps else None
+            if reason:
+                stop_with_checkpoint(run, step, reason)
     return step
 
 
@@ -849,17 +878,42 @@ def train(config: TrainConfig) -> TrainResult:
     spec = resolve_loss(config)
     accelerator = start_accelerator(config)
     global_batch = global_batch_size(config, accelerator.num_processes)
-    precision_note = check_precision(weights_dtype=config.model.dtype, mixed_precision=config.train.mixed_precision,
-                                     sharded=is_sharded(accelerator))
-    if precision_note:
-        _note(accelerator, precision_note)
-    out = Path(config.output_dir)
-    lock = prepare_output_dir(config, accelerator)
-    try:
+    check_run_precision(config, accelerator)
+    with locked_output_dir(config, accelerator):
         set_seed(config.train.seed)
-        return _train_in(config, spec, accelerator, out, global_batch)
-    finally:
-        lock.release()
+        tokenizer = load_tokenizer(config)
+        train_ex, eval_ex = prepare_data(config, tokenizer, spec, accelerator)
+        train_ref, eval_ref = prepare_reference(config, spec, train_ex, eval_ex, pad_id=pad_token_id(tokenizer),
+                                                accelerator=accelerator)
+        model = load_policy(config)
+        schedule = plan_schedule(config, len(train_ex), global_batch)
+        trim = accepts_logits_to_keep(model)
+        model, optimizer, scheduler = prepare_optimizer(config, model, accelerator, schedule)
+        run = Run(config=config, accelerator=accelerator, spec=spec, tokenizer=tokenizer, trim=trim,
+                  train_ex=train_ex, eval_ex=eval_ex, train_ref=train_ref, eval_ref=eval_ref, model=model,
+                  optimizer=optimizer, scheduler=scheduler, schedule=schedule)
+        resume_from_checkpoint(run)
+        step = training_loop(run)
+        return finish(run, step)
+
+
+def check_run_precision(config: TrainConfig, accelerator) -> None:
+    """:func:`optim.check_precision` for this run; its note (16-bit weights) goes to stderr."""
+    note = check_precision(weights_dtype=config.model.dtype, mixed_precision=config.train.mixed_precision,
+                           sharded=is_sharded(accelerator))
+    if note:
+        _note(accelerator, note)
+
+
+def load_tokenizer(config: TrainConfig):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
+
+
+def pad_token_id(tokenizer) -> int:
+    """The pad token, or EOS for tokenizers without one (padding is masked out either way)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _from_main(accelerator, value):
@@ -871,20 +925,24 @@ def _from_main(accelerator, value):
     return broadcast_object_list([value])[0]
 
 
-def prepare_output_dir(config: TrainConfig, accelerator) -> OutputDirLock:
-    """Create and lock ``output_dir`` (main process), recover a save killed midway, and refuse a folder
-    holding a run unless ``resume`` / ``overwrite`` says what to do with it; every process raises."""
+@contextlib.contextmanager
+def locked_output_dir(config: TrainConfig, accelerator):
+    """Create and lock ``output_dir`` for the run (main process), recover a save killed midway, and
+    refuse a folder holding a run unless ``resume`` / ``overwrite`` says what to do with it (every
+    process raises); the lock is released when the run ends, however it ends."""
     lock = OutputDirLock(Path(config.output_dir))
     problem = _claim_output_dir(config, lock, accelerator) if accelerator.is_main_process else None
     problem = _from_main(accelerator, problem)
-    if problem:
+    try:
+        if problem:
+            raise UserError(problem)
+        yield
+    finally:
         lock.release()
-        raise UserError(problem)
-    return lock
 
 
 def _claim_output_dir(config: TrainConfig, lock: OutputDirLock, accelerator) -> str | None:
-    """The main process's part of :func:`prepare_output_dir`: why the run may not start, or None."""
+    """The main process's part of :func:`locked_output_dir`: why the run may not start, or None."""
     out = Path(config.output_dir)
     if out.exists() and not out.is_dir():
         return f"cannot use output_dir {str(out)!r}: it is a file, not a folder; choose another output_dir"
@@ -900,40 +958,6 @@ def _claim_output_dir(config: TrainConfig, lock: OutputDirLock, accelerator) -> 
     has_checkpoint = (out / "checkpoints").is_dir() and any(
         ckpt.STEP_DIR.match(p.name) for p in (out / "checkpoints").iterdir())
     return output_dir_problem(out, resume=config.resume, overwrite=config.overwrite, has_checkpoint=has_checkpoint)
-
-
-def _train_in(config: TrainConfig, spec: LossSpec, accelerator, out: Path, global_batch: int) -> TrainResult:
-    """The steps of :func:`train` after the output folder is locked."""
-    from tqdm.auto import tqdm
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path,
-                                              trust_remote_code=config.model.trust_remote_code)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    train_ex, eval_ex = prepare_data(config, tokenizer, spec, accelerator)
-    train_ref, eval_ref = prepare_reference(config, spec, train_ex, eval_ex, pad_id=pad_id, accelerator=accelerator)
-    model = load_policy(config)
-    schedule = plan_schedule(config, len(train_ex), global_batch)
-    trim = accepts_logits_to_keep(model)
-    model, optimizer, scheduler = prepare_optimizer(config, model, accelerator, schedule)
-    run = Run(config=config, accelerator=accelerator, spec=spec, tokenizer=tokenizer, pad_id=pad_id, trim=trim,
-              train_ex=train_ex, eval_ex=eval_ex, train_ref=train_ref, eval_ref=eval_ref, model=model,
-              optimizer=optimizer, scheduler=scheduler, schedule=schedule, out=out,
-              logger=MetricsLogger(out, enabled=accelerator.is_main_process, tensorboard=config.logging.tensorboard,
-                                   sink=accelerator.log if config.logging.report_to else None),
-              lengths=[example_length(e) for e in train_ex])
-    resume_from_checkpoint(run)
-    start_trackers(run)
-    run.bar = tqdm(total=schedule.total_steps, initial=run.global_step, desc=f"train {config.loss.name}",
-                   disable=not (config.logging.progress_bar and accelerator.is_main_process), dynamic_ncols=True)
-    try:
-        step = training_loop(run)
-    finally:
-        run.bar.close()
-        run.logger.close()
-        if config.logging.report_to:
-            accelerator.end_training()
-    return finish(run, step)
 
 
 def start_trackers(run: Run) -> None:
