@@ -119,3 +119,37 @@ def test_explicit_bf16_weights_train_with_kahan_state_in_the_checkpoint(fake_los
     comp = [v for k, v in opt.items() if k.endswith(".compensation")]
     assert comp and all(v.dtype == torch.bfloat16 for v in comp)
     assert any(bool(v.abs().sum() > 0) for v in comp)  # rounding errors carried, not dropped
+
+
+def test_kahan_state_survives_a_checkpoint_round_trip_in_float32(tmp_path):
+    """torch's load_state_dict casts state tensors to the parameter dtype; Kahan's float32 moments must
+    come back as saved (bit for bit), and the next step must equal the uninterrupted one."""
+    from alphapo.training import checkpoint as ckpt
+
+    def setup():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 4).to(torch.bfloat16)
+        opt = KahanAdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        return model, opt, sched
+
+    def step(model, opt, seed):
+        torch.manual_seed(seed)
+        model(torch.randn(3, 8, dtype=torch.bfloat16)).float().pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+
+    model, opt, sched = setup()
+    for s in range(3):
+        step(model, opt, s)
+    path = ckpt.save_checkpoint(tmp_path, 3, model=model, optimizer=opt, scheduler=sched, trainer_state={})
+    saved = {k: v.clone() for k, v in opt.state[model.weight].items()}
+    step(model, opt, 3)
+    expected = model.weight.detach().clone()
+    model2, opt2, sched2 = setup()
+    ckpt.load_checkpoint(path, model=model2, optimizer=opt2, scheduler=sched2)
+    state = opt2.state[model2.weight]
+    assert state["exp_avg"].dtype == torch.float32 and state["compensation"].dtype == torch.bfloat16
+    assert all(torch.equal(state[k], saved[k]) for k in saved)
+    step(model2, opt2, 3)
+    assert torch.equal(model2.weight.detach(), expected)

@@ -104,6 +104,17 @@ class KahanAdamW(torch.optim.Optimizer):
                  weight_decay: float = 1e-2):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """``Optimizer.load_state_dict``, keeping the moments in float32 (torch casts every floating state
+        tensor to its parameter's dtype, which would round them to bfloat16 on resume)."""
+        moments = {int(i): {k: v for k, v in st.items() if k in ("exp_avg", "exp_avg_sq")}
+                   for i, st in state_dict["state"].items()}
+        super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        for i, saved in moments.items():
+            for k, v in saved.items():
+                self.state[params[i]][k] = v.to(device=params[i].device, dtype=torch.float32)
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
