@@ -151,15 +151,18 @@ class KahanAdamW(torch.optim.Optimizer):
         return loss
 
 
-def check_precision(*, weights_dtype: str, mixed_precision: str, sharded: bool) -> str | None:
-    """Validate the precision settings; returns a one-line note for 16-bit weights, None otherwise.
+KAHAN_NOTE = ("trainable weights held in 16 bits (model.dtype): AdamW with Kahan-compensated updates keeps "
+              "small updates from rounding away; model.dtype=float32 with train.mixed_precision=bf16 is the "
+              "usual mixed-precision set-up")
 
-    Refused (``UserError``): 16-bit weights under FSDP / DeepSpeed (their mixed-precision policies keep
-    float32 master weights themselves: load float32 and set ``train.mixed_precision``), and float16
-    weights with ``fp16`` loss scaling (``GradScaler`` cannot unscale float16 gradients).
-    """
+
+def check_precision(*, weights_dtype: str, mixed_precision: str, sharded: bool) -> None:
+    """Refuse (``UserError``) precision settings that cannot train correctly: 16-bit weights under FSDP /
+    DeepSpeed (their mixed-precision policies keep float32 master weights themselves: load float32 and
+    set ``train.mixed_precision``), and float16 weights with ``fp16`` loss scaling (``GradScaler`` cannot
+    unscale float16 gradients)."""
     if weights_dtype == "float32":
-        return None
+        return
     if sharded:
         raise UserError(f"model.dtype={weights_dtype} holds the weights in 16 bits, which FSDP/DeepSpeed "
                         f"do not support here; set model.dtype=float32 and train.mixed_precision=bf16 "
@@ -167,9 +170,6 @@ def check_precision(*, weights_dtype: str, mixed_precision: str, sharded: bool) 
     if weights_dtype == "float16" and mixed_precision == "fp16":
         raise UserError("model.dtype=float16 with train.mixed_precision=fp16: fp16 loss scaling cannot "
                         "unscale float16 gradients; set model.dtype=float32 (float32 master weights)")
-    return (f"weights held in {weights_dtype} (model.dtype): AdamW with Kahan-compensated updates keeps "
-            f"small updates from rounding away; model.dtype=float32 with train.mixed_precision=bf16 is "
-            f"the usual mixed-precision set-up")
 
 
 def precision_mismatch(launcher: str | None, configured: str) -> str | None:

@@ -83,6 +83,8 @@ from alphapo.training.data import (
 from alphapo.training.logps import accepts_logits_to_keep, collate_sequences, sequence_logps
 from alphapo.training.metrics import MetricWindow, window_metrics
 from alphapo.training.optim import (
+    KAHAN_NOTE,
+    KahanAdamW,
     check_engine,
     check_precision,
     check_world_size,
@@ -473,6 +475,8 @@ def prepare_optimizer(config: TrainConfig, model, accelerator, schedule: Schedul
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         fused=not sharded, device=accelerator.device, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
         eps=t.adam_epsilon)
+    if isinstance(optimizer, KahanAdamW):
+        _note(accelerator, KAHAN_NOTE)
     scheduler = make_scheduler(optimizer, kind=t.lr_scheduler, total=schedule.total_steps, warmup=schedule.warmup)
     if accelerator.distributed_type.value == "DEEPSPEED":
         ds = accelerator.state.deepspeed_plugin.deepspeed_config  # edited in place: accelerate reads it
@@ -878,7 +882,8 @@ def train(config: TrainConfig) -> TrainResult:
     spec = resolve_loss(config)
     accelerator = start_accelerator(config)
     global_batch = global_batch_size(config, accelerator.num_processes)
-    check_run_precision(config, accelerator)
+    check_precision(weights_dtype=config.model.dtype, mixed_precision=config.train.mixed_precision,
+                    sharded=is_sharded(accelerator))
     with locked_output_dir(config, accelerator):
         set_seed(config.train.seed)
         tokenizer = load_tokenizer(config)
@@ -895,14 +900,6 @@ def train(config: TrainConfig) -> TrainResult:
         resume_from_checkpoint(run)
         step = training_loop(run)
         return finish(run, step)
-
-
-def check_run_precision(config: TrainConfig, accelerator) -> None:
-    """:func:`optim.check_precision` for this run; its note (16-bit weights) goes to stderr."""
-    note = check_precision(weights_dtype=config.model.dtype, mixed_precision=config.train.mixed_precision,
-                           sharded=is_sharded(accelerator))
-    if note:
-        _note(accelerator, note)
 
 
 def load_tokenizer(config: TrainConfig):
