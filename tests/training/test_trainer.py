@@ -265,3 +265,13 @@ def test_step_gradient_is_that_of_the_global_batch_mean(fake_losses, tiny_model_
     norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters() if p.grad is not None))
     assert rec["loss"] == pytest.approx(total.item() / 4, rel=1e-5)
     assert rec["grad_norm"] == pytest.approx(norm.item(), rel=1e-4)
+
+
+def test_model_card_names_every_hyper_parameter_the_loss_used():
+    """Configured values and the signature defaults of the rest: rpo_bwd with beta=0.5 -> beta=0.5,
+    gamma=0.0 (default), eta=1.0 (default)."""
+    from alphapo.training.outputs import model_card
+
+    cfg = load_config(None, ["model.name_or_path=m", "data.train_path=d.jsonl", "loss.name=rpo_bwd", "loss.beta=0.5"])
+    card = model_card(cfg, step=3, train_metrics={}, eval_metrics={})
+    assert "loss **rpo_bwd** (beta=0.5, gamma=0.0, eta=1.0)" in card

@@ -124,10 +124,23 @@ def _save_pretrained_atomic(model, tokenizer, dest: Path, *, card: str | None = 
         raise
 
 
+def loss_hyperparameters_used(config: TrainConfig) -> dict[str, Any]:
+    """The loss's hyper-parameters as the run used them: the configured ones, and the signature's
+    defaults for the rest (e.g. ``eta`` of the RPO losses), in signature order."""
+    import inspect
+
+    from alphapo.training.config import loss_hyperparameters, validate_loss_params
+
+    params = loss_hyperparameters(validate_loss_params(config.loss))
+    return {name: config.loss.params.get(name, p.default) for name, p in params.items()
+            if name in config.loss.params or p.default is not inspect.Parameter.empty}
+
+
 def model_card(config: TrainConfig, *, step: int, train_metrics: dict, eval_metrics: dict) -> str:
-    """A short README.md: base model, loss, hyper-parameters, final metrics."""
+    """A short README.md: base model, loss, every hyper-parameter the loss used (defaults included),
+    optimisation, final metrics."""
     t = config.train
-    hp = ", ".join(f"{k}={v}" for k, v in config.loss.params.items()) or "defaults"
+    hp = ", ".join(f"{k}={v}" for k, v in loss_hyperparameters_used(config).items()) or "none"
     lines = [
         "---", "library_name: transformers", "tags: [alphapo, preference-optimization]", "---", "",
         f"# {Path(config.output_dir).name}", "",
