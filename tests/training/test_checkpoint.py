@@ -89,3 +89,14 @@ def test_every_ranks_rng_state_is_saved_and_each_rank_restores_its_own(tmp_path)
     torch.manual_seed(999)
     ckpt.load_checkpoint(path, model=model, optimizer=opt, scheduler=sched, rank=2)
     assert torch.equal(torch.rand(3), expected_next[0])
+
+
+def test_resume_conflicts_ignore_output_only_keys_and_keys_older_checkpoints_lack():
+    """Keys that do not change past steps' arithmetic may differ (or be missing from a checkpoint written
+    before they existed); an optimisation key may not."""
+    saved = {"train": {"learning_rate": 1e-3}, "model": {"lora": {"enabled": False}}, "logging": {}}
+    current = {"train": {"learning_rate": 1e-3}, "model": {"lora": {"enabled": False, "merge": True}},
+               "logging": {"report_to": ["tensorboard"]}, "overwrite": False, "resume": True}
+    assert ckpt.resume_conflicts(saved, current) == []
+    current["train"]["learning_rate"] = 2e-3
+    assert ckpt.resume_conflicts(saved, current) == ["train.learning_rate"]

@@ -356,7 +356,7 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer, scheduler,
 
 # keys that may change between a run and its resumption (they do not change the arithmetic of past steps)
 RESUMABLE_CHANGES = ("resume", "overwrite", "output_dir", "logging.", "train.max_steps", "train.epochs",
-                     "reference.cache_dir", "reference.use_cache", "reference.batch_size")
+                     "reference.cache_dir", "reference.use_cache", "reference.batch_size", "model.lora.merge")
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
