@@ -1,7 +1,7 @@
 """Fixtures for trainer tests: tiny preference data and (when needed) a hand-written fake loss registry.
 
 ``fake_losses`` swaps ``alphapo.losses.LOSSES`` for two small, hand-written losses (DPO and SimPO,
-spec/losses.md) so the loop can be tested independently of the losses package; tests of the real
+from their papers' formulas) so the loop can be tested independently of the losses package; tests of the real
 registry use ``alphapo.losses`` directly.
 """
 

@@ -1,4 +1,4 @@
-"""Hand-written fake losses (DPO, SimPO, RPO-multi; spec/losses.md) to test the loop apart from the package.
+"""Hand-written fake losses (DPO, SimPO, RPO-multi, from the papers' formulas) to test the loop apart from the package.
 
 Used through the ``fake_losses`` fixture (conftest.py), which swaps them into ``alphapo.losses``.
 """

@@ -1,6 +1,6 @@
 """Training data: load + tokenise through ``alphapo.data``, split off eval, and plan length-grouped batches.
 
-Records and tokenised examples follow the data contract (BRIEF, contract 2): a pairwise example has
+Tokenised examples are those of ``alphapo.data.tokenize_preferences``: a pairwise example has
 ``id``, ``prompt_input_ids``, ``chosen_input_ids``, ``rejected_input_ids`` (completion tokens, EOS
 included) and optional ``chosen_score`` / ``rejected_score``; a multi-response example has
 ``responses_input_ids`` (k lists) and ``scores`` (k floats).
