@@ -57,9 +57,9 @@ def load_examples(path: str, tokenizer, *, split: str, columns, skip_invalid: bo
     examples, report = tokenize_preferences(records, tokenizer, max_length=max_length,
                                             max_prompt_length=max_prompt_length,
                                             prompt_truncation=prompt_truncation)
-    truncated = getattr(report, "truncated_rows", 0)
+    truncated = report.truncated_rows
     if truncated and log is not None:
-        ids = getattr(report, "truncated_ids", [])[:5]
+        ids = report.truncated_ids[:5]
         log(f"{path}: {truncated} of {len(examples)} examples truncated to max_length={max_length} / "
             f"max_prompt_length={max_prompt_length} (e.g. ids {ids})")
     return [dict(e) for e in examples]
