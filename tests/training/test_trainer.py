@@ -158,13 +158,16 @@ def test_pairs_from_multi_first_best_first_worst_and_ties_dropped():
                 {"id": "tie", "prompt_input_ids": [1], "responses_input_ids": [[5], [6]], "scores": [0.3, 0.3]},
                 {"id": "dup", "prompt_input_ids": [2], "responses_input_ids": [[5], [5], [6]],
                  "scores": [1.0, 0.0, 0.25]}]
-    pairs, dropped = pairs_from_multi(examples)
-    assert dropped == 1 and [p["id"] for p in pairs] == ["a", "dup"]
+    examples.append(dict(examples[0], scores=[0.1, 0.2, 0.3, 0.4]))  # the same id again, other scores
+    pairs = pairs_from_multi(examples)
+    assert pairs[1] is None and [p["id"] for p in pairs if p] == ["a", "dup", "a"]
     assert (pairs[0]["chosen_input_ids"], pairs[0]["rejected_input_ids"]) == ([6], [7])
     assert (pairs[0]["chosen_score"], pairs[0]["rejected_score"]) == (0.9, 0.1)
     # [5] twice: mean score 0.5, so [5] (0.5) beats [6] (0.25); never [5] against itself
-    assert (pairs[1]["chosen_input_ids"], pairs[1]["rejected_input_ids"]) == ([5], [6])
-    assert (pairs[1]["chosen_score"], pairs[1]["rejected_score"]) == (0.5, 0.25)
+    assert (pairs[2]["chosen_input_ids"], pairs[2]["rejected_input_ids"]) == ([5], [6])
+    assert (pairs[2]["chosen_score"], pairs[2]["rejected_score"]) == (0.5, 0.25)
+    # a repeated id is its own example, not a copy of the first one
+    assert (pairs[3]["chosen_input_ids"], pairs[3]["rejected_input_ids"]) == ([8], [5])
 
 
 def test_resume_refuses_a_changed_config_and_restarts_cleanly_without_checkpoint(fake_losses, tiny_model_dir,
@@ -275,3 +278,17 @@ def test_model_card_names_every_hyper_parameter_the_loss_used():
     cfg = load_config(None, ["model.name_or_path=m", "data.train_path=d.jsonl", "loss.name=rpo_bwd", "loss.beta=0.5"])
     card = model_card(cfg, step=3, train_metrics={}, eval_metrics={})
     assert "loss **rpo_bwd** (beta=0.5, gamma=0.0, eta=1.0)" in card
+
+
+def test_pairwise_loss_drops_multi_response_rows_whose_scores_all_tie(fake_losses, tiny_model_dir, tmp_path,
+                                                                     capsys):
+    """A k-response row with all scores equal has no chosen/rejected: dropped and counted, never a pair of
+    a response with itself."""
+    data = tmp_path / "ties.jsonl"
+    rows = [{"prompt": f"q{i}?", "responses": ["yes", "no", "maybe"], "scores": [1.0, 0.0, 0.5]} for i in range(7)]
+    rows.append({"prompt": "tied?", "responses": ["yes", "no", "maybe"], "scores": [0.5, 0.5, 0.5]})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = train(_config(tiny_model_dir, data, tmp_path / "o", "loss.name=simpo", "train.global_batch_size=2",
+                           "train.epochs=1"))
+    assert f"{data}: 1 of 8 multi-response examples dropped: all their scores are equal" in capsys.readouterr().err
+    assert result.global_step == 4  # 7 pairs / global batch 2

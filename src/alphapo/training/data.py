@@ -121,14 +121,14 @@ def split_global_batch(batch: list[int], lengths: list[int], *, micro_batch: int
     return micro[process_index::num_processes]
 
 
-def pairs_from_multi(examples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+def pairs_from_multi(examples: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
     """Best- vs worst-scored response of each k-response example as a pair (AlphaPO section 4.1 recipe).
 
     One selection rule for the whole package: ``alphapo.generation.pairs.select_pairs``, applied to
     token sequences. Chosen is the first response with the highest score, rejected the first with the
     lowest; responses that tokenise identically count once (with their mean score), so a response is
-    never paired against itself; an example whose scores are all equal carries no preference and is
-    dropped. Returns ``(pairs, number of examples dropped)``; the caller reports the count.
+    never paired against itself. An example whose scores are all equal carries no preference: its entry
+    is None (the caller drops and counts it). The result is aligned with ``examples`` (ids may repeat).
     """
     from alphapo.generation.pairs import select_pairs
 
@@ -137,16 +137,18 @@ def pairs_from_multi(examples: list[dict[str, Any]]) -> tuple[list[dict[str, Any
         if not scores or any(s is None for s in scores):
             raise UserError(f"example {ex['id']!r} has {len(ex['responses_input_ids'])} responses but no "
                             f"score for each; a pairwise loss picks best vs worst by score")
-    records, stats = select_pairs([ex["id"] for ex in examples], [ex["prompt_input_ids"] for ex in examples],
-                                  [[tuple(r) for r in ex["responses_input_ids"]] for ex in examples],
-                                  [ex["scores"] for ex in examples], mode="pairs", empty_responses="keep")
-    prompts = {ex["id"]: ex["prompt_input_ids"] for ex in examples}
-    pairs = [{"id": r["id"], "prompt_input_ids": prompts[r["id"]],
-              "chosen_input_ids": list(r["chosen"][0]["content"]),
-              "rejected_input_ids": list(r["rejected"][0]["content"]),
-              "chosen_score": float(r["score_chosen"]), "rejected_score": float(r["score_rejected"])}
-             for r in records]
-    return pairs, stats.n_dropped_all_equal
+    positions = [str(i) for i in range(len(examples))]  # select_pairs keys by id: use positions
+    records, _ = select_pairs(positions, [ex["prompt_input_ids"] for ex in examples],
+                              [[tuple(r) for r in ex["responses_input_ids"]] for ex in examples],
+                              [ex["scores"] for ex in examples], mode="pairs", empty_responses="keep")
+    out: list[dict[str, Any] | None] = [None] * len(examples)
+    for r in records:
+        ex = examples[int(r["id"])]
+        out[int(r["id"])] = {"id": ex["id"], "prompt_input_ids": ex["prompt_input_ids"],
+                             "chosen_input_ids": list(r["chosen"][0]["content"]),
+                             "rejected_input_ids": list(r["rejected"][0]["content"]),
+                             "chosen_score": float(r["score_chosen"]), "rejected_score": float(r["score_rejected"])}
+    return out
 
 
 def multi_from_pair(example: dict[str, Any]) -> dict[str, Any]:

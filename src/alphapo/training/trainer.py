@@ -377,15 +377,17 @@ def _as_loss_input(examples: list[dict], spec: LossSpec, accelerator, *, where: 
     one (examples whose scores all tie are dropped, with a count)."""
     if spec.multi:
         return [e if is_multi(e) else multi_from_pair(e) for e in examples]
-    many = [e for e in examples if is_multi(e)]
+    many = [i for i, e in enumerate(examples) if is_multi(e)]
     if not many:
         return examples
-    pairs, dropped = pairs_from_multi(many)
+    converted = list(examples)
+    for i, pair in zip(many, pairs_from_multi([examples[i] for i in many])):
+        converted[i] = pair
+    dropped = converted.count(None)
     if dropped:
         _note(accelerator, f"{where}: {dropped} of {len(many)} multi-response examples dropped: all their "
                            f"scores are equal, so they carry no preference")
-    by_id = {p["id"]: p for p in pairs}
-    return [by_id[e["id"]] if is_multi(e) else e for e in examples if not is_multi(e) or e["id"] in by_id]
+    return [e for e in converted if e is not None]
 
 
 def _load_model(name_or_path: str, config: TrainConfig):
