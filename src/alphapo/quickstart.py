@@ -378,7 +378,7 @@ def _run(out: Path, config: QuickstartConfig) -> dict:
                               global_batch_size=config.batch_size, learning_rate=m["learning_rate"],
                               warmup_ratio=0.1, lr_scheduler="cosine", seed=config.seed),
             logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=config.progress),
-            output_dir=str(out / name))
+            output_dir=str(out / name), overwrite=True)  # a re-run of the quickstart replaces its runs
         result = train(tc)
         train_seconds = time.time() - t
         stage["training"] += train_seconds

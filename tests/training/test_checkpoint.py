@@ -66,3 +66,37 @@ def test_cuda_rng_states_restore_in_device_order():
     rng = {f"torch_cuda_{i}": torch.tensor([i], dtype=torch.uint8) for i in range(12)}
     rng["torch_cpu"] = torch.tensor([99], dtype=torch.uint8)
     assert [int(s) for s in ckpt.cuda_rng_states(rng)] == list(range(12))
+
+
+def test_every_ranks_rng_state_is_saved_and_each_rank_restores_its_own(tmp_path):
+    """Two data-parallel processes have different random streams (dropout masks); a checkpoint holds both
+    and rank r restores rank r's. A checkpoint without a rank's state (fewer processes) gives rank 0's."""
+    model, opt, sched = _setup()
+    torch.manual_seed(10)
+    rank0 = ckpt.rng_state()
+    torch.manual_seed(11)
+    rank1 = ckpt.rng_state()
+    path = ckpt.save_checkpoint(tmp_path, 1, model=model, optimizer=opt, scheduler=sched,
+                                trainer_state={}, rng_by_rank=[rank0, rank1])
+    expected_next = {}
+    for rank, seed in ((0, 10), (1, 11)):
+        torch.manual_seed(seed)
+        expected_next[rank] = torch.rand(3)
+    for rank in (0, 1):
+        torch.manual_seed(999)
+        ckpt.load_checkpoint(path, model=model, optimizer=opt, scheduler=sched, rank=rank)
+        assert torch.equal(torch.rand(3), expected_next[rank]), rank
+    torch.manual_seed(999)
+    ckpt.load_checkpoint(path, model=model, optimizer=opt, scheduler=sched, rank=2)
+    assert torch.equal(torch.rand(3), expected_next[0])
+
+
+def test_resume_conflicts_ignore_output_only_keys_and_keys_older_checkpoints_lack():
+    """Keys that do not change past steps' arithmetic may differ (or be missing from a checkpoint written
+    before they existed); an optimisation key may not."""
+    saved = {"train": {"learning_rate": 1e-3}, "model": {"lora": {"enabled": False}}, "logging": {}}
+    current = {"train": {"learning_rate": 1e-3}, "model": {"lora": {"enabled": False, "merge": True}},
+               "logging": {"report_to": ["tensorboard"]}, "overwrite": False, "resume": True}
+    assert ckpt.resume_conflicts(saved, current) == []
+    current["train"]["learning_rate"] = 2e-3
+    assert ckpt.resume_conflicts(saved, current) == ["train.learning_rate"]

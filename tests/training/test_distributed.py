@@ -55,8 +55,9 @@ def _train_records(out: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss,per_device,accum", [("dpo", 2, 1), ("alphapo", 1, 2)])
-def test_two_cpu_processes_match_one_process(loss, per_device, accum, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("loss,per_device,accum,launcher", [("dpo", 2, 1, "accelerate"),
+                                                            ("alphapo", 1, 2, "torchrun")])
+def test_two_cpu_processes_match_one_process(loss, per_device, accum, launcher, tiny_model_dir, tmp_path):
     from alphapo.training import load_config, train
 
     data = write_pairs(tmp_path / "pairs.jsonl", n=N_PAIRS, seed=2)
@@ -69,18 +70,25 @@ def test_two_cpu_processes_match_one_process(loss, per_device, accum, tiny_model
     assert len(single) == N_PAIRS // GLOBAL_BATCH
 
     ddp_out = tmp_path / "ddp"
-    # `python -m accelerate.commands.launch` is `accelerate launch`, without relying on the console script
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIG),
-           "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
-           "-m", "alphapo.cli", "train", *base, f"output_dir={ddp_out}",
-           f"train.per_device_batch_size={per_device}", f"train.gradient_accumulation_steps={accum}"]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
+    # the documented commands: `python -m accelerate.commands.launch` is `accelerate launch` without
+    # relying on the console script, `python -m torch.distributed.run` is `torchrun`
+    if launcher == "accelerate":
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIG),
+               "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port())]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+               "127.0.0.1", "--master_port", str(_free_port())]
+    cmd += ["-m", "alphapo.cli", "train", *base, f"output_dir={ddp_out}", "logging.save_steps=2",
+            f"train.per_device_batch_size={per_device}", f"train.gradient_accumulation_steps={accum}"]
+    # no ACCELERATE_USE_CPU: the trainer itself joins the launched processes on CPU (gloo)
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env.update({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false", "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"})
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, f"accelerate launch failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, f"{launcher} launch failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     ddp = _train_records(ddp_out)
     assert proc.stdout.count("steps; final model in") == 1, proc.stdout[-2000:]  # rank 0 only
+    assert proc.stderr.count("alphapo train: 2 process(es) (MULTI_CPU") == 1, proc.stderr[-2000:]
 
     assert len(ddp) == len(single), (
         f"{len(ddp)} optimizer steps under 2 processes vs {len(single)} in one: the launcher did not start "
@@ -92,6 +100,10 @@ def test_two_cpu_processes_match_one_process(loss, per_device, accum, tiny_model
         assert abs(a - b) <= 1e-5, f"loss at step {step}: 2 processes {a} vs 1 process {b}"
     torch.testing.assert_close(torch.tensor([r["grad_norm"] for r in ddp]),
                                torch.tensor([r["grad_norm"] for r in single]), rtol=1e-4, atol=1e-6)
+
+    # the checkpoint holds each rank's own RNG state (rank 0's under the plain names)
+    rng = load_file(str(ddp_out / "checkpoints" / "step-000002" / "rng.safetensors"))
+    assert "torch_cpu" in rng and "rank1.torch_cpu" in rng
 
     w1 = load_file(str(single_out / "final" / "model.safetensors"))
     w2 = load_file(str(ddp_out / "final" / "model.safetensors"))
@@ -117,3 +129,46 @@ def test_example_accelerate_configs_load():
             assert "gradient_clipping" not in config.deepspeed_config, name
     cpu = load_config_from_file(str(ACCELERATE_CONFIG))
     assert cpu.num_processes == 2 and cpu.use_cpu
+
+
+def test_world_size_mismatch_is_an_error_naming_the_fix():
+    """torchrun started 2 processes but the trainer sees 1: each would train alone on one folder."""
+    from alphapo.errors import UserError
+    from alphapo.training.optim import check_world_size, launcher_world_size
+
+    check_world_size(1, 1)
+    check_world_size(2, 2)
+    with pytest.raises(UserError, match=r"started 2 processes \(WORLD_SIZE\) but the trainer sees 1.*ACCELERATE_USE_CPU"):
+        check_world_size(2, 1)
+    assert launcher_world_size({}) == 1 and launcher_world_size({"WORLD_SIZE": "4"}) == 4
+
+
+def test_fsdp_or_deepspeed_asked_but_not_set_up_is_an_error():
+    """accelerate runs FSDP / DeepSpeed on GPUs only; on CPU it would set up plain DDP (MULTI_CPU) and the
+    run would silently train unsharded."""
+    from alphapo.errors import UserError
+    from alphapo.training.optim import check_engine
+
+    check_engine({"ACCELERATE_USE_FSDP": "true"}, "FSDP")
+    check_engine({}, "MULTI_CPU")
+    check_engine({"ACCELERATE_USE_FSDP": "false"}, "NO")
+    with pytest.raises(UserError, match="asks for FSDP but accelerate set up MULTI_CPU.*GPUs only"):
+        check_engine({"ACCELERATE_USE_FSDP": "true"}, "MULTI_CPU")
+    with pytest.raises(UserError, match="asks for DEEPSPEED but accelerate set up NO"):
+        check_engine({"ACCELERATE_USE_DEEPSPEED": "1"}, "NO")
+
+
+@pytest.mark.slow
+def test_fsdp_launch_on_cpu_stops_instead_of_training_unsharded(tiny_model_dir, tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", n=8)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ACCELERATE_CONFIG.parent / "fsdp2.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+           "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
+           "-m", "alphapo.cli", "train", f"model.name_or_path={tiny_model_dir}", f"data.train_path={data}",
+           f"output_dir={tmp_path / 'out'}", "loss.name=simpo", "logging.progress_bar=false"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "GLOO_SOCKET_IFNAME": "lo"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "error: the launcher asks for FSDP but accelerate set up MULTI_CPU" in proc.stderr
+    assert not (tmp_path / "out" / "final").exists()

@@ -32,6 +32,59 @@ def test_lora_with_gradient_checkpointing_and_bf16_saves_a_merged_model(fake_los
     for name in ("model.embed_tokens.weight", "model.layers.0.self_attn.k_proj.weight", "lm_head.weight"):
         assert torch.equal(b[name], f[name])  # frozen
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in _records(out))
+    # the adapter itself, in peft format: base + adapter reproduces the merged final/ weights
+    from peft import PeftModel
+
+    adapter = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert adapter and all("lora_" in name for name in adapter)
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                       out / "adapter").merge_and_unload()
+    torch.testing.assert_close(dict(merged.named_parameters())[q], f[q], rtol=0, atol=1e-6)
+    assert json.loads((out / "final" / "config.json").read_text())["use_cache"] is True
+
+
+def test_lora_without_merge_saves_only_the_adapter(fake_losses, tiny_model_dir, pairs_path, tmp_path):
+    out = tmp_path / "adapter_only"
+    result = train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "model.lora.enabled=true",
+                           "model.lora.merge=false", "train.max_steps=1"))
+    assert result.final_dir == out / "adapter" and not (out / "final").exists()
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+def test_saved_models_have_the_kv_cache_on(fake_losses, tiny_model_dir, pairs_path, tmp_path):
+    """Training runs with use_cache off; final/ and best/ are for inference: use_cache true, like the base."""
+    out = tmp_path / "cache"
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1", "data.eval_fraction=0.25"))
+    for folder in ("final", "best"):
+        assert json.loads((out / folder / "config.json").read_text())["use_cache"] is True, folder
+
+
+def test_a_metric_line_per_logged_step_and_tensorboard_tracker(fake_losses, tiny_model_dir, pairs_path, tmp_path,
+                                                              capsys):
+    """One stderr line per train record (and per eval record) with the logged values; logging.report_to=
+    tensorboard feeds accelerate's tracker the same numbers (float32 in the event file)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "lines"
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=2", "data.eval_fraction=0.25",
+                  "logging.report_to=tensorboard"))
+    records = _records(out)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("alphapo train: ")
+             and " step " in line]
+    train_recs = [r for r in records if r["split"] == "train"]
+    expected = [f"alphapo train: step {r['step']}/2 loss {r['loss']:.4f} acc {r['rewards/accuracies']:.3f}"
+                for r in train_recs]
+    train_lines = [line for line in lines if line.startswith("alphapo train: step")]
+    assert len(train_lines) == 2 and all(line.startswith(e) for line, e in zip(train_lines, expected))
+    assert len([line for line in lines if line.startswith("alphapo train: eval step 2/2 loss")]) == 1
+    events = list((out / "trackers").rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    got = [(e.step, e.value) for e in acc.Scalars("train/loss")]
+    assert [s for s, _ in got] == [1, 2]
+    for (_, value), rec in zip(got, train_recs):
+        assert value == float(torch.tensor(rec["loss"], dtype=torch.float32))
 
 
 def test_eval_path_and_best_checkpoint_by_max_metric(fake_losses, tiny_model_dir, pairs_path, tmp_path):
@@ -76,3 +129,19 @@ def test_dropout_disabled_by_default_like_trl(fake_losses, tiny_model_dir, pairs
 def _records_after(model_dir, data, out, *extra):
     train(_config(model_dir, data, out, "loss.name=simpo", "train.max_steps=1", *extra))
     return _records(out)
+
+
+def test_report_to_unknown_or_missing_tracker_is_an_error(fake_losses, tiny_model_dir, pairs_path, tmp_path):
+    """accelerate rejects an unknown tracker name but skips an uninstalled one with only a warning; both
+    are one-line errors here (a run meant to report to W&B must not silently report nowhere)."""
+    import importlib.util
+
+    import pytest
+
+    from alphapo.errors import UserError
+
+    with pytest.raises(UserError, match=r"logging.report_to=\['tensorbord'\]: .*Choose between .*'tensorboard'"):
+        train(_config(tiny_model_dir, pairs_path, tmp_path / "a", "loss.name=simpo", "logging.report_to=tensorbord"))
+    absent = next(name for name in ("wandb", "mlflow", "aim", "clearml") if importlib.util.find_spec(name) is None)
+    with pytest.raises(UserError, match=rf"logging.report_to names \['{absent}'\], which is not installed"):
+        train(_config(tiny_model_dir, pairs_path, tmp_path / "b", "loss.name=simpo", f"logging.report_to={absent}"))

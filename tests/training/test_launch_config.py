@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alphapo.training.trainer import deepspeed_config_for_loop, precision_mismatch
+from alphapo.training.optim import deepspeed_config_for_loop, precision_mismatch
 
 
 def test_deepspeed_config_accumulation_one_batch_sizes_and_auto_clipping():

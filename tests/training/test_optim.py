@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from alphapo.training.trainer import fused_adamw_supported, make_adamw
+from alphapo.training.optim import fused_adamw_supported, make_adamw
 
 
 def _run(fused: bool, steps: int = 5):

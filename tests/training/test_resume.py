@@ -76,3 +76,38 @@ def test_sigkill_then_resume_is_bit_exact(tiny_model_dir, tmp_path):
         return [(r["step"], r["loss"], r["grad_norm"]) for r in recs if r["split"] == "train"]
 
     assert losses(out) == losses(ref_out) and len(losses(out)) == 24  # no step logged twice or lost
+
+
+def test_engine_checkpoints_resume_exactly(fake_losses, tiny_model_dir, pairs_path, tmp_path, monkeypatch, capsys):
+    """The sharded-run checkpoint path (accelerator.save_state / load_state, as under FSDP / DeepSpeed),
+    driven in one CPU process: a run resumed from its step-2 engine checkpoint ends with the same weights
+    and losses as an uninterrupted run. (The engines themselves need GPUs: benchmarks/gpu_check.sh.)"""
+    import shutil
+
+    from test_trainer import _config, _records
+
+    from alphapo.training import trainer
+    from alphapo.training.checkpoint import CheckpointError
+    from alphapo.training.trainer import train
+
+    args = ("loss.name=simpo", "train.max_steps=4", "logging.save_steps=2")
+    train(_config(tiny_model_dir, pairs_path, tmp_path / "plain", *args))
+    monkeypatch.setattr(trainer, "engine_checkpoints", lambda accelerator: True)
+    out = tmp_path / "engine"
+    train(_config(tiny_model_dir, pairs_path, out, *args))
+    step2 = out / "checkpoints" / "step-000002"
+    assert json.loads((step2 / "state.json").read_text())["format"] == "accelerate"
+    assert (step2 / "model.safetensors").is_file()  # written by accelerate's save_state
+    shutil.rmtree(out / "final")  # as if killed after step 2's checkpoint
+    capsys.readouterr()
+    result = train(_config(tiny_model_dir, pairs_path, out, *args, "resume=true"))
+    assert f"resumed from {step2} (step 2)" in capsys.readouterr().err
+    assert result.global_step == 4
+    assert [(r["step"], r["loss"]) for r in _records(out)] == [(r["step"], r["loss"])
+                                                               for r in _records(tmp_path / "plain")]
+    expected = load_file(tmp_path / "plain" / "final" / "model.safetensors")
+    got = load_file(out / "final" / "model.safetensors")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    monkeypatch.setattr(trainer, "engine_checkpoints", lambda accelerator: False)
+    with pytest.raises(CheckpointError, match="written by a sharded run and this one is not"):
+        train(_config(tiny_model_dir, pairs_path, out, *args, "resume=true"))

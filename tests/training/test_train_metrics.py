@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alphapo.training.metrics import kl_estimates, preference_metrics, robust_summary, tukey_fences
-from alphapo.training.trainer import lr_factor
+from alphapo.training.optim import make_scheduler
 
 
 def test_robust_summary_drops_tukey_outliers():
@@ -58,16 +58,39 @@ def test_kl_zero_when_policy_is_reference():
     assert m["kl/seq_k1"] == 0.0 and m["kl/seq_k3"] == 0.0 and m["kl/token_k1"] == 0.0
 
 
-def test_lr_schedule_matches_transformers():
-    """total 10, warmup 1: step 0 -> 0, step 1 -> 1, step 4 -> 0.5 (1 + cos(pi/3)) = 0.75."""
-    from transformers import get_cosine_schedule_with_warmup
-
-    assert lr_factor(0, total=10, warmup=1, kind="cosine") == 0.0
-    assert lr_factor(1, total=10, warmup=1, kind="cosine") == 1.0
-    assert lr_factor(4, total=10, warmup=1, kind="cosine") == pytest.approx(0.75)
+def _factors(kind: str, total: int, warmup: int) -> list[float]:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = get_cosine_schedule_with_warmup(opt, 3, 17)
-    for step in range(17):
-        assert opt.param_groups[0]["lr"] == pytest.approx(lr_factor(step, total=17, warmup=3, kind="cosine"))
+    sched = make_scheduler(opt, kind=kind, total=total, warmup=warmup)
+    out = []
+    for _ in range(total):
+        out.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return out
+
+
+def _hand(step: int, *, total: int, warmup: int, kind: str) -> float:
+    """Linear warmup step / warmup; then cosine 0.5 (1 + cos(pi p)), linear 1 - p or constant 1, with
+    p = (step - warmup) / (total - warmup) (the formulas the trainer used before transformers' schedulers)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    if kind == "constant":
+        return 1.0
+    p = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 1.0 - p) if kind == "linear" else max(0.0, 0.5 * (1.0 + math.cos(math.pi * p)))
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear", "constant"])
+def test_lr_schedule_factors_by_hand(kind):
+    """total 10, warmup 1: step 0 -> 0, step 1 -> 1; cosine step 4 -> 0.5 (1 + cos(pi/3)) = 0.75, linear
+    step 4 -> 1 - 3/9 = 2/3; and every step of a 17-step run with 3 warmup steps matches the formulas
+    (cosine bit for bit; linear to 1 ulp: transformers computes (total - step) / (total - warmup))."""
+    got = _factors(kind, 10, 1)
+    assert got[0] == 0.0 and got[1] == 1.0
+    assert got[4] == pytest.approx({"cosine": 0.75, "linear": 2 / 3, "constant": 1.0}[kind], rel=1e-15)
+    got = _factors(kind, 17, 3)
+    hand = [_hand(s, total=17, warmup=3, kind=kind) for s in range(17)]
+    if kind == "linear":
+        assert got == pytest.approx(hand, rel=1e-15, abs=1e-16)
+    else:
+        assert got == hand

@@ -30,13 +30,14 @@ def _records(out):
 
 
 def test_reference_free_run_logs_every_diagnostic_and_saves_hf_model(fake_losses, tiny_model_dir, pairs_path,
-                                                                     tmp_path):
+                                                                     tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "run"
-    result = train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "data.eval_fraction=0.25",
+    calls = count_reference_passes(monkeypatch)
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "data.eval_fraction=0.25",
                            "logging.eval_steps=1", "logging.tensorboard=true"))
-    assert result.reference_forwards == 0  # simpo: no reference model is loaded
+    assert calls == [0]  # simpo: no reference model is loaded
     recs = _records(out)
     train_recs = [r for r in recs if r["split"] == "train"]
     eval_recs = [r for r in recs if r["split"] == "eval"]
@@ -69,11 +70,28 @@ def test_reference_free_run_logs_every_diagnostic_and_saves_hf_model(fake_losses
                            AutoModelForCausalLM.from_pretrained(tiny_model_dir).lm_head.weight)
 
 
+def count_reference_passes(monkeypatch) -> list[int]:
+    """Count the reference passes of train() (calls of reference.compute_reference_logps)."""
+    from alphapo.training import reference
+
+    calls = [0]
+    original = reference.compute_reference_logps
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(reference, "compute_reference_logps", counting)
+    return calls
+
+
 def test_reference_logps_cached_second_run_does_no_reference_forward(fake_losses, tiny_model_dir, pairs_path,
-                                                                     tmp_path):
-    first = train(_config(tiny_model_dir, pairs_path, tmp_path / "a", "loss.name=dpo", "train.max_steps=1"))
-    second = train(_config(tiny_model_dir, pairs_path, tmp_path / "b", "loss.name=dpo", "train.max_steps=1"))
-    assert first.reference_forwards > 0 and second.reference_forwards == 0
+                                                                     tmp_path, monkeypatch):
+    calls = count_reference_passes(monkeypatch)
+    train(_config(tiny_model_dir, pairs_path, tmp_path / "a", "loss.name=dpo", "train.max_steps=1"))
+    assert calls == [1]  # the train split (no eval split)
+    train(_config(tiny_model_dir, pairs_path, tmp_path / "b", "loss.name=dpo", "train.max_steps=1"))
+    assert calls == [1]  # read from the cache: no reference model loaded
     rec = _records(tmp_path / "a")[0]
     # step 1: policy == reference, so DPO's loss is ln 2 and the KL estimates vanish (up to padding noise)
     assert rec["loss"] == pytest.approx(0.6931472, abs=1e-5)
@@ -128,12 +146,28 @@ def test_pairwise_loss_on_multi_response_data_uses_best_and_worst(fake_losses, t
     got, expected = _records(tmp_path / "a"), _records(tmp_path / "b")
     assert [r["loss"] for r in got] == [r["loss"] for r in expected]
     assert [r["logps/chosen"] for r in got] == [r["logps/chosen"] for r in expected]
-    from alphapo.training.trainer import pairs_from_multi
 
-    pair = pairs_from_multi({"id": "a", "prompt_input_ids": [1], "responses_input_ids": [[5], [6], [7]],
-                             "scores": [0.5, 0.9, 0.1]})
-    assert (pair["chosen_input_ids"], pair["rejected_input_ids"]) == ([6], [7])
-    assert (pair["chosen_score"], pair["rejected_score"]) == (0.9, 0.1)
+
+def test_pairs_from_multi_first_best_first_worst_and_ties_dropped():
+    """The selection rule of generation.pairs: first max vs first min; equal token sequences count once
+    (mean score); all scores equal -> no preference, dropped and counted."""
+    from alphapo.training.data import pairs_from_multi
+
+    examples = [{"id": "a", "prompt_input_ids": [1], "responses_input_ids": [[5], [6], [7], [8]],
+                 "scores": [0.5, 0.9, 0.1, 0.9]},
+                {"id": "tie", "prompt_input_ids": [1], "responses_input_ids": [[5], [6]], "scores": [0.3, 0.3]},
+                {"id": "dup", "prompt_input_ids": [2], "responses_input_ids": [[5], [5], [6]],
+                 "scores": [1.0, 0.0, 0.25]}]
+    examples.append(dict(examples[0], scores=[0.1, 0.2, 0.3, 0.4]))  # the same id again, other scores
+    pairs = pairs_from_multi(examples)
+    assert pairs[1] is None and [p["id"] for p in pairs if p] == ["a", "dup", "a"]
+    assert (pairs[0]["chosen_input_ids"], pairs[0]["rejected_input_ids"]) == ([6], [7])
+    assert (pairs[0]["chosen_score"], pairs[0]["rejected_score"]) == (0.9, 0.1)
+    # [5] twice: mean score 0.5, so [5] (0.5) beats [6] (0.25); never [5] against itself
+    assert (pairs[2]["chosen_input_ids"], pairs[2]["rejected_input_ids"]) == ([5], [6])
+    assert (pairs[2]["chosen_score"], pairs[2]["rejected_score"]) == (0.5, 0.25)
+    # a repeated id is its own example, not a copy of the first one
+    assert (pairs[3]["chosen_input_ids"], pairs[3]["rejected_input_ids"]) == ([8], [5])
 
 
 def test_resume_refuses_a_changed_config_and_restarts_cleanly_without_checkpoint(fake_losses, tiny_model_dir,
@@ -167,9 +201,9 @@ def test_missing_scores_for_a_loss_that_requires_them_is_a_clear_error(tiny_mode
 
 
 def test_metrics_jsonl_is_strict_json(tmp_path):
-    from alphapo.training.trainer import _Logger
+    from alphapo.training.outputs import MetricsLogger
 
-    logger = _Logger(tmp_path, enabled=True, tensorboard=False)
+    logger = MetricsLogger(tmp_path, enabled=True, tensorboard=False)
     logger.log({"step": 1, "split": "train", "loss": 0.5, "grad_norm": float("inf")})
     line = (tmp_path / "metrics.jsonl").read_text()
     assert json.loads(line) == {"step": 1, "split": "train", "loss": 0.5, "grad_norm": None}
@@ -179,27 +213,12 @@ def test_metrics_jsonl_is_strict_json(tmp_path):
 def test_resume_drops_later_records_and_a_record_torn_by_the_kill(tmp_path):
     """Resuming from step 2 keeps records of steps <= 2; a last line cut mid-write by SIGKILL (only a
     record written after the checkpoint can be torn) is dropped instead of crashing the resume."""
-    from alphapo.training.trainer import _Logger
+    from alphapo.training.outputs import MetricsLogger
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 1}\n{"step": 2, "loss": 2}\n{"step": 3, "loss": 3}\n{"step": 4, "lo')
-    _Logger(tmp_path, enabled=True, tensorboard=False).truncate_after(2)
+    MetricsLogger(tmp_path, enabled=True, tensorboard=False).truncate_after(2)
     assert path.read_text() == '{"step": 1, "loss": 1}\n{"step": 2, "loss": 2}\n'
-
-
-def test_reference_loaded_when_hyper_parameters_make_the_loss_need_it():
-    """rloo needs no reference at beta = 0 but does with a KL penalty (beta > 0)."""
-    from alphapo.losses import LOSSES
-    from alphapo.training.trainer import loss_inputs_spec, needs_reference
-
-    if "rloo" not in LOSSES:
-        pytest.skip("rloo not registered")
-    fn = LOSSES["rloo"]
-    accepted, required = loss_inputs_spec(fn)
-    assert needs_reference(fn, {"beta": 0.1}, accepted=accepted, required=required, multi=True)
-    assert not needs_reference(fn, {}, accepted=accepted, required=required, multi=True)
-    simpo = LOSSES["simpo"]
-    assert not needs_reference(simpo, {}, accepted=loss_inputs_spec(simpo)[0], required=frozenset(), multi=False)
 
 
 def test_step_gradient_is_that_of_the_global_batch_mean(fake_losses, tiny_model_dir, pairs_path, tmp_path):
@@ -234,3 +253,27 @@ def test_step_gradient_is_that_of_the_global_batch_mean(fake_losses, tiny_model_
     norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters() if p.grad is not None))
     assert rec["loss"] == pytest.approx(total.item() / 4, rel=1e-5)
     assert rec["grad_norm"] == pytest.approx(norm.item(), rel=1e-4)
+
+
+def test_model_card_names_every_hyper_parameter_the_loss_used():
+    """Configured values and the signature defaults of the rest: rpo_bwd with beta=0.5 -> beta=0.5,
+    gamma=0.0 (default), eta=1.0 (default)."""
+    from alphapo.training.outputs import model_card
+
+    cfg = load_config(None, ["model.name_or_path=m", "data.train_path=d.jsonl", "loss.name=rpo_bwd", "loss.beta=0.5"])
+    card = model_card(cfg, step=3, train_metrics={}, eval_metrics={})
+    assert "loss **rpo_bwd** (beta=0.5, gamma=0.0, eta=1.0)" in card
+
+
+def test_pairwise_loss_drops_multi_response_rows_whose_scores_all_tie(fake_losses, tiny_model_dir, tmp_path,
+                                                                     capsys):
+    """A k-response row with all scores equal has no chosen/rejected: dropped and counted, never a pair of
+    a response with itself."""
+    data = tmp_path / "ties.jsonl"
+    rows = [{"prompt": f"q{i}?", "responses": ["yes", "no", "maybe"], "scores": [1.0, 0.0, 0.5]} for i in range(7)]
+    rows.append({"prompt": "tied?", "responses": ["yes", "no", "maybe"], "scores": [0.5, 0.5, 0.5]})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = train(_config(tiny_model_dir, data, tmp_path / "o", "loss.name=simpo", "train.global_batch_size=2",
+                           "train.epochs=1"))
+    assert f"{data}: 1 of 8 multi-response examples dropped: all their scores are equal" in capsys.readouterr().err
+    assert result.global_step == 4  # 7 pairs / global batch 2

@@ -9,7 +9,8 @@ Public API::
 Command line: ``alphapo train CONFIG.yaml [key=value ...]`` and ``alphapo plot-run OUT``.
 Modules: ``config`` (dataclass tree), ``data`` (batch planning), ``logps`` (sequence log-probs),
 ``reference`` (cached reference log-probs), ``metrics`` (pure diagnostics), ``checkpoint`` (atomic
-checkpoints), ``trainer`` (the loop), ``plotting`` (Figure-2-style curves), ``cli``.
+checkpoints), ``optim`` (AdamW, schedule, precision), ``outputs`` (metrics log, saved models, model card),
+``trainer`` (the loop), ``plotting`` (Figure-2-style curves), ``cli``.
 """
 
 from alphapo.training.config import (

@@ -66,13 +66,16 @@ class ConfigError(UserError):
 
 @dataclass
 class LoraConfig:
-    """LoRA adapters through ``peft`` (off by default). The final model is saved merged."""
+    """LoRA adapters through ``peft`` (off by default), saved as an adapter and (by default) merged."""
 
     enabled: bool = False
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
     target_modules: list[str] | None = None  # None: peft's default for the architecture
+    # OUT/adapter/ always holds the adapter (peft format); merge=true also writes OUT/final/ with the
+    # adapter merged into the base weights (a plain transformers model)
+    merge: bool = True
 
 
 @dataclass
@@ -162,6 +165,9 @@ class LoggingConfig:
     best_mode: Literal["min", "max"] = "min"
     tensorboard: bool = True
     progress_bar: bool = True
+    # accelerate trackers fed with every record, e.g. [tensorboard] or [wandb] (installed and configured
+    # separately); their files go to OUT/trackers/
+    report_to: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -176,6 +182,9 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     output_dir: str = "runs/alphapo"
     resume: bool = False  # continue from OUT/checkpoints/latest when it exists
+    # start again in an output_dir that holds a run (final/ or checkpoints), replacing it; without it
+    # (or resume) such a folder is refused; the old run is removed only once the new one's data loaded
+    overwrite: bool = False
 
 
 # --------------------------------------------------------------------------------------------------

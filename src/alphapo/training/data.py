@@ -144,3 +144,63 @@ def split_global_batch(batch: list[int], lengths: list[int], *, micro_batch: int
     ordered = sorted(batch, key=lambda i: -lengths[i])
     micro = [ordered[i: i + micro_batch] for i in range(0, len(ordered), micro_batch)]
     return micro[process_index::num_processes]
+
+
+def pairs_from_multi(examples: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    """Best- vs worst-scored response of each k-response example as a pair (AlphaPO section 4.1 recipe).
+
+    One selection rule for the whole package: ``alphapo.generation.pairs.select_pairs``, applied to
+    token sequences. Chosen is the first response with the highest score, rejected the first with the
+    lowest; responses that tokenise identically count once (with their mean score), so a response is
+    never paired against itself. An example whose scores are all equal carries no preference: its entry
+    is None (the caller drops and counts it). The result is aligned with ``examples`` (ids may repeat).
+    """
+    from alphapo.generation.pairs import select_pairs
+
+    for ex in examples:
+        scores = ex.get("scores")
+        if not scores or any(s is None for s in scores):
+            raise UserError(f"example {ex['id']!r} has {len(ex['responses_input_ids'])} responses but no "
+                            f"score for each; a pairwise loss picks best vs worst by score")
+    positions = [str(i) for i in range(len(examples))]  # select_pairs keys by id: use positions
+    records, _ = select_pairs(positions, [ex["prompt_input_ids"] for ex in examples],
+                              [[tuple(r) for r in ex["responses_input_ids"]] for ex in examples],
+                              [ex["scores"] for ex in examples], mode="pairs", empty_responses="keep")
+    out: list[dict[str, Any] | None] = [None] * len(examples)
+    for r in records:
+        ex = examples[int(r["id"])]
+        out[int(r["id"])] = {"id": ex["id"], "prompt_input_ids": ex["prompt_input_ids"],
+                             "chosen_input_ids": list(r["chosen"][0]["content"]),
+                             "rejected_input_ids": list(r["rejected"][0]["content"]),
+                             "chosen_score": float(r["score_chosen"]), "rejected_score": float(r["score_rejected"])}
+    return out
+
+
+def multi_from_pair(example: dict[str, Any]) -> dict[str, Any]:
+    """A pair as a k = 2 multi-response example (scores required)."""
+    return {"id": example["id"], "prompt_input_ids": example["prompt_input_ids"],
+            "responses_input_ids": [example["chosen_input_ids"], example["rejected_input_ids"]],
+            "scores": [example.get("chosen_score"), example.get("rejected_score")]}
+
+
+def check_examples(examples: list[dict[str, Any]], *, multi: bool, required: frozenset[str], where: str) -> None:
+    """Raise ``UserError`` unless ``examples`` can feed the loss: non-empty, one k for multi-response
+    losses with a score per response, and the scores a pairwise loss requires."""
+    if not examples:
+        raise UserError(f"{where}: no examples")
+    if multi:
+        k = len(examples[0]["responses_input_ids"])
+        for ex in examples:
+            if len(ex["responses_input_ids"]) != k:
+                raise UserError(f"{where}: example {ex['id']!r} has {len(ex['responses_input_ids'])} "
+                                f"responses, the first has {k}; multi-response losses need the same k")
+            if any(s is None for s in ex.get("scores") or [None]):
+                raise UserError(f"{where}: example {ex['id']!r} lacks scores; multi-response losses "
+                                f"need a score per response")
+        return
+    for key in ("chosen_score", "rejected_score"):
+        if key.replace("score", "scores") in required:
+            bad = [ex["id"] for ex in examples if ex.get(key) is None]
+            if bad:
+                raise UserError(f"{where}: the loss needs {key.replace('score', 'scores')} but "
+                                f"{len(bad)} example(s) lack {key}, e.g. id {bad[0]!r}")

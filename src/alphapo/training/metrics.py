@@ -2,7 +2,12 @@
 
 Names follow TRL where TRL logs the same quantity (``rewards/chosen``, ``rewards/rejected``,
 ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``); ``loss``,
-``grad_norm``, ``learning_rate`` and throughput are added by the loop. AlphaPO (section 3.3, Figure 2)
+``grad_norm``, ``learning_rate`` and throughput are added by the loop.
+
+Deviations: ``logps/chosen`` / ``logps/rejected`` are always the mean *sequence* log-prob (summed over
+completion tokens), TRL DPOTrainer's meaning, for every loss. TRL's CPOTrainer logs the per-token
+*average* under the same names when its ``loss_type`` is ``simpo`` or ``ipo`` (it length-normalises the
+log-probs for those losses); compare that with our ``lnorm/chosen/mean`` / ``lnorm/rejected/mean``. AlphaPO (section 3.3, Figure 2)
 tracks three *length-normalised* quantities over an epoch, and so do we, per logging window:
 
 - ``lnorm/chosen``   = ``logp(y_w) / |y_w|``  (preferred likelihood),
@@ -115,3 +120,33 @@ def kl_estimates(log_ratios: torch.Tensor, num_tokens: float) -> dict[str, float
 
 def all_finite(metrics: dict[str, float]) -> bool:
     return all(math.isfinite(v) for v in metrics.values())
+
+
+class MetricWindow:
+    """Per-example stats accumulated between two log records."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.stats: dict[str, list[torch.Tensor]] = {}
+        self.grad_norms: list[float] = []
+        self.tokens = 0
+        self.seconds = 0.0
+        self.steps = 0
+        self.lr = 0.0
+
+    def add(self, stats: dict[str, torch.Tensor]):
+        for k, v in stats.items():
+            self.stats.setdefault(k, []).append(v)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: torch.cat(v) for k, v in self.stats.items()}
+
+
+def window_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """:func:`preference_metrics` of the per-example stats a window (or an eval pass) collected."""
+    return preference_metrics(**{k: stats[k] for k in (
+        "chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths", "chosen_rewards",
+        "rejected_rewards", "losses")}, ref_chosen_logps=stats.get("ref_chosen_logps"),
+        ref_rejected_logps=stats.get("ref_rejected_logps"))

@@ -35,8 +35,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from alphapo.errors import AlphapoError
 from alphapo.io import atomic_path
-from alphapo.training.data import is_multi
+from alphapo.training.data import data_fingerprint, is_multi
 from alphapo.training.logps import collate_sequences, sequence_logps
 
 _CHUNK = 1 << 20
@@ -159,3 +160,35 @@ def store_cached(cache_dir: Path, key: str, tensors: dict[str, torch.Tensor], me
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
                   metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
     return path
+
+
+def cached_reference_logps(config, examples, *, pad_id: int, accelerator, split: str,
+                           load_model) -> dict[str, torch.Tensor]:
+    """Reference log-probs of ``examples`` for a run: from the cache, or computed by the main process
+    (``load_model(name_or_path, config)`` loads the reference) and stored for the other processes."""
+    ref_path = config.reference.name_or_path or config.model.name_or_path
+    cache_dir = Path(config.reference.cache_dir) if config.reference.cache_dir else default_cache_dir()
+    key = cache_key(model_fingerprint(ref_path), data_fingerprint(examples),
+                    f"{config.model.dtype}|{config.train.mixed_precision}")
+    if config.reference.use_cache:
+        cached = load_cached(cache_dir, key, len(examples))
+        if cached is not None:
+            return cached
+    tensors = None
+    if accelerator.is_main_process:
+        model = load_model(ref_path, config).to(accelerator.device)
+        model.config.use_cache = False
+        with accelerator.autocast():
+            tensors = compute_reference_logps(
+                model, examples, pad_id=pad_id, batch_size=config.reference.batch_size,
+                progress=config.logging.progress_bar)
+        del model
+        store_cached(cache_dir, key, tensors,
+                     {"model": ref_path, "split": split, "n": str(len(examples))})
+    accelerator.wait_for_everyone()
+    if tensors is None:
+        tensors = load_cached(cache_dir, key, len(examples))
+        if tensors is None:
+            raise AlphapoError(f"reference cache {cache_dir} is not shared between processes; set "
+                               f"reference.cache_dir to a shared folder")
+    return tensors

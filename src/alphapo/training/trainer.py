@@ -1,22 +1,33 @@
 """The training loop: ``train(config) -> TrainResult``, on ``accelerate``, for any loss in ``alphapo.losses``.
 
-Read top to bottom, a run is:
+``train()`` is a recipe of named steps, each a plain function of this module:
 
-1. resolve the config, pick the loss callable and find which inputs it takes (``requires`` + signature);
-2. load + tokenise the data (``alphapo.data``), hold out an eval split, check scores exist if needed;
-3. if the loss needs reference log-probs: read them from the on-disk cache, or load the reference model,
-   compute them once, cache them and free the model (``reference.py``); reference-free losses skip this;
-4. load the policy (optionally LoRA, gradient checkpointing), AdamW (fused kernel unless sharded),
-   warmup + cosine schedule;
-5. for each optimizer step: the global batch (``data.plan_epoch``) is split into length-sorted
-   micro-batches; each micro-batch is *one* forward over chosen and rejected together
-   (``logps.sequence_logps``); per-example losses are summed and divided by the global batch size, so
-   accumulation and data parallelism give the gradient of the global-batch mean; gradients are clipped,
-   AdamW steps, the schedule steps;
-6. every ``logging_steps``: diagnostics (``metrics.py``) to ``OUT/metrics.jsonl``, TensorBoard and the
-   progress bar; every ``eval_steps``: the same on the eval split, keeping ``OUT/best/`` by
-   ``logging.best_metric``; every ``save_steps``: an atomic checkpoint (``checkpoint.py``);
-7. the final model (LoRA merged) with tokenizer and a model card goes to ``OUT/final/``.
+1. :func:`resolve_loss`: pick the loss callable, find which inputs it takes (``requires`` + signature)
+   and whether it needs reference log-probs; :func:`start_accelerator`: the ``Accelerator`` (joining
+   the launcher's processes, printing the world size); :func:`locked_output_dir`: lock ``output_dir``,
+   recover a save killed midway, refuse a folder holding a run unless ``resume`` / ``overwrite``;
+2. :func:`prepare_data`: load + tokenise the data (``alphapo.data``), hold out an eval split, convert
+   between pairs and k responses for the loss, check scores exist if needed;
+3. :func:`prepare_reference`: if the loss needs reference log-probs, read them from the on-disk cache,
+   or load the reference model, compute them once, cache them and free the model (``reference.py``);
+   reference-free losses skip this;
+4. :func:`load_policy` (optionally LoRA, gradient checkpointing) and :func:`prepare_optimizer`: AdamW
+   (``optim.py``: fused kernel unless sharded; float32 master weights unless ``model.dtype`` asks for
+   16-bit ones), warmup + cosine schedule, ``accelerator.prepare``;
+5. :func:`resume_from_checkpoint` when ``resume=true`` (else the old run's files are cleared), then
+   ``config.yaml`` is written;
+6. :func:`training_loop`: for each optimizer step (:func:`train_step`) the global batch
+   (``data.plan_epoch``) is split into length-sorted micro-batches; each micro-batch is *one* forward over
+   chosen and rejected together (``logps.sequence_logps``); per-example losses are summed and divided by
+   the global batch size, so accumulation and data parallelism give the gradient of the global-batch
+   mean; gradients are clipped, AdamW steps, the schedule steps. Every ``logging_steps``: diagnostics
+   (``metrics.py``) to ``OUT/metrics.jsonl``, TensorBoard, trackers and one line on stderr
+   (:func:`flush`); every ``eval_steps``: the same on the eval split (:func:`evaluate`), keeping
+   ``OUT/best/`` by ``logging.best_metric``; every ``save_steps``: an atomic checkpoint
+   (``checkpoint.py``; the engine's own under FSDP / DeepSpeed). SIGINT / SIGTERM end the current step,
+   save a checkpoint and stop (:class:`TrainingInterrupted`);
+7. :func:`finish`: the final model (LoRA: the adapter, and merged) with tokenizer and a model card goes
+   to ``OUT/final/``.
 
 A non-finite loss or gradient norm stops the run with :class:`NonFiniteLossError` naming the step and
 the example ids; nothing is written after it, so the last checkpoint stays the last good one.
@@ -31,12 +42,13 @@ learning rate logged at step ``s`` is the one used for the update of step ``s`` 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +57,9 @@ from typing import Any
 import torch
 
 from alphapo.errors import AlphapoError, UserError
+from alphapo.losses.contract import REFERENCE_INPUTS, loss_inputs
 from alphapo.training import checkpoint as ckpt
 from alphapo.training.config import (
-    LOSS_TENSOR_INPUTS,
     TrainConfig,
     resolve_accumulation,
     save_config,
@@ -56,28 +68,59 @@ from alphapo.training.config import (
     validate_loss_params,
 )
 from alphapo.training.data import (
-    data_fingerprint,
+    check_examples,
     example_length,
     is_multi,
     load_examples,
+    multi_from_pair,
+    pairs_from_multi,
     plan_epoch,
     split_eval,
     split_global_batch,
     steps_per_epoch,
 )
 from alphapo.training.logps import accepts_logits_to_keep, collate_sequences, sequence_logps
-from alphapo.training.metrics import preference_metrics
-
-REF_INPUTS = frozenset({"ref_chosen_logps", "ref_rejected_logps", "ref_logps"})
+from alphapo.training.metrics import MetricWindow, window_metrics
+from alphapo.training.optim import (
+    KAHAN_NOTE,
+    KahanAdamW,
+    check_engine,
+    check_precision,
+    check_world_size,
+    deepspeed_config_for_loop,
+    has_accelerator_device,
+    launcher_world_size,
+    make_adamw,
+    make_scheduler,
+    precision_mismatch,
+    warmup_steps,
+)
+from alphapo.training.outputs import (
+    LOCK_NAME,
+    MetricsLogger,
+    OutputDirLock,
+    _save_pretrained_atomic,
+    clear_previous_run,
+    metric_line,
+    model_card,
+    output_dir_problem,
+    recover_interrupted_saves,
+    save_for_inference,
+    write_errors,
+)
 
 
 class NonFiniteLossError(AlphapoError):
     """The loss or gradient norm became NaN/inf; the message names the step and the example ids."""
 
 
+class TrainingInterrupted(AlphapoError):
+    """SIGINT/SIGTERM stopped the run after saving a checkpoint; the message says how to continue."""
+
+
 @dataclass
 class TrainResult:
-    """What a finished run produced. ``reference_forwards`` counts reference-model forward passes."""
+    """What a finished run produced."""
 
     output_dir: Path
     final_dir: Path
@@ -86,87 +129,22 @@ class TrainResult:
     eval_metrics: dict[str, float] = field(default_factory=dict)  # the last eval record
     best_metric: float | None = None
     best_step: int | None = None
-    reference_forwards: int = 0
+
+
+@dataclass
+class LossSpec:
+    """The loss callable, its hyper-parameters and the inputs it takes."""
+
+    fn: Any
+    hparams: dict[str, Any]
+    accepted: frozenset[str]
+    required: frozenset[str]
+    multi: bool
+    need_ref: bool
 
 
 # --------------------------------------------------------------------------------------------------
 # pure helpers
-
-
-def lr_factor(step: int, *, total: int, warmup: int, kind: str) -> float:
-    """Multiplier of the peak learning rate for optimizer step ``step`` (0-based).
-
-    Linear warmup ``step / warmup``, then cosine to 0 (``0.5 (1 + cos(pi p))`` with
-    ``p = (step - warmup) / (total - warmup)``), linear to 0, or constant: the formulas of
-    ``transformers.get_cosine_schedule_with_warmup`` / ``get_linear_schedule_with_warmup``.
-    Example: total 10, warmup 1 -> step 0: 0; step 1: 1; step 4: 0.5 (1 + cos(pi/3)) = 0.75.
-    """
-    if step < warmup:
-        return step / max(1, warmup)
-    if kind == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    if kind == "linear":
-        return max(0.0, 1.0 - progress)
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def loss_inputs_spec(loss_fn) -> tuple[frozenset[str], frozenset[str]]:
-    """(tensor inputs the loss accepts, tensor inputs it requires), from its signature + ``requires``."""
-    accepted = frozenset(inspect.signature(loss_fn).parameters) & LOSS_TENSOR_INPUTS
-    required = frozenset(getattr(loss_fn, "requires", frozenset()))
-    return accepted, required
-
-
-# keys that may change between a run and its resumption (they do not change the arithmetic of past steps)
-RESUMABLE_CHANGES = ("resume", "output_dir", "logging.", "train.max_steps", "train.epochs",
-                     "reference.cache_dir", "reference.use_cache", "reference.batch_size")
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and k != "columns":
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between a checkpoint's config and the current one."""
-    def allowed(key: str) -> bool:
-        return any(key.startswith(r) if r.endswith(".") else key == r for r in RESUMABLE_CHANGES)
-
-    a, b = _flatten(saved), _flatten(current)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not allowed(k))
-
-
-def needs_reference(loss_fn, hparams: dict[str, Any], *, accepted: frozenset[str], required: frozenset[str],
-                    multi: bool) -> bool:
-    """Whether this loss, with these hyper-parameters, needs reference log-probs.
-
-    ``requires`` answers for most losses. A loss may need a reference only for some hyper-parameters
-    (``rloo`` with a KL penalty ``beta > 0``), so a loss that *accepts* reference inputs without
-    requiring them is probed once on small dummy tensors without them: if it complains about a
-    reference input, the reference is loaded.
-    """
-    if required & REF_INPUTS:
-        return True
-    if not accepted & REF_INPUTS:
-        return False
-    g = torch.Generator().manual_seed(0)
-    shape = (2, 3) if multi else (2,)
-    dummy = {"logps": -5 - torch.rand(shape, generator=g), "lengths": torch.full(shape, 4.0),
-             "scores": torch.rand(shape, generator=g), "chosen_logps": -4 - torch.rand(2, generator=g),
-             "rejected_logps": -6 - torch.rand(2, generator=g), "chosen_lengths": torch.full((2,), 4.0),
-             "rejected_lengths": torch.full((2,), 5.0), "chosen_scores": torch.tensor([2.0, 3.0]),
-             "rejected_scores": torch.tensor([1.0, 0.5]), "chosen_nll": torch.tensor([1.0, 1.1])}
-    try:
-        loss_fn(**{k: v for k, v in dummy.items() if k in accepted}, **hparams)
-    except Exception as err:  # noqa: BLE001 - only a complaint about a reference input matters here
-        return any(name in str(err) for name in REF_INPUTS)
-    return False
 
 
 _DROPOUT_ATTRS = ("attention_dropout", "attn_dropout", "dropout", "hidden_dropout", "resid_dropout")
@@ -186,48 +164,6 @@ def disable_dropout(model: torch.nn.Module) -> None:
             if isinstance(getattr(module, attr, None), float):
                 setattr(module, attr, 0.0)
 
-
-def pairs_from_multi(example: dict[str, Any]) -> dict[str, Any]:
-    """Best- vs worst-scored response of a k-response example as a pair (AlphaPO section 4.1 recipe)."""
-    scores = example["scores"]
-    best = max(range(len(scores)), key=lambda i: scores[i])
-    worst = min(range(len(scores)), key=lambda i: scores[i])
-    return {"id": example["id"], "prompt_input_ids": example["prompt_input_ids"],
-            "chosen_input_ids": example["responses_input_ids"][best],
-            "rejected_input_ids": example["responses_input_ids"][worst],
-            "chosen_score": float(scores[best]), "rejected_score": float(scores[worst])}
-
-
-def multi_from_pair(example: dict[str, Any]) -> dict[str, Any]:
-    """A pair as a k = 2 multi-response example (scores required)."""
-    return {"id": example["id"], "prompt_input_ids": example["prompt_input_ids"],
-            "responses_input_ids": [example["chosen_input_ids"], example["rejected_input_ids"]],
-            "scores": [example.get("chosen_score"), example.get("rejected_score")]}
-
-
-def _check_examples(examples: list[dict[str, Any]], *, multi: bool, required: frozenset[str], where: str):
-    if not examples:
-        raise UserError(f"{where}: no examples")
-    if multi:
-        k = len(examples[0]["responses_input_ids"])
-        for ex in examples:
-            if len(ex["responses_input_ids"]) != k:
-                raise UserError(f"{where}: example {ex['id']!r} has {len(ex['responses_input_ids'])} "
-                                f"responses, the first has {k}; multi-response losses need the same k")
-            if any(s is None for s in ex.get("scores") or [None]):
-                raise UserError(f"{where}: example {ex['id']!r} lacks scores; multi-response losses "
-                                f"need a score per response")
-    else:
-        for key in ("chosen_score", "rejected_score"):
-            if key.replace("score", "scores") in required:
-                bad = [ex["id"] for ex in examples if ex.get(key) is None]
-                if bad:
-                    raise UserError(f"{where}: the loss needs {key.replace('score', 'scores')} but "
-                                    f"{len(bad)} example(s) lack {key}, e.g. id {bad[0]!r}")
-
-
-# --------------------------------------------------------------------------------------------------
-# the forward + loss of one micro-batch
 
 
 def forward_loss(model, examples: list[dict[str, Any]], *, loss_fn, hparams: dict[str, Any],
@@ -274,7 +210,8 @@ def forward_loss(model, examples: list[dict[str, Any]], *, loss_fn, hparams: dic
     out = loss_fn(**{k_: v for k_, v in avail.items() if k_ in accepted}, **hparams)
     losses = out.losses
     # per-example stats for diagnostics: for k responses, the best-/worst-scored response plays
-    # chosen/rejected (the loss contract's convention for .chosen_rewards / .rejected_rewards)
+    # chosen/rejected (the loss contract's convention for .chosen_rewards / .rejected_rewards); argmax /
+    # argmin return the first maximum / minimum, the selection rule of generation.pairs.select_pairs
     if multi:
         best = scores.argmax(dim=1, keepdim=True)
         worst = scores.argmin(dim=1, keepdim=True)
@@ -297,27 +234,6 @@ def forward_loss(model, examples: list[dict[str, Any]], *, loss_fn, hparams: dic
     return losses, stats, batch.num_tokens
 
 
-class _Window:
-    """Per-example stats accumulated between two log records."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.stats: dict[str, list[torch.Tensor]] = {}
-        self.grad_norms: list[float] = []
-        self.tokens = 0
-        self.seconds = 0.0
-        self.steps = 0
-        self.lr = 0.0
-
-    def add(self, stats: dict[str, torch.Tensor]):
-        for k, v in stats.items():
-            self.stats.setdefault(k, []).append(v)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: torch.cat(v) for k, v in self.stats.items()}
-
 
 def _gather_stats(accelerator, stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if accelerator.num_processes == 1:
@@ -336,121 +252,103 @@ def _sum_across(accelerator, value: float) -> float:
     return float(accelerator.reduce(t, reduction="sum").item())
 
 
-def _window_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
-    return preference_metrics(**{k: stats[k] for k in (
-        "chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths", "chosen_rewards",
-        "rejected_rewards", "losses")}, ref_chosen_logps=stats.get("ref_chosen_logps"),
-        ref_rejected_logps=stats.get("ref_rejected_logps"))
-
-
 # --------------------------------------------------------------------------------------------------
-# I/O at the edges
+# the steps of a run
 
 
-class _Logger:
-    """Appends records to OUT/metrics.jsonl (and TensorBoard) on the main process."""
-
-    def __init__(self, out: Path, *, enabled: bool, tensorboard: bool):
-        self.path = out / "metrics.jsonl"
-        self.enabled = enabled
-        self.writer = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(log_dir=str(out / "tensorboard"))
-            except ImportError:
-                print("alphapo train: tensorboard is not installed; logging to metrics.jsonl only",
-                      file=sys.stderr)
-
-    def truncate_after(self, step: int) -> None:
-        """Drop records of steps after ``step`` (written by a run that was killed before its next save)."""
-        if not self.enabled or not self.path.is_file():
-            return
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        if lines:
-            try:
-                json.loads(lines[-1])
-            except json.JSONDecodeError:  # a record torn by the kill: written after the checkpoint
-                lines.pop()
-        keep = [line for line in lines if json.loads(line).get("step", 0) <= step]
-        ckpt.atomic_write_text(self.path, "".join(line + "\n" for line in keep))
-
-    def log(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        # strict JSON: a non-finite value (e.g. an fp16-overflow grad norm) is written as null
-        record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(record, allow_nan=False) + "\n")
-        if self.writer is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    tag = k if k.startswith("eval/") else f"train/{k}"
-                    self.writer.add_scalar(tag, v, record["step"])
-            self.writer.flush()
-
-    def close(self):
-        if self.writer is not None:
-            self.writer.close()
+def _note(accelerator, msg: str) -> None:
+    """One line on stderr from the main process."""
+    if accelerator.is_main_process:
+        print(f"alphapo train: {msg}", file=sys.stderr)
 
 
-def _save_pretrained_atomic(model, tokenizer, dest: Path, *, card: str | None = None,
-                            state_dict: dict | None = None) -> None:
-    """Save an HF-format model (safetensors) + tokenizer into ``dest`` via a temp folder and rename.
+def resolve_loss(config: TrainConfig) -> LossSpec:
+    """The loss callable of ``config.loss`` with what it accepts, requires and whether it needs a reference."""
+    fn = validate_loss_params(config.loss)
+    hparams = dict(config.loss.params)
+    accepted, required = loss_inputs(fn, hparams)  # from the loss's declarations, never a trial call
+    multi = bool(getattr(fn, "multi_response", False))
+    need_ref = bool(required & REFERENCE_INPUTS)
+    return LossSpec(fn=fn, hparams=hparams, accepted=accepted, required=required, multi=multi,
+                    need_ref=need_ref)
 
-    ``state_dict`` is the full (gathered) state dict under FSDP / DeepSpeed ZeRO-3
-    (``accelerator.get_state_dict``); None uses the model's own parameters.
+
+def start_accelerator(config: TrainConfig):
+    """A fresh ``Accelerator`` with ``train.mixed_precision`` (forgetting an earlier ``train()`` call's).
+
+    Under a multi-process launcher (``WORLD_SIZE > 1``) on a machine without a GPU, accelerate would give
+    every process a single-process state (it only joins the processes on CPU when ``ACCELERATE_USE_CPU``
+    is set); the trainer asks for the CPU (gloo) process group itself, then checks that it sees every
+    launched process (:func:`check_world_size`) and prints the world size.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ckpt.make_temp_dir(dest.parent, f".tmp-{dest.name}-")
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    # Accelerator state is a process-wide singleton: forget the precision of an earlier train() call in
+    # this process (the distributed PartialState is kept)
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    launched = launcher_world_size()
+    report_to = list(config.logging.report_to)
     try:
-        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
-        tokenizer.save_pretrained(tmp)
-        if card is not None:
-            (tmp / "README.md").write_text(card)
-        old = None
-        if dest.exists():
-            old = dest.parent / f".old-{dest.name}-{os.getpid()}"
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        accelerator = Accelerator(mixed_precision=config.train.mixed_precision,
+                                  cpu=launched > 1 and not has_accelerator_device(), log_with=report_to or None,
+                                  project_dir=str(Path(config.output_dir) / "trackers"))
+    except ValueError as err:
+        if "logging capability" not in str(err):
+            raise
+        raise UserError(f"logging.report_to={report_to}: {err}") from None
+    missing = sorted(set(report_to) - {getattr(t, "value", str(t)) for t in accelerator.log_with} - {"all"})
+    if missing:
+        raise UserError(f"logging.report_to names {missing}, which is not installed here (accelerate would "
+                        f"skip it without a word); install it (pip install {missing[0]}) or remove it")
+    check_world_size(launched, accelerator.num_processes)
+    check_engine(os.environ, accelerator.distributed_type.value)
+    _note(accelerator, f"{accelerator.num_processes} process(es) ({accelerator.distributed_type.value}, "
+                       f"device {accelerator.device})")
+    mismatch = precision_mismatch(os.environ.get("ACCELERATE_MIXED_PRECISION"), config.train.mixed_precision)
+    if mismatch:
+        _note(accelerator, f"warning: {mismatch}")
+    return accelerator
 
 
-def model_card(config: TrainConfig, *, step: int, train_metrics: dict, eval_metrics: dict) -> str:
-    """A short README.md: base model, loss, hyper-parameters, final metrics."""
-    t = config.train
-    hp = ", ".join(f"{k}={v}" for k, v in config.loss.params.items()) or "defaults"
-    lines = [
-        "---", "library_name: transformers", "tags: [alphapo, preference-optimization]", "---", "",
-        f"# {Path(config.output_dir).name}", "",
-        f"Fine-tuned from `{config.model.name_or_path}` with alphapo, loss **{config.loss.name}** ({hp}).",
-        "", "## Training", "",
-        f"- optimizer steps: {step}; epochs: {t.epochs}; learning rate {t.learning_rate} "
-        f"({t.lr_scheduler}, warmup ratio {t.warmup_ratio}); AdamW (weight decay {t.weight_decay})",
-        f"- per-device batch {t.per_device_batch_size}, global batch {t.global_batch_size or 'derived'}, "
-        f"max grad norm {t.max_grad_norm}, precision {t.mixed_precision}, seed {t.seed}",
-        f"- LoRA: {'r=%d alpha=%d' % (config.model.lora.r, config.model.lora.alpha) if config.model.lora.enabled else 'no'}",  # noqa: E501
-        f"- data: `{config.data.train_path}`", "", "## Final metrics", "",
-        "| metric | value |", "|---|---|",
-    ]
-    keys = ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected",
-            "lnorm/margin/mean", "kl/seq_k1")
-    for source in (train_metrics, eval_metrics):
-        for k, v in source.items():
-            if k.removeprefix("eval/") in keys and isinstance(v, float):
-                lines.append(f"| {k if k.startswith('eval/') else 'train/' + k} | {v:.6g} |")
-    lines += ["", "Full resolved config: `config.yaml` of the run; curves: `alphapo plot-run OUT`.", ""]
-    return "\n".join(lines)
+def prepare_data(config: TrainConfig, tokenizer, spec: LossSpec, accelerator):
+    """(train examples, eval examples), tokenised, in the shape the loss takes (pairs or k responses)."""
+    d, seed = config.data, config.train.seed
+    load_kw = dict(columns=d.columns, skip_invalid=d.skip_invalid, max_length=d.max_length,
+                   max_prompt_length=d.max_prompt_length, prompt_truncation=d.prompt_truncation,
+                   chat_template=d.chat_template, log=lambda msg: _note(accelerator, msg))
+    train_ex = load_examples(d.train_path, tokenizer, split=d.split, **load_kw)
+    if d.max_examples is not None:
+        train_ex = train_ex[: d.max_examples]
+    if d.eval_path:
+        eval_ex = load_examples(d.eval_path, tokenizer, split=d.eval_split, **load_kw)
+    else:
+        train_ex, eval_ex = split_eval(train_ex, d.eval_fraction, seed)
+    train_ex = _as_loss_input(train_ex, spec, accelerator, where=d.train_path)
+    eval_ex = _as_loss_input(eval_ex, spec, accelerator, where=d.eval_path or "eval split")
+    check_examples(train_ex, multi=spec.multi, required=spec.required, where=d.train_path)
+    if eval_ex:
+        check_examples(eval_ex, multi=spec.multi, required=spec.required, where=d.eval_path or "eval split")
+    return train_ex, eval_ex
 
 
-# --------------------------------------------------------------------------------------------------
-# the run
+def _as_loss_input(examples: list[dict], spec: LossSpec, accelerator, *, where: str) -> list[dict]:
+    """Pairs as k = 2 examples for a multi-response loss; k responses as best-vs-worst pairs for a pairwise
+    one (examples whose scores all tie are dropped, with a count)."""
+    if spec.multi:
+        return [e if is_multi(e) else multi_from_pair(e) for e in examples]
+    many = [i for i, e in enumerate(examples) if is_multi(e)]
+    if not many:
+        return examples
+    converted = list(examples)
+    for i, pair in zip(many, pairs_from_multi([examples[i] for i in many])):
+        converted[i] = pair
+    dropped = converted.count(None)
+    if dropped:
+        _note(accelerator, f"{where}: {dropped} of {len(many)} multi-response examples dropped: all their "
+                           f"scores are equal, so they carry no preference")
+    return [e for e in converted if e is not None]
 
 
 def _load_model(name_or_path: str, config: TrainConfig):
@@ -464,189 +362,20 @@ def _load_model(name_or_path: str, config: TrainConfig):
         raise UserError(f"cannot load model {name_or_path!r}: {err}") from None
 
 
-def _reference_logps(config: TrainConfig, examples, *, pad_id: int, accelerator, counter: list[int],
-                     split: str) -> dict[str, torch.Tensor]:
-    from alphapo.training import reference as refmod
+def prepare_reference(config: TrainConfig, spec: LossSpec, train_ex, eval_ex, *, pad_id: int, accelerator):
+    """(train, eval) reference log-probs when the loss needs them, else (None, None)."""
+    if not spec.need_ref:
+        return None, None
+    from alphapo.training.reference import cached_reference_logps
 
-    ref_path = config.reference.name_or_path or config.model.name_or_path
-    cache_dir = Path(config.reference.cache_dir) if config.reference.cache_dir else refmod.default_cache_dir()
-    key = refmod.cache_key(refmod.model_fingerprint(ref_path), data_fingerprint(examples),
-                           f"{config.model.dtype}|{config.train.mixed_precision}")
-    if config.reference.use_cache:
-        cached = refmod.load_cached(cache_dir, key, len(examples))
-        if cached is not None:
-            return cached
-    tensors = None
-    if accelerator.is_main_process:
-        model = _load_model(ref_path, config).to(accelerator.device)
-        model.config.use_cache = False
-        original_forward = model.forward
-
-        def counting_forward(*args, **kwargs):
-            counter[0] += 1
-            return original_forward(*args, **kwargs)
-
-        model.forward = counting_forward
-        with accelerator.autocast():
-            tensors = refmod.compute_reference_logps(
-                model, examples, pad_id=pad_id, batch_size=config.reference.batch_size,
-                progress=config.logging.progress_bar)
-        del model
-        refmod.store_cached(cache_dir, key, tensors,
-                            {"model": ref_path, "split": split, "n": str(len(examples))})
-    accelerator.wait_for_everyone()
-    if tensors is None:
-        tensors = refmod.load_cached(cache_dir, key, len(examples))
-        if tensors is None:
-            raise AlphapoError(f"reference cache {cache_dir} is not shared between processes; set "
-                               f"reference.cache_dir to a shared folder")
-    return tensors
+    kw = dict(pad_id=pad_id, accelerator=accelerator, load_model=_load_model)
+    train_ref = cached_reference_logps(config, train_ex, split="train", **kw)
+    eval_ref = cached_reference_logps(config, eval_ex, split="eval", **kw) if eval_ex else None
+    return train_ref, eval_ref
 
 
-def precision_mismatch(launcher: str | None, configured: str) -> str | None:
-    """The one-line warning when the launcher's precision (``ACCELERATE_MIXED_PRECISION``) differs from ours.
-
-    ``accelerate launch`` exports the accelerate config's ``mixed_precision`` (``no``/``fp16``/``bf16``/
-    ``fp8``) in that variable; the trainer creates its ``Accelerator`` with ``train.mixed_precision``,
-    which wins. None when the variable is unset or empty (not launched) or the two agree.
-    """
-    if not launcher or launcher.lower() == configured:
-        return None
-    return (f"the launcher asks for mixed_precision={launcher.lower()} (ACCELERATE_MIXED_PRECISION), "
-            f"train.mixed_precision={configured} is used; set both the same to silence this")
-
-
-def deepspeed_config_for_loop(ds_config: dict, *, per_device_batch_size: int, num_processes: int,
-                              max_grad_norm: float | None) -> dict:
-    """A copy of a DeepSpeed config dict set up for alphapo's loop (which accumulates by itself).
-
-    - ``gradient_accumulation_steps = 1``: the loop runs the micro-batches of an optimizer step and marks
-      the last one (``sync_gradients``), where accelerate calls ``engine.step()``. With DeepSpeed's own
-      accumulation ``g > 1`` the engine would also divide every micro-batch loss by ``g`` (the loop
-      already scales by ``1 / global batch``) and step only every ``g``-th boundary.
-    - ``train_micro_batch_size_per_gpu = per_device_batch_size`` and ``train_batch_size =
-      per_device_batch_size * num_processes`` (DeepSpeed checks ``train_batch_size = micro x accumulation
-      x world size``; accelerate would otherwise read the micro-batch from a DataLoader the loop does not
-      have, and fail).
-    - ``gradient_clipping``: when ``"auto"`` or absent, ``max_grad_norm`` (``0.0`` = off when it is None),
-      because DeepSpeed clips inside ``engine.step()`` and ignores ``accelerator.clip_grad_norm_``'s
-      value; an explicit number is kept.
-
-    Example: ``{"gradient_accumulation_steps": 4, "gradient_clipping": "auto"}`` with per-device batch 2,
-    8 processes, max_grad_norm 1.0 -> accumulation 1, micro-batch 2, train batch 16, clipping 1.0.
-    """
-    out = dict(ds_config)
-    out["gradient_accumulation_steps"] = 1
-    out["train_micro_batch_size_per_gpu"] = per_device_batch_size
-    out["train_batch_size"] = per_device_batch_size * num_processes
-    if out.get("gradient_clipping", "auto") == "auto":
-        out["gradient_clipping"] = float(max_grad_norm) if max_grad_norm is not None else 0.0
-    return out
-
-
-def fused_adamw_supported(device: torch.device, params) -> bool:
-    """True when this torch build has a fused AdamW kernel for ``device`` and every parameter dtype.
-
-    torch checks this only at the first ``step()`` (lazily, then raises), so the trainer asks up front,
-    for the device the parameters will live on after ``accelerator.prepare``.
-    """
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-        devices = set(_get_fused_kernels_supported_devices())
-    except ImportError:  # pragma: no cover - private helper moved: be conservative
-        devices = {"cuda", "cpu"}
-    return device.type in devices and all(p.is_floating_point() for p in params)
-
-
-def make_adamw(groups: list[dict], *, fused: bool, device: torch.device, **kwargs) -> torch.optim.AdamW:
-    """``torch.optim.AdamW`` over ``groups``, with the fused kernel when asked for and supported.
-
-    The fused kernel (one kernel per step for all parameters instead of a loop of elementwise ops) is
-    what TRL/transformers select with ``optim="adamw_torch_fused"``; it computes the same update
-    (Loshchilov & Hutter, decoupled weight decay) with a different operation order, so results match the
-    unfused optimizer to float rounding, not bit for bit. The trainer asks for it only when the run is
-    not sharded: FSDP and DeepSpeed own the optimizer step (DeepSpeed substitutes its own optimizer,
-    FSDP1 flattens parameters), so there the plain ``AdamW`` is kept. Where ``device`` or a parameter
-    dtype has no fused kernel (:func:`fused_adamw_supported`) the plain ``AdamW`` is used.
-    """
-    params = [p for g in groups for p in g["params"]]
-    if fused and fused_adamw_supported(device, params):
-        return torch.optim.AdamW(groups, fused=True, **kwargs)
-    return torch.optim.AdamW(groups, **kwargs)
-
-
-def train(config: TrainConfig) -> TrainResult:
-    """Train ``config.model`` with ``config.loss`` on ``config.data``; see the module docstring."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    validate(config)
-    hf_logging.disable_progress_bar()  # "Loading weights"/"Writing shards" bars would bury ours
-    t, lg = config.train, config.logging
-    loss_fn = validate_loss_params(config.loss)
-    hparams = dict(config.loss.params)
-    accepted, required = loss_inputs_spec(loss_fn)
-    multi = bool(getattr(loss_fn, "multi_response", False))
-    need_ref = needs_reference(loss_fn, hparams, accepted=accepted, required=required, multi=multi)
-
-    # Accelerator state is a process-wide singleton: forget the precision of an earlier train() call in
-    # this process (the distributed PartialState is kept)
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision=t.mixed_precision)
-    accum = resolve_accumulation(t, accelerator.num_processes)
-    global_batch = t.per_device_batch_size * accum * accelerator.num_processes
-    out = Path(config.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    set_seed(t.seed)
-
-    # ---- data
-    tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path,
-                                              trust_remote_code=config.model.trust_remote_code)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    d = config.data
-
-    def note(msg: str) -> None:
-        if accelerator.is_main_process:
-            print(f"alphapo train: {msg}", file=sys.stderr)
-
-    mismatch = precision_mismatch(os.environ.get("ACCELERATE_MIXED_PRECISION"), t.mixed_precision)
-    if mismatch:
-        note(f"warning: {mismatch}")
-    load_kw = dict(columns=d.columns, skip_invalid=d.skip_invalid, max_length=d.max_length,
-                   max_prompt_length=d.max_prompt_length, prompt_truncation=d.prompt_truncation, log=note)
-    train_ex = load_examples(d.train_path, tokenizer, split=d.split, **load_kw)
-    if d.max_examples is not None:
-        train_ex = train_ex[: d.max_examples]
-    if d.eval_path:
-        eval_ex = load_examples(d.eval_path, tokenizer, split=d.eval_split, **load_kw)
-    else:
-        train_ex, eval_ex = split_eval(train_ex, d.eval_fraction, t.seed)
-    convert = multi_from_pair if multi else pairs_from_multi
-    train_ex = [e if is_multi(e) == multi else convert(e) for e in train_ex]
-    eval_ex = [e if is_multi(e) == multi else convert(e) for e in eval_ex]
-    _check_examples(train_ex, multi=multi, required=required, where=d.train_path)
-    if eval_ex:
-        _check_examples(eval_ex, multi=multi, required=required, where=d.eval_path or "eval split")
-
-    # ---- reference log-probs (cached), only when the loss needs them
-    ref_forwards = [0]
-    train_ref = eval_ref = None
-    if need_ref:
-        train_ref = _reference_logps(config, train_ex, pad_id=pad_id, accelerator=accelerator,
-                                     counter=ref_forwards, split="train")
-        if eval_ex:
-            eval_ref = _reference_logps(config, eval_ex, pad_id=pad_id, accelerator=accelerator,
-                                        counter=ref_forwards, split="eval")
-
-    # ---- policy, optimizer, schedule
+def load_policy(config: TrainConfig):
+    """The policy in training mode: dropout off (unless asked), gradient checkpointing, LoRA adapters."""
     model = _load_model(config.model.name_or_path, config)
     model.config.use_cache = False
     if config.model.disable_dropout:  # before LoRA, so lora.dropout still applies
@@ -665,216 +394,538 @@ def train(config: TrainConfig) -> TrainResult:
                                                      target_modules=lo.target_modules, task_type="CAUSAL_LM"))
         if config.model.gradient_checkpointing:
             model.enable_input_require_grads()
-    trim = accepts_logits_to_keep(model)
     model.train()
+    return model
+
+
+@dataclass
+class Schedule:
+    """How long the run is: optimizer steps per epoch, in total, of warmup, and examples per step."""
+
+    global_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int
+
+
+def global_batch_size(config: TrainConfig, num_processes: int) -> int:
+    """Examples per optimizer step: per-device batch x accumulation x processes (``ConfigError`` when
+    ``train.global_batch_size`` cannot be reached with this many processes)."""
+    t = config.train
+    return t.per_device_batch_size * resolve_accumulation(t, num_processes) * num_processes
+
+
+def plan_schedule(config: TrainConfig, n_train: int, global_batch: int) -> Schedule:
+    t = config.train
+    spe = steps_per_epoch(n_train, global_batch)
+    total = t.epochs * spe if t.max_steps is None else min(t.max_steps, t.epochs * spe)
+    return Schedule(global_batch=global_batch, steps_per_epoch=spe, total_steps=total,
+                    warmup=warmup_steps(total, t.warmup_ratio))
+
+
+def is_sharded(accelerator) -> bool:
+    return accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
+
+
+def prepare_optimizer(config: TrainConfig, model, accelerator, schedule: Schedule):
+    """(model, optimizer, scheduler) after ``accelerator.prepare``: AdamW without weight decay on biases
+    and norms, the schedule of ``train.lr_scheduler``, DeepSpeed's config adapted to the loop."""
+    t = config.train
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
+    sharded = is_sharded(accelerator)
     optimizer = make_adamw(
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         fused=not sharded, device=accelerator.device, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
         eps=t.adam_epsilon)
-    spe = steps_per_epoch(len(train_ex), global_batch)
-    total_steps = t.epochs * spe if t.max_steps is None else min(t.max_steps, t.epochs * spe)
-    warmup = math.ceil(t.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total=total_steps, warmup=warmup, kind=t.lr_scheduler))
+    if isinstance(optimizer, KahanAdamW):
+        _note(accelerator, KAHAN_NOTE)
+    scheduler = make_scheduler(optimizer, kind=t.lr_scheduler, total=schedule.total_steps, warmup=schedule.warmup)
     if accelerator.distributed_type.value == "DEEPSPEED":
         ds = accelerator.state.deepspeed_plugin.deepspeed_config  # edited in place: accelerate reads it
         ds.update(deepspeed_config_for_loop(ds, per_device_batch_size=t.per_device_batch_size,
                                             num_processes=accelerator.num_processes,
                                             max_grad_norm=t.max_grad_norm))
         if ds["gradient_clipping"] != (t.max_grad_norm or 0.0):
-            note(f"DeepSpeed config gradient_clipping={ds['gradient_clipping']} differs from "
-                 f"train.max_grad_norm={t.max_grad_norm}; DeepSpeed clips with its own value "
-                 f"(set it to \"auto\" to use train.max_grad_norm)")
+            _note(accelerator, f"DeepSpeed config gradient_clipping={ds['gradient_clipping']} differs from "
+                               f"train.max_grad_norm={t.max_grad_norm}; DeepSpeed clips with its own value "
+                               f"(set it to \"auto\" to use train.max_grad_norm)")
     model, optimizer = accelerator.prepare(model, optimizer)
-    if sharded and (lg.save_steps or config.resume):
-        raise UserError("logging.save_steps / resume are supported for single-process and DDP runs only; "
-                        "under FSDP/DeepSpeed the final and best models are saved, but not resumable "
-                        "checkpoints (unset logging.save_steps)")
+    return model, optimizer, scheduler
 
-    def scaler_state() -> dict | None:
-        if accelerator.scaler is None:
-            return None
-        return {k: (float(v) if isinstance(v, torch.Tensor) else v)
-                for k, v in accelerator.scaler.state_dict().items()}
 
-    # ---- resume
-    ckpt_root = out / "checkpoints"
-    logger = _Logger(out, enabled=accelerator.is_main_process, tensorboard=lg.tensorboard)
-    state = {"global_step": 0, "best_metric": None, "best_step": None}
-    latest = ckpt.find_latest(ckpt_root) if config.resume else None
-    if latest is not None:
-        changed = resume_conflicts(ckpt.read_trainer_state(latest).get("config", {}), to_dict(config))
-        if changed:
-            raise UserError(f"cannot resume from {latest}: the config changed in {changed}; exact resume "
-                            f"needs the same data, loss, model and optimisation settings")
-        state.update(ckpt.load_checkpoint(latest, model=accelerator.unwrap_model(model),
-                                          optimizer=optimizer, scheduler=scheduler))
-        if state.get("scaler") and accelerator.scaler is not None:  # fp16 loss scale (plain JSON numbers)
-            accelerator.scaler.load_state_dict(state["scaler"])
-        logger.truncate_after(state["global_step"])
-        note(f"resumed from {latest} (step {state['global_step']})")
-    elif accelerator.is_main_process and (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
+@dataclass
+class Run:
+    """Everything the loop's steps share (built by :func:`train`; the output folder, metrics log and
+    example lengths are derived from the rest)."""
 
-    lengths = [example_length(e) for e in train_ex]
-    run = dict(loss_fn=loss_fn, hparams=hparams, accepted=accepted, multi=multi, pad_id=pad_id, trim=trim)
-    win = _Window()
-    last_train: dict[str, float] = {}
-    last_eval: dict[str, float] = {}
-    bar = tqdm(total=total_steps, initial=state["global_step"], desc=f"train {config.loss.name}",
-               disable=not (lg.progress_bar and accelerator.is_main_process), dynamic_ncols=True)
+    config: TrainConfig
+    accelerator: Any
+    spec: LossSpec
+    tokenizer: Any
+    trim: bool
+    train_ex: list[dict]
+    eval_ex: list[dict]
+    train_ref: dict[str, torch.Tensor] | None
+    eval_ref: dict[str, torch.Tensor] | None
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    schedule: Schedule
+    global_step: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    window: MetricWindow = field(default_factory=lambda: MetricWindow())
+    last_train: dict[str, float] = field(default_factory=dict)
+    last_eval: dict[str, float] = field(default_factory=dict)
+    bar: Any = None
 
-    def flush(step: int) -> None:
-        nonlocal last_train
-        if win.steps == 0:
-            return
-        stats = _gather_stats(accelerator, win.tensors())
-        tokens = _sum_across(accelerator, float(win.tokens))
-        rec = {"step": step, "epoch": step / spe, "split": "train", **_window_metrics(stats),
-               "grad_norm": sum(win.grad_norms) / len(win.grad_norms),
-               "learning_rate": win.lr, "tokens_per_second": tokens / max(win.seconds, 1e-9),
-               "steps_per_second": win.steps / max(win.seconds, 1e-9)}
-        logger.log(rec)
-        last_train = rec
-        bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_second']:.0f}")
-        win.reset()
+    def __post_init__(self):
+        self.out = Path(self.config.output_dir)
+        self.pad_id = pad_token_id(self.tokenizer)
+        self.lengths = [example_length(e) for e in self.train_ex]
+        lg = self.config.logging
+        self.logger = MetricsLogger(self.out, enabled=self.accelerator.is_main_process, tensorboard=lg.tensorboard,
+                                    sink=self.accelerator.log if lg.report_to else None)
 
-    def evaluate(step: int) -> dict[str, float]:
-        model.eval()
-        mine = list(range(accelerator.process_index, len(eval_ex), accelerator.num_processes))
-        mine.sort(key=lambda i: -example_length(eval_ex[i]))
-        parts = []
-        with torch.no_grad():
-            for s in range(0, len(mine), t.per_device_batch_size):
-                idx = mine[s: s + t.per_device_batch_size]
-                _, st, _ = forward_loss(model, [eval_ex[i] for i in idx], ref=eval_ref, indices=idx, **run)
-                parts.append(st)
-        model.train()
-        stats = {k: torch.cat([p[k] for p in parts]) if parts else torch.zeros(0) for k in
-                 (parts[0] if parts else {})}
-        stats = _gather_stats(accelerator, stats)
-        rec = {"step": step, "epoch": step / spe, "split": "eval",
-               **{f"eval/{k}": v for k, v in _window_metrics(stats).items()}}
-        logger.log(rec)
-        return rec
+    @property
+    def ckpt_root(self) -> Path:
+        return self.out / "checkpoints"
 
-    def maybe_best(step: int, rec: dict[str, float]) -> None:
-        value = rec.get(lg.best_metric)
-        if value is None:
-            raise UserError(f"logging.best_metric={lg.best_metric!r} is not an eval metric; e.g. "
-                            f"'eval/loss', 'eval/rewards/accuracies'")
-        best = state["best_metric"]
-        better = best is None or (value < best if lg.best_mode == "min" else value > best)
-        if better:
-            state["best_metric"], state["best_step"] = value, step
-            full_state = accelerator.get_state_dict(model) if sharded else None
-            if accelerator.is_main_process:
-                _save_pretrained_atomic(accelerator.unwrap_model(model), tokenizer, out / "best",
-                                        state_dict=full_state)
-                ckpt.atomic_write_text(out / "best" / "best.json",
-                                       json.dumps({"step": step, lg.best_metric: value}) + "\n")
+    def forward(self, examples, *, ref, indices):
+        s = self.spec
+        return forward_loss(self.model, examples, loss_fn=s.fn, hparams=s.hparams, accepted=s.accepted,
+                            multi=s.multi, ref=ref, indices=indices, pad_id=self.pad_id, trim=self.trim)
 
-    def save(step: int) -> None:
-        flush(step)
+
+def _scaler_state(accelerator) -> dict | None:
+    if accelerator.scaler is None:
+        return None
+    return {k: (float(v) if isinstance(v, torch.Tensor) else v)
+            for k, v in accelerator.scaler.state_dict().items()}
+
+
+def resume_from_checkpoint(run: Run) -> None:
+    """With ``resume=true``: restore the newest intact checkpoint (refusing a changed config) and cut
+    ``metrics.jsonl`` back to it; otherwise remove what an earlier run left (``overwrite=true``). Then
+    write ``config.yaml``: only now, so a run that failed on its data leaves the folder as it was."""
+    config, accelerator = run.config, run.accelerator
+    latest = ckpt.find_latest(run.ckpt_root, log=lambda msg: _note(accelerator, msg)) if config.resume else None
+    if latest is None:
         if accelerator.is_main_process:
-            ckpt.save_checkpoint(ckpt_root, step, model=accelerator.unwrap_model(model), optimizer=optimizer,
-                                 scheduler=scheduler, keep=lg.save_total_limit,
-                                 trainer_state={"global_step": step, "best_metric": state["best_metric"],
-                                                "best_step": state["best_step"], "config": to_dict(config),
-                                                "scaler": scaler_state()})
+            clear_previous_run(run.out)
+            save_config(config, run.out / "config.yaml")
         accelerator.wait_for_everyone()
-
-    # ---- the loop
-    step = state["global_step"]
-    try:
-        while step < total_steps:
-            epoch, in_epoch = divmod(step, spe)
-            plan = plan_epoch(lengths, global_batch=global_batch, seed=t.seed, epoch=epoch,
-                              group_by_length=d.group_by_length)
-            for batch in plan[in_epoch:]:
-                if step >= total_steps:
-                    break
-                t0 = time.perf_counter()
-                micro = split_global_batch(batch, lengths, micro_batch=t.per_device_batch_size,
-                                           process_index=accelerator.process_index,
-                                           num_processes=accelerator.num_processes)
-                weight = accelerator.num_processes / len(batch)  # -> gradient of the global-batch mean
-                if not micro:  # a short final batch left this process nothing: stay in DDP lockstep
-                    micro, weight = [batch[:1]], 0.0
-                bad_ids: list[str] = []
-                win.lr = optimizer.param_groups[0]["lr"]
-                for j, mb in enumerate(micro):
-                    sync = j == len(micro) - 1
-                    ctx = contextlib.nullcontext() if sync else accelerator.no_sync(model)
-                    # tell accelerate which micro-batch ends the step: under DeepSpeed, backward() runs
-                    # engine.step() at that boundary only (the DS config's own accumulation must be 1)
-                    accelerator.gradient_state._set_sync_gradients(sync)
-                    with ctx:
-                        losses, stats, ntok = forward_loss(model, [train_ex[i] for i in mb], ref=train_ref,
-                                                           indices=mb, **run)
-                        finite = torch.isfinite(losses.detach())
-                        if not bool(finite.all()):
-                            bad_ids += [train_ex[i]["id"] for i, ok in zip(mb, finite.tolist()) if not ok]
-                        accelerator.backward(losses.sum() * weight)
-                    if weight > 0:
-                        win.add(stats)
-                        win.tokens += ntok
-                n_bad = _sum_across(accelerator, float(len(bad_ids)))
-                if n_bad:
-                    raise NonFiniteLossError(
-                        f"non-finite loss at optimizer step {step + 1} (epoch {epoch}); example id(s) "
-                        f"{bad_ids[:20] or '(on another process)'}; the last good checkpoint is kept in "
-                        f"{ckpt_root}; lower the learning rate or check these examples")
-                max_norm = t.max_grad_norm if t.max_grad_norm is not None else float("inf")
-                norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
-                grad_norm = float(norm) if norm is not None else float("nan")  # DeepSpeed may not report
-                # under fp16 loss scaling an overflow is routine: the scaler skips the step and lowers
-                # the scale, so only an unscaled run treats a non-finite gradient norm as fatal
-                if norm is not None and not math.isfinite(grad_norm) and accelerator.scaler is None:
-                    raise NonFiniteLossError(
-                        f"non-finite gradient norm at optimizer step {step + 1} (epoch {epoch}); batch "
-                        f"example ids {[train_ex[i]['id'] for i in batch][:20]}; the last good checkpoint "
-                        f"is kept in {ckpt_root}")
-                optimizer.step()
-                if not accelerator.optimizer_step_was_skipped:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                win.grad_norms.append(grad_norm)
-                win.steps += 1
-                win.seconds += time.perf_counter() - t0
-                bar.update(1)
-                if step % lg.logging_steps == 0:
-                    flush(step)
-                if eval_ex and lg.eval_steps and step % lg.eval_steps == 0 and step < total_steps:
-                    last_eval = evaluate(step)
-                    maybe_best(step, last_eval)
-                if lg.save_steps and step % lg.save_steps == 0 and step < total_steps:
-                    save(step)
-        flush(step)
-        if eval_ex:
-            last_eval = evaluate(step)
-            maybe_best(step, last_eval)
-    finally:
-        bar.close()
-        logger.close()
-
-    # ---- final model
-    final = out / "final"
-    final_model = accelerator.unwrap_model(model)
-    full_state = None
-    if config.model.lora.enabled:
-        final_model = final_model.merge_and_unload()
-    elif sharded:
-        full_state = accelerator.get_state_dict(model)  # a collective: every process calls it
+        return
+    changed = ckpt.resume_conflicts(ckpt.read_trainer_state(latest).get("config", {}), to_dict(config))
+    if changed:
+        raise UserError(f"cannot resume from {latest}: the config changed in {changed}; exact resume "
+                        f"needs the same data, loss, model and optimisation settings")
+    if ckpt.is_engine_checkpoint(latest) != engine_checkpoints(accelerator):
+        raise ckpt.CheckpointError(f"cannot resume from {latest}: it was written by a "
+                                   f"{'sharded' if ckpt.is_engine_checkpoint(latest) else 'non-sharded'} run "
+                                   f"and this one is {'sharded' if engine_checkpoints(accelerator) else 'not'}; "
+                                   f"resume with the launcher config that wrote it")
+    if engine_checkpoints(accelerator):
+        accelerator.load_state(str(latest))
+        ckpt.load_scheduler_state(latest, run.scheduler)
+        state = ckpt.read_trainer_state(latest)
+    else:
+        state = ckpt.load_checkpoint(latest, model=accelerator.unwrap_model(run.model), optimizer=run.optimizer,
+                                     scheduler=run.scheduler, rank=accelerator.process_index)
+    if state.get("scaler") and accelerator.scaler is not None:  # fp16 loss scale (plain JSON numbers)
+        accelerator.scaler.load_state_dict(state["scaler"])
+    run.global_step, run.best_metric, run.best_step = state["global_step"], state["best_metric"], state["best_step"]
+    run.logger.truncate_after(run.global_step)
     if accelerator.is_main_process:
-        card = model_card(config, step=step, train_metrics=last_train, eval_metrics=last_eval)
-        _save_pretrained_atomic(final_model, tokenizer, final, card=card, state_dict=full_state)
+        save_config(config, run.out / "config.yaml")
+    _note(accelerator, f"resumed from {latest} (step {run.global_step})")
+
+
+def flush(run: Run, step: int) -> None:
+    """Log the train metrics of the steps since the last record (gathered from every process)."""
+    win, accelerator = run.window, run.accelerator
+    if win.steps == 0:
+        return
+    stats = _gather_stats(accelerator, win.tensors())
+    tokens = _sum_across(accelerator, float(win.tokens))
+    rec = {"step": step, "epoch": step / run.schedule.steps_per_epoch, "split": "train",
+           **window_metrics(stats), "grad_norm": sum(win.grad_norms) / len(win.grad_norms),
+           "learning_rate": win.lr, "tokens_per_second": tokens / max(win.seconds, 1e-9),
+           "steps_per_second": win.steps / max(win.seconds, 1e-9)}
+    _log(run, rec)
+    run.last_train = rec
+    run.bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_second']:.0f}")
+    win.reset()
+
+
+def _log(run: Run, rec: dict[str, Any]) -> None:
+    """Write a record (metrics.jsonl, TensorBoard, trackers) and print its line (main process)."""
+    run.logger.log(rec)
+    if run.accelerator.is_main_process:
+        from tqdm.auto import tqdm
+
+        tqdm.write(metric_line(rec, run.schedule.total_steps), file=sys.stderr)  # above the progress bar
+
+
+def evaluate(run: Run, step: int) -> dict[str, float]:
+    """Metrics on the eval split (each process takes every n-th example, longest first), logged."""
+    accelerator, eval_ex = run.accelerator, run.eval_ex
+    bs = run.config.train.per_device_batch_size
+    run.model.eval()
+    mine = list(range(accelerator.process_index, len(eval_ex), accelerator.num_processes))
+    mine.sort(key=lambda i: -example_length(eval_ex[i]))
+    parts = []
+    with torch.no_grad():
+        for s in range(0, len(mine), bs):
+            idx = mine[s: s + bs]
+            _, st, _ = run.forward([eval_ex[i] for i in idx], ref=run.eval_ref, indices=idx)
+            parts.append(st)
+    run.model.train()
+    stats = {k: torch.cat([p[k] for p in parts]) if parts else torch.zeros(0) for k in (parts[0] if parts else {})}
+    stats = _gather_stats(accelerator, stats)
+    rec = {"step": step, "epoch": step / run.schedule.steps_per_epoch, "split": "eval",
+           **{f"eval/{k}": v for k, v in window_metrics(stats).items()}}
+    _log(run, rec)
+    run.last_eval = rec
+    return rec
+
+
+def keep_best(run: Run, step: int, rec: dict[str, float]) -> None:
+    """Save ``OUT/best/`` when ``rec`` improves ``logging.best_metric``."""
+    lg, accelerator = run.config.logging, run.accelerator
+    value = rec.get(lg.best_metric)
+    if value is None:
+        raise UserError(f"logging.best_metric={lg.best_metric!r} is not an eval metric; e.g. "
+                        f"'eval/loss', 'eval/rewards/accuracies'")
+    best = run.best_metric
+    if not (best is None or (value < best if lg.best_mode == "min" else value > best)):
+        return
+    run.best_metric, run.best_step = value, step
+    full_state = accelerator.get_state_dict(run.model) if is_sharded(accelerator) else None
+    if accelerator.is_main_process:
+        with write_errors(run.out / "best"):
+            save_for_inference(accelerator.unwrap_model(run.model), run.tokenizer, run.out / "best",
+                                state_dict=full_state)
+        ckpt.atomic_write_text(run.out / "best" / "best.json",
+                               json.dumps({"step": step, lg.best_metric: value}) + "\n")
+
+
+def engine_checkpoints(accelerator) -> bool:
+    """Whether checkpoints are the engine's own (``accelerator.save_state``): under FSDP / DeepSpeed."""
+    return is_sharded(accelerator)
+
+
+def _trainer_state(run: Run, step: int) -> dict[str, Any]:
+    return {"global_step": step, "best_metric": run.best_metric, "best_step": run.best_step,
+            "config": to_dict(run.config), "scaler": _scaler_state(run.accelerator)}
+
+
+def save_engine_checkpoint(run: Run, step: int) -> None:
+    """A sharded checkpoint: every process writes its shards with ``accelerator.save_state`` into one
+    temporary folder (``output_dir`` must be on a file system all processes share), then the main process
+    commits it (``checkpoint.commit_engine_checkpoint``)."""
+    accelerator = run.accelerator
+    tmp = ckpt.engine_temp_dir(run.ckpt_root, step)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    return TrainResult(output_dir=out, final_dir=final, global_step=step, train_metrics=last_train,
-                       eval_metrics=last_eval, best_metric=state["best_metric"], best_step=state["best_step"],
-                       reference_forwards=ref_forwards[0])
+    with write_errors(run.ckpt_root):
+        accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with write_errors(run.ckpt_root):
+            ckpt.commit_engine_checkpoint(run.ckpt_root, step, scheduler=run.scheduler,
+                                          trainer_state=_trainer_state(run, step),
+                                          keep=run.config.logging.save_total_limit)
+    accelerator.wait_for_everyone()
+
+
+def save_checkpoint(run: Run, step: int) -> None:
+    """Flush the metrics, then write a resumable checkpoint of step ``step`` (main process; every process
+    under FSDP / DeepSpeed)."""
+    flush(run, step)
+    accelerator = run.accelerator
+    if engine_checkpoints(accelerator):
+        save_engine_checkpoint(run, step)
+        return
+    rng_by_rank = [ckpt.rng_state()]
+    if accelerator.num_processes > 1:  # every rank's random stream (a collective)
+        from accelerate.utils import gather_object
+
+        rng_by_rank = gather_object(rng_by_rank)
+    if accelerator.is_main_process:
+        state = _trainer_state(run, step)
+        with write_errors(run.ckpt_root):
+            ckpt.save_checkpoint(run.ckpt_root, step, model=accelerator.unwrap_model(run.model),
+                                 optimizer=run.optimizer, scheduler=run.scheduler,
+                                 keep=run.config.logging.save_total_limit, trainer_state=state,
+                                 rng_by_rank=rng_by_rank)
+    accelerator.wait_for_everyone()
+
+
+def train_step(run: Run, batch: list[int], step: int, epoch: int) -> None:
+    """One optimizer step on the global batch ``batch`` (example indices); ``step`` steps are done."""
+    accelerator, t, win = run.accelerator, run.config.train, run.window
+    t0 = time.perf_counter()
+    micro = split_global_batch(batch, run.lengths, micro_batch=t.per_device_batch_size,
+                               process_index=accelerator.process_index, num_processes=accelerator.num_processes)
+    weight = accelerator.num_processes / len(batch)  # -> gradient of the global-batch mean
+    if not micro:  # a short final batch left this process nothing: stay in DDP lockstep
+        micro, weight = [batch[:1]], 0.0
+    bad_ids: list[str] = []
+    win.lr = run.optimizer.param_groups[0]["lr"]
+    for j, mb in enumerate(micro):
+        sync = j == len(micro) - 1
+        ctx = contextlib.nullcontext() if sync else accelerator.no_sync(run.model)
+        # tell accelerate which micro-batch ends the step: under DeepSpeed, backward() runs
+        # engine.step() at that boundary only (the DS config's own accumulation must be 1)
+        accelerator.gradient_state._set_sync_gradients(sync)
+        with ctx:
+            losses, stats, ntok = run.forward([run.train_ex[i] for i in mb], ref=run.train_ref, indices=mb)
+            finite = torch.isfinite(losses.detach())
+            if not bool(finite.all()):
+                bad_ids += [run.train_ex[i]["id"] for i, ok in zip(mb, finite.tolist()) if not ok]
+            accelerator.backward(losses.sum() * weight)
+        if weight > 0:
+            win.add(stats)
+            win.tokens += ntok
+    if _sum_across(accelerator, float(len(bad_ids))):
+        raise NonFiniteLossError(
+            f"non-finite loss at optimizer step {step + 1} (epoch {epoch}); example id(s) "
+            f"{bad_ids[:20] or '(on another process)'}; the last good checkpoint is kept in "
+            f"{run.ckpt_root}; lower the learning rate or check these examples")
+    max_norm = t.max_grad_norm if t.max_grad_norm is not None else float("inf")
+    norm = accelerator.clip_grad_norm_(run.model.parameters(), max_norm)
+    grad_norm = float(norm) if norm is not None else float("nan")  # DeepSpeed may not report
+    # under fp16 loss scaling an overflow is routine: the scaler skips the step and lowers
+    # the scale, so only an unscaled run treats a non-finite gradient norm as fatal
+    if norm is not None and not math.isfinite(grad_norm) and accelerator.scaler is None:
+        raise NonFiniteLossError(
+            f"non-finite gradient norm at optimizer step {step + 1} (epoch {epoch}); batch "
+            f"example ids {[run.train_ex[i]['id'] for i in batch][:20]}; the last good checkpoint "
+            f"is kept in {run.ckpt_root}")
+    run.optimizer.step()
+    if not accelerator.optimizer_step_was_skipped:
+        run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    win.grad_norms.append(grad_norm)
+    win.steps += 1
+    win.seconds += time.perf_counter() - t0
+
+
+class StopSignals:
+    """SIGINT / SIGTERM during the loop are remembered and acted on at the end of the current optimizer
+    step (a cluster pre-empts with SIGTERM); a second signal gets the default behaviour at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # signal.signal works there only
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signal.Signals(signum).name
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+def _stop_reason(run: Run, stop: StopSignals) -> str | None:
+    """The signal that asks every process to stop after this step (agreed on by all of them)."""
+    reason = stop.received
+    if run.accelerator.num_processes > 1 and _sum_across(run.accelerator, float(reason is not None)):
+        reason = reason or "a signal to another process"
+    return reason
+
+
+def stop_with_checkpoint(run: Run, step: int, reason: str) -> None:
+    """Save a checkpoint of step ``step`` (unless the periodic save just did) and stop the run."""
+    lg = run.config.logging
+    if not (lg.save_steps and step % lg.save_steps == 0):
+        save_checkpoint(run, step)
+    raise TrainingInterrupted(f"stopped by {reason} after optimizer step {step} of {run.schedule.total_steps}; "
+                              f"checkpoint saved in {run.ckpt_root / f'step-{step:06d}'}; continue with "
+                              f"resume=true")
+
+
+def training_loop(run: Run) -> int:
+    """Train from ``run.global_step`` to the schedule's total (:func:`run_steps`), then write the last log
+    record and run the final evaluation; trackers, progress bar and log are opened and closed here.
+    Returns the last step."""
+    from tqdm.auto import tqdm
+
+    config, accelerator = run.config, run.accelerator
+    start_trackers(run)
+    run.bar = tqdm(total=run.schedule.total_steps, initial=run.global_step, desc=f"train {config.loss.name}",
+                   disable=not (config.logging.progress_bar and accelerator.is_main_process), dynamic_ncols=True)
+    try:
+        with StopSignals() as stop:
+            step = run_steps(run, stop)
+        flush(run, step)
+        if run.eval_ex:
+            keep_best(run, step, evaluate(run, step))
+    finally:
+        run.bar.close()
+        run.logger.close()
+        if config.logging.report_to:
+            accelerator.end_training()
+    return step
+
+
+def run_steps(run: Run, stop: StopSignals) -> int:
+    """Optimizer steps with the periodic log, eval and save, stopping with a checkpoint on SIGINT/SIGTERM."""
+    lg, sched, d = run.config.logging, run.schedule, run.config.data
+    step = run.global_step
+    while step < sched.total_steps:
+        epoch, in_epoch = divmod(step, sched.steps_per_epoch)
+        plan = plan_epoch(run.lengths, global_batch=sched.global_batch, seed=run.config.train.seed,
+                          epoch=epoch, group_by_length=d.group_by_length)
+        for batch in plan[in_epoch:]:
+            if step >= sched.total_steps:
+                break
+            train_step(run, batch, step, epoch)
+            step += 1
+            run.global_step = step
+            run.bar.update(1)
+            if step % lg.logging_steps == 0:
+                flush(run, step)
+            if run.eval_ex and lg.eval_steps and step % lg.eval_steps == 0 and step < sched.total_steps:
+                keep_best(run, step, evaluate(run, step))
+            if lg.save_steps and step % lg.save_steps == 0 and step < sched.total_steps:
+                save_checkpoint(run, step)
+            reason = _stop_reason(run, stop) if step < sched.total_steps else None
+            if reason:
+                stop_with_checkpoint(run, step, reason)
+    return step
+
+
+def finish(run: Run, step: int) -> TrainResult:
+    """Write ``OUT/final/`` (gathered weights under FSDP/DeepSpeed) with a model card; LoRA runs write the
+    adapter (peft format) to ``OUT/adapter/`` and, with ``model.lora.merge``, the merged model to final/."""
+    accelerator, config = run.accelerator, run.config
+    final = run.out / "final"
+    final_model = accelerator.unwrap_model(run.model)
+    full_state = None
+    card = model_card(config, step=step, train_metrics=run.last_train, eval_metrics=run.last_eval)
+    if config.model.lora.enabled:
+        if accelerator.is_main_process:
+            with write_errors(run.out / "adapter", kept="no adapter was written"):
+                _save_pretrained_atomic(final_model, run.tokenizer, run.out / "adapter", card=card)
+        if config.model.lora.merge:
+            final_model = final_model.merge_and_unload()
+        else:
+            final = run.out / "adapter"
+    elif is_sharded(accelerator):
+        full_state = accelerator.get_state_dict(run.model)  # a collective: every process calls it
+    if accelerator.is_main_process and final.name == "final":
+        with write_errors(final, kept="no final model was written (an earlier final/ is kept)"):
+            save_for_inference(final_model, run.tokenizer, final, card=card, state_dict=full_state)
+    accelerator.wait_for_everyone()
+    return TrainResult(output_dir=run.out, final_dir=final, global_step=step, train_metrics=run.last_train,
+                       eval_metrics=run.last_eval, best_metric=run.best_metric, best_step=run.best_step)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train ``config.model`` with ``config.loss`` on ``config.data``; see the module docstring."""
+    from accelerate.utils import set_seed
+    from transformers.utils import logging as hf_logging
+
+    validate(config)
+    hf_logging.disable_progress_bar()  # "Loading weights"/"Writing shards" bars would bury ours
+    spec = resolve_loss(config)
+    accelerator = start_accelerator(config)
+    global_batch = global_batch_size(config, accelerator.num_processes)
+    check_precision(weights_dtype=config.model.dtype, mixed_precision=config.train.mixed_precision,
+                    sharded=is_sharded(accelerator))
+    with locked_output_dir(config, accelerator):
+        set_seed(config.train.seed)
+        tokenizer = load_tokenizer(config)
+        train_ex, eval_ex = prepare_data(config, tokenizer, spec, accelerator)
+        train_ref, eval_ref = prepare_reference(config, spec, train_ex, eval_ex, pad_id=pad_token_id(tokenizer),
+                                                accelerator=accelerator)
+        model = load_policy(config)
+        schedule = plan_schedule(config, len(train_ex), global_batch)
+        trim = accepts_logits_to_keep(model)
+        model, optimizer, scheduler = prepare_optimizer(config, model, accelerator, schedule)
+        run = Run(config=config, accelerator=accelerator, spec=spec, tokenizer=tokenizer, trim=trim,
+                  train_ex=train_ex, eval_ex=eval_ex, train_ref=train_ref, eval_ref=eval_ref, model=model,
+                  optimizer=optimizer, scheduler=scheduler, schedule=schedule)
+        resume_from_checkpoint(run)
+        step = training_loop(run)
+        return finish(run, step)
+
+
+def load_tokenizer(config: TrainConfig):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
+
+
+def pad_token_id(tokenizer) -> int:
+    """The pad token, or EOS for tokenizers without one (padding is masked out either way)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _from_main(accelerator, value):
+    """``value`` as computed on the main process, on every process."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
+
+
+@contextlib.contextmanager
+def locked_output_dir(config: TrainConfig, accelerator):
+    """Create and lock ``output_dir`` for the run (main process), recover a save killed midway, and
+    refuse a folder holding a run unless ``resume`` / ``overwrite`` says what to do with it (every
+    process raises); the lock is released when the run ends, however it ends."""
+    lock = OutputDirLock(Path(config.output_dir))
+    problem = _claim_output_dir(config, lock, accelerator) if accelerator.is_main_process else None
+    problem = _from_main(accelerator, problem)
+    try:
+        if problem:
+            raise UserError(problem)
+        yield
+    finally:
+        lock.release()
+
+
+def _claim_output_dir(config: TrainConfig, lock: OutputDirLock, accelerator) -> str | None:
+    """The main process's part of :func:`locked_output_dir`: why the run may not start, or None."""
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        return f"cannot use output_dir {str(out)!r}: it is a file, not a folder; choose another output_dir"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        holder = lock.acquire()
+    except OSError as err:
+        return f"cannot use output_dir {str(out)!r}: {err.strerror or err}; choose a writable folder"
+    if holder is not None:
+        return (f"output_dir {str(out)!r} is in use by another alphapo train ({holder}, lock "
+                f"{out / LOCK_NAME}); wait for it to finish or choose another output_dir")
+    recover_interrupted_saves(out, log=lambda msg: _note(accelerator, msg))
+    has_checkpoint = (out / "checkpoints").is_dir() and any(
+        ckpt.STEP_DIR.match(p.name) for p in (out / "checkpoints").iterdir())
+    return output_dir_problem(out, resume=config.resume, overwrite=config.overwrite, has_checkpoint=has_checkpoint)
+
+
+def start_trackers(run: Run) -> None:
+    """``accelerator.init_trackers`` for ``logging.report_to`` (files under ``OUT/trackers/``), with the
+    scalar config values as the run's hyper-parameters."""
+    if not run.config.logging.report_to:
+        return
+    hparams = {k: v for k, v in ckpt._flatten(to_dict(run.config)).items()
+               if isinstance(v, (int, float, str, bool))}
+    run.accelerator.init_trackers(run.out.name or "alphapo", config=hparams)

@@ -1,0 +1,201 @@
+"""The output folder: one trainer at a time, finished runs are not clobbered, interrupted swaps recover."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from test_trainer import _config, _records
+
+from alphapo.errors import UserError
+from alphapo.training.outputs import OutputDirLock
+from alphapo.training.trainer import train
+
+
+def test_second_trainer_on_a_locked_output_dir_is_a_clear_error(fake_losses, tiny_model_dir, pairs_path, tmp_path):
+    """While another trainer (here: a lock held by this process) owns the folder, train() refuses before
+    writing anything; once the lock is released the run goes ahead."""
+    out = tmp_path / "busy"
+    other = OutputDirLock(out)
+    assert other.acquire() is None
+    with pytest.raises(UserError, match=rf"output_dir .* is in use by another alphapo train \(pid {os.getpid()}"):
+        train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
+    assert not (out / "config.yaml").exists() and not (out / "metrics.jsonl").exists()
+    other.release()
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
+    assert [r["step"] for r in _records(out)] == [1]
+
+
+def test_finished_run_is_refused_unless_overwrite_or_resume(fake_losses, tiny_model_dir, pairs_path, tmp_path):
+    out = tmp_path / "done"
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=2", "logging.save_steps=1"))
+    before = (out / "final" / "model.safetensors").read_bytes()
+    with pytest.raises(UserError, match=r"holds a finished run \(final/\); set resume=true .* overwrite=true"):
+        train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
+    assert (out / "final" / "model.safetensors").read_bytes() == before
+    with pytest.raises(UserError, match="contradict"):
+        train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "resume=true", "overwrite=true"))
+    # overwrite: a fresh run, the old run's checkpoints and log removed (none of them mixes into the new one)
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1", "overwrite=true"))
+    assert [r["step"] for r in _records(out)] == [1] and not (out / "checkpoints").exists()
+    assert (out / "final" / "model.safetensors").read_bytes() != before
+
+
+def test_unfinished_run_with_checkpoints_is_refused_without_resume(fake_losses, tiny_model_dir, pairs_path,
+                                                                  tmp_path):
+    out = tmp_path / "half"
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=2", "logging.save_steps=1"))
+    import shutil
+
+    shutil.rmtree(out / "final")  # as if killed after the checkpoint of step 1
+    with pytest.raises(UserError, match="holds checkpoints of an unfinished run; set resume=true"):
+        train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=2"))
+
+
+def test_failed_run_on_bad_data_leaves_the_finished_run_and_its_config(fake_losses, tiny_model_dir, pairs_path,
+                                                                       tmp_path):
+    out = tmp_path / "keep"
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1", "logging.save_steps=1"))
+    config_before = (out / "config.yaml").read_text()
+    files_before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b"}\n')
+    with pytest.raises(UserError):
+        train(_config(tiny_model_dir, bad, out, "loss.name=simpo", "train.max_steps=1", "overwrite=true"))
+    assert (out / "config.yaml").read_text() == config_before
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == files_before
+
+
+def test_final_swap_killed_between_renames_is_restored_on_the_next_start(fake_losses, tiny_model_dir, pairs_path,
+                                                                        tmp_path, monkeypatch, capsys):
+    """Replacing final/ renames final -> .old-final-PID, then the new folder -> final. A kill between the
+    two leaves no final/; the next start renames the old one back (and then refuses: a finished run)."""
+    from alphapo.training import outputs
+
+    out = tmp_path / "swap"
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
+    before = (out / "final" / "model.safetensors").read_bytes()
+    renames = []
+    real_rename = os.rename
+
+    def dying_rename(src, dst):
+        renames.append((src, dst))
+        if len(renames) == 2:
+            raise KeyboardInterrupt("killed between the renames")
+        real_rename(src, dst)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setattr(outputs.os, "rename", dying_rename)
+    with pytest.raises(KeyboardInterrupt):
+        outputs._save_pretrained_atomic(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                        AutoTokenizer.from_pretrained(tiny_model_dir), out / "final")
+    monkeypatch.setattr(outputs.os, "rename", real_rename)
+    assert not (out / "final").exists() and list(out.glob(".old-final-*"))
+    capsys.readouterr()
+    with pytest.raises(UserError, match="holds a finished run"):
+        train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
+    assert f"restored {out / 'final'}" in capsys.readouterr().err
+    assert (out / "final" / "model.safetensors").read_bytes() == before
+    assert not list(out.glob(".old-final-*")) and not list(out.glob(".tmp-final-*"))
+
+
+def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(fake_losses, tiny_model_dir, pairs_path,
+                                                                    tmp_path, capsys):
+    """Checkpoints of steps 1 and 2; step 2's weights truncated: resume says so, continues from step 1 and
+    ends with the same weights as the uninterrupted run."""
+    out = tmp_path / "trunc"
+    args = ("loss.name=simpo", "train.max_steps=3", "logging.save_steps=1")
+    train(_config(tiny_model_dir, pairs_path, out, *args))
+    expected = (out / "final" / "model.safetensors").read_bytes()
+    weights = out / "checkpoints" / "step-000002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    capsys.readouterr()
+    result = train(_config(tiny_model_dir, pairs_path, out, *args, "resume=true"))
+    err = capsys.readouterr().err
+    assert "skipped step-000002 (model.safetensors is truncated or altered" in err
+    assert "resuming from step-000001, the newest intact checkpoint" in err
+    assert result.global_step == 3 and [r["step"] for r in _records(out)] == [1, 2, 3]
+    assert (out / "final" / "model.safetensors").read_bytes() == expected
+
+
+def test_no_intact_checkpoint_or_a_pickle_is_a_one_line_error(fake_losses, tiny_model_dir, pairs_path, tmp_path):
+    import pickle
+
+    from alphapo.training.checkpoint import CheckpointError, find_latest, load_checkpoint
+
+    out = tmp_path / "broken"
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=2", "logging.save_steps=1"))
+    step1 = out / "checkpoints" / "step-000001"
+    (step1 / "model.safetensors").write_bytes(pickle.dumps({"w": [1.0, 2.0]}))  # a pickle, not safetensors
+    with pytest.raises(CheckpointError, match=r"no intact checkpoint in .*step-000001 \(model.safetensors is "
+                                              r"(truncated|not a readable safetensors)"):
+        find_latest(out / "checkpoints")
+    with pytest.raises(UserError, match="no intact checkpoint"):
+        train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=2", "resume=true"))
+    with pytest.raises(CheckpointError, match=r"model.safetensors is not a readable safetensors file.*nothing is "
+                                              r"unpickled") as err:
+        load_checkpoint(step1, model=None, optimizer=None, scheduler=None)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("error", [
+    OSError(28, "No space left on device"),
+    # what safetensors' writer raises for the same condition (its own exception type)
+    RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left '
+                 'on device" })'),
+])
+def test_disk_full_while_saving_a_checkpoint_is_one_line_exit_2(error, fake_losses, tiny_model_dir, pairs_path,
+                                                               tmp_path, monkeypatch, capsys):
+    from alphapo.cli import main
+    from alphapo.training import checkpoint
+
+    def full_disk(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    out = tmp_path / "full"
+    code = main(["train", f"model.name_or_path={tiny_model_dir}", f"data.train_path={pairs_path}",
+                 f"output_dir={out}", "loss.name=simpo", "train.max_steps=2", "logging.save_steps=1",
+                 "logging.progress_bar=false", "logging.tensorboard=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "Traceback" not in "\n".join(err)
+    assert err[-1] == (f"alphapo train: error: cannot write {out / 'checkpoints'}: no space left on device; the "
+                       f"previous checkpoint and model are kept; free space or fix the permissions, then "
+                       f"continue with resume=true")
+    assert not list((out / "checkpoints").glob(".tmp-*"))  # the half-written checkpoint was removed
+
+
+def test_other_save_errors_are_not_disguised(fake_losses, tiny_model_dir, pairs_path, tmp_path, monkeypatch):
+    from alphapo.training import checkpoint
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("some other failure")
+
+    monkeypatch.setattr(checkpoint, "save_file", broken)
+    with pytest.raises(RuntimeError, match="some other failure"):
+        train(_config(tiny_model_dir, pairs_path, tmp_path / "o", "loss.name=simpo", "train.max_steps=2",
+                      "logging.save_steps=1"))
+
+
+def test_disk_full_while_saving_final_keeps_no_partial_folder(fake_losses, tiny_model_dir, pairs_path, tmp_path,
+                                                             monkeypatch):
+    from transformers import PreTrainedModel
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full_disk)
+    out = tmp_path / "nofinal"
+    with pytest.raises(UserError, match=r"cannot write .*final: no space left on device; no final model was "
+                                        r"written \(an earlier final/ is kept\)"):
+        train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
+    assert not (out / "final").exists() and not list(out.glob(".tmp-final-*"))
+
+
+def test_output_dir_that_is_a_file_is_one_line(fake_losses, tiny_model_dir, pairs_path, tmp_path):
+    target = tmp_path / "a_file"
+    target.write_text("not a folder")
+    with pytest.raises(UserError, match=r"cannot use output_dir .*a_file': it is a file, not a folder"):
+        train(_config(tiny_model_dir, pairs_path, target, "loss.name=simpo", "train.max_steps=1"))
+    assert target.read_text() == "not a folder"
