@@ -196,6 +196,6 @@ def test_disk_full_while_saving_final_keeps_no_partial_folder(fake_losses, tiny_
 def test_output_dir_that_is_a_file_is_one_line(fake_losses, tiny_model_dir, pairs_path, tmp_path):
     target = tmp_path / "a_file"
     target.write_text("not a folder")
-    with pytest.raises(UserError, match=r"cannot use output_dir .*a_file': it is a file, not a folder"):
+    with pytest.raises(UserError, match=r"output_dir.*a_file' is a file"):
         train(_config(tiny_model_dir, pairs_path, target, "loss.name=simpo", "train.max_steps=1"))
     assert target.read_text() == "not a folder"

@@ -265,15 +265,20 @@ def test_model_card_names_every_hyper_parameter_the_loss_used():
     assert "loss **rpo_bwd** (beta=0.5, gamma=0.0, eta=1.0)" in card
 
 
-def test_pairwise_loss_drops_multi_response_rows_whose_scores_all_tie(fake_losses, tiny_model_dir, tmp_path,
-                                                                     capsys):
-    """A k-response row with all scores equal has no chosen/rejected: dropped and counted, never a pair of
-    a response with itself."""
+def test_multi_response_rows_whose_scores_all_tie_are_refused_or_skipped(fake_losses, tiny_model_dir, tmp_path,
+                                                                          capsys):
+    """A k-response row with all scores equal has no chosen/rejected: an error naming the row, or (with
+    data.skip_invalid) dropped and counted, never a pair of a response with itself."""
+    from alphapo.data.validation import DataValidationError
+
     data = tmp_path / "ties.jsonl"
     rows = [{"prompt": f"q{i}?", "responses": ["yes", "no", "maybe"], "scores": [1.0, 0.0, 0.5]} for i in range(7)]
     rows.append({"prompt": "tied?", "responses": ["yes", "no", "maybe"], "scores": [0.5, 0.5, 0.5]})
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataValidationError, match=r"line 8, field 'scores': all responses scored equally"):
+        train(_config(tiny_model_dir, data, tmp_path / "strict", "loss.name=simpo", "train.global_batch_size=2",
+                      "train.epochs=1"))
     result = train(_config(tiny_model_dir, data, tmp_path / "o", "loss.name=simpo", "train.global_batch_size=2",
-                           "train.epochs=1"))
-    assert f"{data}: 1 of 8 multi-response examples dropped: all their scores are equal" in capsys.readouterr().err
+                           "train.epochs=1", "data.skip_invalid=true"))
+    assert "1 all responses scored equally" in capsys.readouterr().err
     assert result.global_step == 4  # 7 pairs / global batch 2
