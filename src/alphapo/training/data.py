@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from alphapo.data.pairs import select_pairs
 from alphapo.errors import UserError
 
 MEGA_BATCH = 16  # global batches per length-sorting window
@@ -149,14 +150,12 @@ def split_global_batch(batch: list[int], lengths: list[int], *, micro_batch: int
 def pairs_from_multi(examples: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
     """Best- vs worst-scored response of each k-response example as a pair (AlphaPO section 4.1 recipe).
 
-    One selection rule for the whole package: ``alphapo.generation.pairs.select_pairs``, applied to
+    One selection rule for the whole package: ``alphapo.data.pairs.select_pairs``, applied to
     token sequences. Chosen is the first response with the highest score, rejected the first with the
     lowest; responses that tokenise identically count once (with their mean score), so a response is
     never paired against itself. An example whose scores are all equal carries no preference: its entry
     is None (the caller drops and counts it). The result is aligned with ``examples`` (ids may repeat).
     """
-    from alphapo.generation.pairs import select_pairs
-
     for ex in examples:
         scores = ex.get("scores")
         if not scores or any(s is None for s in scores):

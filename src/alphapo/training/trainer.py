@@ -211,7 +211,7 @@ def forward_loss(model, examples: list[dict[str, Any]], *, loss_fn, hparams: dic
     losses = out.losses
     # per-example stats for diagnostics: for k responses, the best-/worst-scored response plays
     # chosen/rejected (the loss contract's convention for .chosen_rewards / .rejected_rewards); argmax /
-    # argmin return the first maximum / minimum, the selection rule of generation.pairs.select_pairs
+    # argmin return the first maximum / minimum, the selection rule of alphapo.data.pairs.select_pairs
     if multi:
         best = scores.argmax(dim=1, keepdim=True)
         worst = scores.argmin(dim=1, keepdim=True)
