@@ -114,7 +114,7 @@ def _greedy(model, tokenizer, prompts, params: dict) -> list[str]:
 
 @register_stage("toy_pairs", keys=PAIR_KEYS)
 def pairs_stage(params: dict, shared: dict, out_dir: Path) -> dict:
-    from alphapo.generation.io import write_jsonl_atomic
+    from alphapo.io import write_jsonl_atomic
     from alphapo.generation.pairs import generate_pairs
     from alphapo.generation.sampling import load_policy
     from alphapo.toyworld import GoldJudge, ProxyJudge
@@ -201,8 +201,10 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
                           warmup_ratio=params["warmup_ratio"], lr_scheduler="cosine", seed=params["seed"]),
         logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=False),
         output_dir=str(Path(out_dir) / "train"))
+    computed_reference = False
     if needs_reference and not any(cache.glob("*.safetensors")):
         with file_lock(cache.parent / "reference_cache.lock"):  # the first run of the seed fills the cache
+            computed_reference = not any(cache.glob("*.safetensors"))  # not filled while we waited
             result = train(tc)
     else:
         result = train(tc)
@@ -211,7 +213,7 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
     judge = GoldJudge()
     sft_eval = json.loads(Path(pairs["sft_eval"]).read_text(encoding="utf-8"))
     metrics: dict[str, float] = {"train/steps": float(result.global_step),
-                                 "train/reference_forwards": float(result.reference_forwards)}
+                                 "train/reference_computed": float(computed_reference)}
     per_prompt: dict[str, list[float]] = {}
     saved: dict[str, list[str]] = {}
     for split, tasks in evals.items():
