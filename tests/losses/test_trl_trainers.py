@@ -21,8 +21,10 @@ PAIRS = [
     {"prompt": "Hello", "chosen": " world!", "rejected": " Goodbye, world. Yes no maybe."},
     {"prompt": "Sort: b a", "chosen": " a b", "rejected": " b a"},
 ]
-REL = 2e-6  # float32 forward: TRL's fused log-prob kernel and our log_softmax round differently (~1e-7/token);
-# the loss functions alone agree to 1e-6 in float64 (test_trl_parity.py)
+REL = 5e-6  # float32 forward: TRL's fused log-prob kernel and our log_softmax round differently (~1e-7/token),
+# and the squared (sppo_hard) and exponential (alphapo) losses amplify it: measured 2.2e-6 and 2.5e-6
+# relative with transformers 5.24 (2e-6 passed with earlier releases). The loss functions alone agree
+# to 1e-6 in float64 (test_trl_parity.py); a formula error would move the loss by orders more.
 
 
 @torch.no_grad()
