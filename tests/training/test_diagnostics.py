@@ -286,3 +286,95 @@ def test_lnorm_key_maps_the_probe_names_onto_the_figure_2_panels():
     assert lnorm_key("probe/", "chosen", "q1") == "probe/chosen_lnorm/q1"
     assert lnorm_key("eval/", "rejected", "max") == "eval/lnorm/rejected/max"
     assert lnorm_key("", "margin", "median") == "lnorm/margin/median"
+
+
+def test_probe_pairs_of_k_responses_are_the_best_and_worst_scored():
+    from alphapo.training.trainer import probe_pairs
+
+    multi = {"prompt_input_ids": [5], "responses_input_ids": [[1], [2, 2], [3, 3, 3]], "scores": [0.5, 0.9, 0.1]}
+    pair = {"prompt_input_ids": [6], "chosen_input_ids": [7], "rejected_input_ids": [8, 8]}
+    assert probe_pairs([multi, pair]) == ([[5], [6]], [[2, 2], [7]], [[3, 3, 3], [8, 8]])
+
+
+# --------------------------------------------------------------------------------------------------
+# logps/* against TRL's trainers (the logged value of one step at learning rate 0)
+
+TRL_PAIRS = [
+    {"prompt": "What is 12 plus 7?", "chosen": " The answer is 19.", "rejected": " banana apple"},
+    {"prompt": "Reverse 1 2 3.", "chosen": " 3 2 1", "rejected": " 1 2 3 4 5 and more words here"},
+    {"prompt": "Hello", "chosen": " world!", "rejected": " Goodbye, world. Yes no maybe."},
+    {"prompt": "Sort: b a", "chosen": " a b", "rejected": " b a"},
+]
+
+
+def _masked_logps(model, input_ids, attention_mask, completion_mask):
+    """Sum of log pi(token_t | tokens_<t) over completion tokens, and the completion lengths."""
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    per_token = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    mask = completion_mask[:, 1:].float()
+    return (per_token * mask).sum(dim=1), mask.sum(dim=1)
+
+
+def _ours(loss_name, c_lp, c_len, r_lp, r_len):
+    from alphapo.training.config import LossConfig, TrainConfig
+    from alphapo.training.trainer import resolve_loss
+
+    z = torch.zeros_like(c_lp)
+    return preference_metrics(chosen_logps=c_lp, rejected_logps=r_lp, chosen_lengths=c_len, rejected_lengths=r_len,
+                              chosen_rewards=z, rejected_rewards=z, losses=z,
+                              logps=resolve_loss(TrainConfig(loss=LossConfig(loss_name))).logps)
+
+
+@pytest.mark.slow
+@pytest.mark.trl
+@pytest.mark.parametrize("loss_type,ours", [("simpo", "cpo_simpo"), ("alphapo", "alphapo"), ("sigmoid", "cpo")])
+def test_logps_match_trl_cpo_trainer(tiny_model_dir, tmp_path, loss_type, ours):
+    """CPOTrainer logs the per-token average for simpo / alphapo and the sum for sigmoid (CPO); so do we."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    args = CPOConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=4, max_steps=1, logging_steps=1,
+                     report_to=[], loss_type=loss_type, use_cpu=True, save_strategy="no", learning_rate=0.0,
+                     bf16=False, **({"alpha": 0.5} if loss_type == "alphapo" else {}))
+    trainer = CPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args,
+                         train_dataset=Dataset.from_list(TRL_PAIRS),
+                         processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    trainer.train()
+    log = trainer.state.log_history[0]
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(TRL_PAIRS))])
+    sides = {}
+    for side in ("chosen", "rejected"):
+        mask = (batch[f"{side}_labels"] != -100).long()
+        sides[side] = _masked_logps(trainer.model, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], mask)
+    m = _ours(ours, *sides["chosen"], *sides["rejected"])
+    assert m["logps/chosen"] == pytest.approx(log["logps/chosen"], rel=1e-5)
+    assert m["logps/rejected"] == pytest.approx(log["logps/rejected"], rel=1e-5)
+    averaged = loss_type != "sigmoid"
+    assert (m["logps/chosen"] != m["logps_sum/chosen"]) == averaged
+
+
+@pytest.mark.slow
+@pytest.mark.trl
+def test_logps_match_trl_dpo_trainer_for_ipo(tiny_model_dir, tmp_path):
+    """TRL's DPOTrainer logs the summed log-prob for ipo, though ipo compares per-token averages."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    args = DPOConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=4, max_steps=1, logging_steps=1,
+                     report_to=[], loss_type=["ipo"], use_cpu=True, save_strategy="no", learning_rate=0.0, bf16=False)
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                         ref_model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args,
+                         train_dataset=Dataset.from_list(TRL_PAIRS),
+                         processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    trainer.train()
+    log = trainer.state.log_history[0]
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(TRL_PAIRS))])
+    lp, lengths = _masked_logps(trainer.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    b = len(TRL_PAIRS)
+    m = _ours("ipo", lp[:b], lengths[:b], lp[b:], lengths[b:])
+    assert m["logps/chosen"] == pytest.approx(log["logps/chosen"], rel=1e-5)
+    assert m["logps/rejected"] == pytest.approx(log["logps/rejected"], rel=1e-5)
+    assert m["logps/chosen"] == m["logps_sum/chosen"]
