@@ -378,3 +378,25 @@ def test_logps_match_trl_dpo_trainer_for_ipo(tiny_model_dir, tmp_path):
     assert m["logps/chosen"] == pytest.approx(log["logps/chosen"], rel=1e-5)
     assert m["logps/rejected"] == pytest.approx(log["logps/rejected"], rel=1e-5)
     assert m["logps/chosen"] == m["logps_sum/chosen"]
+
+
+def test_plot_run_compares_probe_curves_only_when_every_run_has_them(tmp_path):
+    from alphapo.cli import main
+
+    train_rec = {"step": 1, "epoch": 1.0, "split": "train", "loss": 0.69,
+                 **{f"lnorm/{q}/{s}": -1.0 for q in ("chosen", "rejected", "margin")
+                    for s in ("mean", "q1", "median", "q3", "min", "max")}}
+    probe_rec = {"step": 1, "epoch": 1.0, "split": "probe", "probe/size": 2,
+                 **probe_metrics(chosen_logps=torch.tensor([-2.0, -6.0]), chosen_lengths=torch.tensor([2.0, 3.0]),
+                                 rejected_logps=torch.tensor([-3.0, -4.0]), rejected_lengths=torch.tensor([1.0, 4.0]))}
+    runs = []
+    for name, recs in (("a", [train_rec, probe_rec]), ("b", [train_rec, probe_rec]), ("c", [train_rec])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        runs.append(str(tmp_path / name))
+    assert main(["plot-run", *runs[:2], "--out", str(tmp_path / "ab")]) == 0
+    assert (tmp_path / "ab" / "compare_lnorm_probe.png").is_file()
+    assert (tmp_path / "ab" / "a" / "lnorm_probe.png").is_file()
+    assert main(["plot-run", runs[0], runs[2], "--out", str(tmp_path / "ac")]) == 0
+    assert not (tmp_path / "ac" / "compare_lnorm_probe.png").exists()
+    assert (tmp_path / "ac" / "compare_lnorm.png").is_file()
