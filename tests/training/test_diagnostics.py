@@ -400,3 +400,27 @@ def test_plot_run_compares_probe_curves_only_when_every_run_has_them(tmp_path):
     assert main(["plot-run", runs[0], runs[2], "--out", str(tmp_path / "ac")]) == 0
     assert not (tmp_path / "ac" / "compare_lnorm_probe.png").exists()
     assert (tmp_path / "ac" / "compare_lnorm.png").is_file()
+
+
+def test_a_resumed_run_may_add_a_probe_set_and_ends_with_the_same_weights(tiny_model_dir, tmp_path):
+    """Diagnostics never change training, so resume accepts a config that adds them: 3 steps with
+    checkpoints after steps 1 and 2, resumed from step 1 with a probe set, end bit-identical to the
+    uninterrupted run; the resumed part probes after steps 2 and 3 (no step-0 probe on resume)."""
+    import shutil
+
+    from alphapo.training.trainer import train
+
+    data = write_pairs(tmp_path / "pairs.jsonl", n=12)
+    common = ["loss.name=simpo", "train.per_device_batch_size=2", "train.global_batch_size=4",
+              "logging.save_steps=1", "logging.save_total_limit=5"]
+    full = train(_config(tiny_model_dir, data, tmp_path / "full", *common))
+    part = tmp_path / "part"
+    train(_config(tiny_model_dir, data, part, *common))
+    shutil.rmtree(part / "checkpoints" / "step-000002")  # as if killed after the step-1 save ...
+    shutil.rmtree(part / "final")
+    (part / "checkpoints" / "latest").write_text("step-000001")
+    resumed = train(_config(tiny_model_dir, data, part, *common, "resume=true", "diagnostics.probe_size=2"))
+    assert resumed.global_step == 3
+    a, b = _weights(full.final_dir), _weights(resumed.final_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in _records(part) if r["split"] == "probe"] == [2, 3]

@@ -525,6 +525,10 @@ def _scaler_state(accelerator) -> dict | None:
             for k, v in accelerator.scaler.state_dict().items()}
 
 
+def _without_diagnostics(tree: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in tree.items() if k != "diagnostics"}
+
+
 def resume_from_checkpoint(run: Run) -> None:
     """With ``resume=true``: restore the newest intact checkpoint (refusing a changed config) and cut
     ``metrics.jsonl`` back to it; otherwise remove what an earlier run left (``overwrite=true``). Then
@@ -537,7 +541,10 @@ def resume_from_checkpoint(run: Run) -> None:
             save_config(config, run.out / "config.yaml")
         accelerator.wait_for_everyone()
         return
-    changed = ckpt.resume_conflicts(ckpt.read_trainer_state(latest).get("config", {}), to_dict(config))
+    # diagnostics.* never change what is trained (tested bit for bit), so a resumed run may add or drop them
+    # (and resume a checkpoint written before the section existed)
+    changed = ckpt.resume_conflicts(_without_diagnostics(ckpt.read_trainer_state(latest).get("config", {})),
+                                    _without_diagnostics(to_dict(config)))
     if changed:
         raise UserError(f"cannot resume from {latest}: the config changed in {changed}; exact resume "
                         f"needs the same data, loss, model and optimisation settings")
