@@ -3,7 +3,7 @@
 For each loss: 8 examples form one global batch (per-device 4 x accumulation 2), trained for 3 epochs =
 3 optimizer steps at a constant learning rate. Checks:
 
-1. step 1's logged ``loss``, ``rewards/chosen``, ``rewards/rejected``, ``logps/chosen`` and
+1. step 1's logged ``loss``, ``rewards/chosen``, ``rewards/rejected``, ``logps_sum/chosen`` and
    ``lnorm/margin/mean`` equal a direct computation: each sequence forwarded alone (no padding), a full
    log-softmax, and the loss callable called by hand with the inputs its signature accepts (reference
    log-probs = the initial policy's, scores from the data);
@@ -24,7 +24,8 @@ from conftest import write_pairs
 
 LOSS_NAMES = sorted(getattr(losses_mod, "LOSSES", {}))
 DIAGNOSTICS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-               "logps/chosen", "logps/rejected", "grad_norm", "learning_rate", "tokens_per_second"] + [
+               "logps/chosen", "logps/rejected", "logps_sum/chosen", "logps_sum/rejected", "grad_norm",
+               "learning_rate", "tokens_per_second"] + [
     f"lnorm/{q}/{s}" for q in ("chosen", "rejected", "margin") for s in ("mean", "q1", "median", "q3", "min", "max")]
 KL_KEYS = ["kl/seq_k1", "kl/seq_k3", "kl/token_k1"]
 # losses whose objective is not monotone on a repeated batch from a tie (noted, not silenced)
@@ -71,8 +72,8 @@ def _direct(loss_name, model_dir, data_path):
     out = fn(**{k: v for k, v in avail.items() if k in accepted})
     ln_margin = (c_lp / c_len - r_lp / r_len).mean().item()
     return {"loss": out.losses.mean().item(), "rewards/chosen": out.chosen_rewards.float().mean().item(),
-            "rewards/rejected": out.rejected_rewards.float().mean().item(), "logps/chosen": c_lp.mean().item(),
-            "lnorm/margin/mean": ln_margin}
+            "rewards/rejected": out.rejected_rewards.float().mean().item(),
+            "logps_sum/chosen": c_lp.mean().item(), "lnorm/margin/mean": ln_margin}
 
 
 @pytest.mark.skipif(not LOSS_NAMES, reason="alphapo.losses.LOSSES is empty")

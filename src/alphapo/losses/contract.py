@@ -18,6 +18,9 @@ Every loss carries these attributes:
   reference input only with a KL penalty, ``beta != 0``). ``loss_inputs(loss, params)`` answers for any
   loss, and says whether the reference model must be run;
 - ``multi_response``: ``(B, k)`` inputs instead of ``(B,)``;
+- ``length_normalized`` (optional, default False): whether it compares length-normalised log-probs
+  ``logp / |y|``; a composed loss with ``normalize="mean"`` is, without declaring it.
+  ``length_normalized(loss)`` answers for any loss (the trainer's ``logps/*`` metrics follow it);
 - ``ranges``: the documented range of each hyper-parameter, as an ``Interval`` (``"(0, inf)"``,
   ``"[0, 0.5)"``). ``resolve_hyperparameters(loss, params)`` checks names, types and ranges and returns
   every hyper-parameter with the value that will be used (defaults filled in). Values must be finite;
@@ -193,6 +196,15 @@ def resolve_piece(value: Any, table: Mapping[str, Any], cls: type, what: str) ->
 def keyword(name: str, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
     """A keyword-only parameter, for building a loss's explicit ``__signature__``."""
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+
+
+def length_normalized(loss: Callable[..., Any]) -> bool:
+    """Whether ``loss`` compares length-normalised log-probs (``logp / |y|``): its ``length_normalized``
+    attribute where it declares one, else whether it was composed with ``normalize="mean"``."""
+    declared = getattr(loss, "length_normalized", None)
+    if declared is not None:
+        return bool(declared)
+    return getattr(getattr(loss, "normalize", None), "name", None) == "mean"
 
 
 def loss_name(loss: Callable[..., Any]) -> str:

@@ -171,6 +171,23 @@ class LoggingConfig:
 
 
 @dataclass
+class DiagnosticsConfig:
+    """Diagnostics beyond the per-batch metrics (they never change what is trained).
+
+    ``reference_kl``: compute reference log-probs for the ``kl/*`` metrics even when the loss does not use
+    them (SimPO, AlphaPO; AlphaPO Figures 10-11); they come from the cached reference pass and are never
+    given to the loss. ``probe_size``: a fixed probe set of that many pairs (the first ones of the eval
+    split, else of the training set) whose length-normalised log-likelihoods are logged every
+    ``probe_steps`` optimizer steps (``None``: every ``logging.logging_steps``) as ``probe/*`` records
+    (AlphaPO Figure 2), and at the end of training (Figure 13's margin quartiles).
+    """
+
+    reference_kl: bool = False
+    probe_size: int | None = None  # None: no probe set
+    probe_steps: int | None = None  # None: every logging.logging_steps
+
+
+@dataclass
 class TrainConfig:
     """A complete training run. ``output_dir`` receives config.yaml, metrics.jsonl, checkpoints, final/."""
 
@@ -180,6 +197,7 @@ class TrainConfig:
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     output_dir: str = "runs/alphapo"
     resume: bool = False  # continue from OUT/checkpoints/latest when it exists
     # start again in an output_dir that holds a run (final/ or checkpoints), replacing it; without it
@@ -491,6 +509,8 @@ FIELD_RANGES: dict[str, str] = {
     "logging.eval_steps": "[1, inf)",
     "logging.save_steps": "[1, inf)",
     "logging.save_total_limit": "[1, inf)",
+    "diagnostics.probe_size": "[1, inf)",
+    "diagnostics.probe_steps": "[1, inf)",
 }
 """The documented range of every numeric field, in interval notation (``inf`` is never included, so NaN
 and infinities are always out). ``None``, where a field allows it, is always accepted (off / derived /
@@ -506,6 +526,8 @@ _FIELD_WHY = {
     "train.adam_beta2": "AdamW's moment decay rates lie in [0, 1)",
     "train.weight_decay": "a negative decay pushes the weights away from 0",
     "train.seed": "seeds are 32-bit",
+    "diagnostics.probe_size": "pairs in the probe set; null: no probe set",
+    "diagnostics.probe_steps": "optimizer steps between probe passes; null: every logging.logging_steps",
     "data.max_length": "one prompt token and one completion token at least; null: no truncation",
 }
 

@@ -4,11 +4,15 @@ Names follow TRL where TRL logs the same quantity (``rewards/chosen``, ``rewards
 ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``); ``loss``,
 ``grad_norm``, ``learning_rate`` and throughput are added by the loop.
 
-Deviations: ``logps/chosen`` / ``logps/rejected`` are always the mean *sequence* log-prob (summed over
-completion tokens), TRL DPOTrainer's meaning, for every loss. TRL's CPOTrainer logs the per-token
-*average* under the same names when its ``loss_type`` is ``simpo`` or ``ipo`` (it length-normalises the
-log-probs for those losses); compare that with our ``lnorm/chosen/mean`` / ``lnorm/rejected/mean``. AlphaPO (section 3.3, Figure 2)
-tracks three *length-normalised* quantities over an epoch, and so do we, per logging window:
+``logps/chosen`` / ``logps/rejected`` follow TRL's two trainers (``logps="sum"`` or ``"token_mean"`` of
+:func:`preference_metrics`; the trainer picks it with :func:`logps_reduction`): TRL's DPOTrainer logs the
+batch mean of the *summed* completion log-prob for every loss (its ``ipo`` included), and TRL's
+CPOTrainer logs the batch mean of the per-token *average* for its length-normalised losses (``simpo``,
+``ipo``, ``alphapo``). So a reference-free loss that compares length-normalised log-probs (``simpo``,
+``alphapo``, ``cpo_simpo``, ``cpo_ipo``; declared by ``alphapo.losses.contract.length_normalized``) logs
+the average, and every other loss the sum. The sums are always logged as ``logps_sum/chosen`` /
+``logps_sum/rejected`` (the same numbers as ``logps/*`` where those are sums). AlphaPO (section 3.3,
+Figure 2) tracks three *length-normalised* quantities over an epoch, and so do we, per logging window:
 
 - ``lnorm/chosen``   = ``logp(y_w) / |y_w|``  (preferred likelihood),
 - ``lnorm/rejected`` = ``logp(y_l) / |y_l|``  (dispreferred likelihood),
@@ -20,7 +24,14 @@ rule: values outside ``[q1 - 1.5 IQR, q3 + 1.5 IQR]`` are dropped before taking 
 Figure 2 says "min and max are computed after removing outliers" without naming the rule; Tukey's
 fences are the box-plot convention of its Figures 15-16). The mean and quartiles use all values.
 
-KL(policy || reference) on the batch's responses (``kl/...``, only when reference log-probs exist),
+The same three quantities over a *fixed* probe set of pairs (:func:`probe_metrics`, the trainer's
+``diagnostics.probe_size``) are the displacement curve of AlphaPO Figure 2 without the batch-to-batch
+noise: ``probe/chosen_lnorm``, ``probe/rejected_lnorm``, ``probe/margin_lnorm`` (means over the probe
+set), each with ``/q1``, ``/median``, ``/q3``, ``/min``, ``/max`` as above; the margin quartiles of the
+last probe pass are AlphaPO Figure 13's end-of-training box plot.
+
+KL(policy || reference) on the batch's responses (``kl/...``, only when reference log-probs exist: for
+losses that use them, or with the trainer's ``diagnostics.reference_kl``),
 with ``d = logp(y) - logp_ref(y)`` per response (chosen and rejected pooled):
 
 - ``kl/seq_k1`` = ``mean(d)``: the k1 estimator, unbiased for KL(pi || pi_ref) when ``y ~ pi``;
@@ -35,11 +46,14 @@ KL. k3 uses ``exp(-d)`` with ``d`` clamped to ``>= -50`` to stay finite.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
 SUMMARY_STATS = ("mean", "q1", "median", "q3", "min", "max")
 LNORM_KEYS = ("lnorm/chosen", "lnorm/rejected", "lnorm/margin")
+PROBE_KEYS = ("probe/chosen_lnorm", "probe/rejected_lnorm", "probe/margin_lnorm")
+LogpsReduction = Literal["sum", "token_mean"]
 
 
 def tukey_fences(values: torch.Tensor, k: float = 1.5) -> tuple[float, float]:
@@ -73,15 +87,20 @@ def preference_metrics(*, chosen_logps: torch.Tensor, rejected_logps: torch.Tens
                        chosen_lengths: torch.Tensor, rejected_lengths: torch.Tensor,
                        chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
                        losses: torch.Tensor, ref_chosen_logps: torch.Tensor | None = None,
-                       ref_rejected_logps: torch.Tensor | None = None) -> dict[str, float]:
+                       ref_rejected_logps: torch.Tensor | None = None,
+                       logps: LogpsReduction = "sum") -> dict[str, float]:
     """All per-batch diagnostics from ``(B,)`` tensors (pairwise; for k responses pass best/worst).
 
     Example (hand-computed, B = 2): chosen_logps = [-2, -6], lengths [2, 3]; rejected_logps = [-3, -4],
     lengths [1, 4]; rewards chosen [1, 0], rejected [0, 1]; losses [0.5, 1.5]:
     loss = 1.0; rewards/chosen = 0.5, rewards/rejected = 0.5, rewards/margins = 0, accuracies = 0.5;
-    logps/chosen = -4, logps/rejected = -3.5; lnorm/chosen = [-1, -2] (mean -1.5),
-    lnorm/rejected = [-3, -1] (mean -2), lnorm/margin = [2, -1] (mean 0.5).
+    logps_sum/chosen = -4, logps_sum/rejected = -3.5; lnorm/chosen = [-1, -2] (mean -1.5),
+    lnorm/rejected = [-3, -1] (mean -2), lnorm/margin = [2, -1] (mean 0.5). ``logps/chosen`` /
+    ``logps/rejected`` are -4 / -3.5 with ``logps="sum"`` and -1.5 / -2 with ``logps="token_mean"``
+    (see the module docstring).
     """
+    if logps not in ("sum", "token_mean"):
+        raise ValueError(f"logps must be 'sum' or 'token_mean', got {logps!r}")
     f = torch.float64
     cl, rl = chosen_logps.detach().to(f), rejected_logps.detach().to(f)
     cr, rr = chosen_rewards.detach().to(f), rejected_rewards.detach().to(f)
@@ -93,8 +112,10 @@ def preference_metrics(*, chosen_logps: torch.Tensor, rejected_logps: torch.Tens
         "rewards/rejected": rr.mean().item(),
         "rewards/margins": (cr - rr).mean().item(),
         "rewards/accuracies": (cr > rr).to(f).mean().item(),
-        "logps/chosen": cl.mean().item(),
-        "logps/rejected": rl.mean().item(),
+        "logps/chosen": (cl if logps == "sum" else ln_c).mean().item(),
+        "logps/rejected": (rl if logps == "sum" else ln_r).mean().item(),
+        "logps_sum/chosen": cl.mean().item(),
+        "logps_sum/rejected": rl.mean().item(),
     }
     for name, vals in (("lnorm/chosen", ln_c), ("lnorm/rejected", ln_r), ("lnorm/margin", ln_c - ln_r)):
         for stat, value in robust_summary(vals).items():
@@ -116,6 +137,36 @@ def kl_estimates(log_ratios: torch.Tensor, num_tokens: float) -> dict[str, float
     k3 = torch.exp(-d.clamp(min=-50.0)) - 1.0 + d
     return {"kl/seq_k1": d.mean().item(), "kl/seq_k3": k3.mean().item(),
             "kl/token_k1": d.sum().item() / max(num_tokens, 1.0)}
+
+
+def logps_reduction(*, length_normalized: bool, uses_reference: bool) -> LogpsReduction:
+    """What ``logps/*`` means for a loss: ``"token_mean"`` for a length-normalised reference-free loss (TRL
+    CPOTrainer's ``simpo`` / ``ipo`` / ``alphapo``), else ``"sum"`` (TRL DPOTrainer, every loss)."""
+    return "token_mean" if length_normalized and not uses_reference else "sum"
+
+
+def probe_metrics(*, chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, chosen_lengths: torch.Tensor,
+                  rejected_lengths: torch.Tensor) -> dict[str, float]:
+    """``probe/*`` metrics of a fixed probe set from its ``(N,)`` summed log-probs and lengths.
+
+    ``probe/chosen_lnorm`` = mean of ``logp(y_w) / |y_w|``, ``probe/rejected_lnorm`` = mean of
+    ``logp(y_l) / |y_l|``, ``probe/margin_lnorm`` = mean of their per-pair difference; each also with
+    ``/q1``, ``/median``, ``/q3``, ``/min``, ``/max`` (:func:`robust_summary`).
+
+    Example (hand-computed, N = 3): chosen_logps = [-2, -6, -3], lengths [2, 3, 1]; rejected_logps =
+    [-3, -4, -8], lengths [1, 4, 2] -> chosen_lnorm = [-1, -2, -3] (mean -2), rejected_lnorm =
+    [-3, -1, -4] (mean -8/3), margin = [2, -1, 1] (mean 2/3; sorted [-1, 1, 2]: q1 = 0, median 1,
+    q3 = 1.5).
+    """
+    f = torch.float64
+    ln_c = chosen_logps.detach().to(f) / chosen_lengths.detach().to(f)
+    ln_r = rejected_logps.detach().to(f) / rejected_lengths.detach().to(f)
+    out: dict[str, float] = {}
+    for key, vals in zip(PROBE_KEYS, (ln_c, ln_r, ln_c - ln_r)):
+        summary = robust_summary(vals)
+        out[key] = summary.pop("mean")
+        out.update({f"{key}/{stat}": value for stat, value in summary.items()})
+    return out
 
 
 def all_finite(metrics: dict[str, float]) -> bool:
@@ -144,9 +195,9 @@ class MetricWindow:
         return {k: torch.cat(v) for k, v in self.stats.items()}
 
 
-def window_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+def window_metrics(stats: dict[str, torch.Tensor], *, logps: LogpsReduction = "sum") -> dict[str, float]:
     """:func:`preference_metrics` of the per-example stats a window (or an eval pass) collected."""
     return preference_metrics(**{k: stats[k] for k in (
         "chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths", "chosen_rewards",
         "rejected_rewards", "losses")}, ref_chosen_logps=stats.get("ref_chosen_logps"),
-        ref_rejected_logps=stats.get("ref_rejected_logps"))
+        ref_rejected_logps=stats.get("ref_rejected_logps"), logps=logps)

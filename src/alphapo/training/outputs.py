@@ -83,7 +83,7 @@ class MetricsLogger:
             fh.write(json.dumps(record, allow_nan=False) + "\n")
         if self._tensorboard_dir is not None:
             self._open_writer()
-        scalars = {(k if k.startswith("eval/") else f"train/{k}"): v for k, v in record.items()
+        scalars = {(k if k.startswith(("eval/", "probe/")) else f"train/{k}"): v for k, v in record.items()
                    if isinstance(v, (int, float)) and k not in ("step", "epoch")}
         if self.writer is not None:
             for tag, v in scalars.items():
@@ -136,9 +136,10 @@ def loss_hyperparameters_used(config: TrainConfig) -> dict[str, Any]:
             if name in config.loss.params or p.default is not inspect.Parameter.empty}
 
 
-def model_card(config: TrainConfig, *, step: int, train_metrics: dict, eval_metrics: dict) -> str:
+def model_card(config: TrainConfig, *, step: int, train_metrics: dict, eval_metrics: dict,
+               probe_metrics: dict | None = None) -> str:
     """A short README.md: base model, loss, every hyper-parameter the loss used (defaults included),
-    optimisation, final metrics."""
+    optimisation, final metrics (with a probe set: its length-normalised margin and quartiles at the end)."""
     t = config.train
     hp = ", ".join(f"{k}={v}" for k, v in loss_hyperparameters_used(config).items()) or "none"
     lines = [
@@ -160,6 +161,10 @@ def model_card(config: TrainConfig, *, step: int, train_metrics: dict, eval_metr
         for k, v in source.items():
             if k.removeprefix("eval/") in keys and isinstance(v, float):
                 lines.append(f"| {k if k.startswith('eval/') else 'train/' + k} | {v:.6g} |")
+    for k in PROBE_CARD_KEYS:
+        v = (probe_metrics or {}).get(k)
+        if isinstance(v, float):
+            lines.append(f"| {k} | {v:.6g} |")
     lines += ["", "Full resolved config: `config.yaml` of the run; curves: `alphapo plot-run OUT`.", ""]
     return "\n".join(lines)
 
@@ -255,6 +260,10 @@ def clear_previous_run(out: Path) -> None:
             path.unlink()
 
 
+PROBE_CARD_KEYS = ("probe/chosen_lnorm", "probe/rejected_lnorm", "probe/margin_lnorm", "probe/margin_lnorm/q1",
+                   "probe/margin_lnorm/median", "probe/margin_lnorm/q3")
+"""The probe metrics of the end of training in the model card (AlphaPO Figure 13's margin quartiles)."""
+
 LINE_KEYS = (("loss", "loss", ".4f"), ("rewards/accuracies", "acc", ".3f"), ("rewards/margins", "margin", ".4f"),
              ("learning_rate", "lr", ".3g"), ("grad_norm", "grad_norm", ".4g"), ("tokens_per_second", "tok/s", ".0f"))
 
@@ -262,7 +271,14 @@ LINE_KEYS = (("loss", "loss", ".4f"), ("rewards/accuracies", "acc", ".3f"), ("re
 def metric_line(record: dict[str, Any], total_steps: int) -> str:
     """The one line printed per logged record, e.g.
     ``alphapo train: step 3/10 loss 0.6931 acc 0.500 margin 0.0012 lr 1e-06 grad_norm 0.1234 tok/s 812``
-    (eval records: ``eval step 3/10 loss ... acc ... margin ...``)."""
+    (eval records: ``eval step 3/10 loss ... acc ... margin ...``; probe records:
+    ``probe step 3/10 chosen_lnorm -1.234 rejected_lnorm -2.345 margin_lnorm 1.111``)."""
+    if record.get("split") == "probe":
+        parts = [f"alphapo train: probe step {record['step']}/{total_steps}"]
+        for key in ("probe/chosen_lnorm", "probe/rejected_lnorm", "probe/margin_lnorm"):
+            if isinstance(record.get(key), (int, float)):
+                parts.append(f"{key.removeprefix('probe/')} {record[key]:.4f}")
+        return " ".join(parts)
     prefix = "eval/" if record.get("split") == "eval" else ""
     parts = [f"alphapo train: {'eval ' if prefix else ''}step {record['step']}/{total_steps}"]
     for key, label, fmt in LINE_KEYS:

@@ -7,13 +7,16 @@ shaded band between the first and third quartiles and thin dashed min/max lines 
 ``metrics.py``). Files written to ``OUT/plots/`` (or ``--out``):
 
 - ``lnorm_train.png``, ``lnorm_eval.png`` (when the run evaluated): the Figure 2 panels;
+- ``lnorm_probe.png`` (when the run had a probe set, ``diagnostics.probe_size``): the same panels for the
+  fixed probe set (``probe/*`` records, from step 0), the displacement curve of Figure 2;
 - ``training.png``: loss, reward margins and accuracies, summed logps, KL estimates, grad norm,
   learning rate and tokens/s, train and eval overlaid.
 
 With several runs (``alphapo plot-run OUT_a OUT_b ... --out DIR``), e.g. one per alpha as in the paper,
 ``compare_lnorm.png`` puts them side by side the way Figure 2 does: a grid with one column per quantity
 (preferred, dispreferred, margin), one row per statistic (mean, q1, median, q3, min, max) and one line
-per run, labelled from the run's ``config.yaml`` (loss name and its hyper-parameters). Each run's own
+per run, labelled from the run's ``config.yaml`` (loss name and its hyper-parameters); when every run had
+a probe set, ``compare_lnorm_probe.png`` does the same for the probe curves. Each run's own
 PNGs then go to ``DIR/<run folder name>/`` (without ``--out``: each run's ``plots/``, and the comparison
 into the first run's). PNGs are written with ``alphapo.io.write_png_atomic``.
 """
@@ -29,7 +32,7 @@ from alphapo.io import write_png_atomic
 _QUANTITIES = (("chosen", "preferred  (1/|y_w|) log pi_w"), ("rejected", "dispreferred  (1/|y_l|) log pi_l"),
                ("margin", "margin"))
 _PANELS = (("loss", "loss"), ("rewards/margins", "reward margin"), ("rewards/accuracies", "reward accuracy"),
-           ("logps/chosen", "logps chosen (sum)"), ("logps/rejected", "logps rejected (sum)"),
+           ("logps_sum/chosen", "logps chosen (sum)"), ("logps_sum/rejected", "logps rejected (sum)"),
            ("kl/seq_k1", "KL(pi||ref) k1 per response"), ("grad_norm", "grad norm"),
            ("learning_rate", "learning rate"), ("tokens_per_second", "tokens / s"))
 
@@ -55,6 +58,15 @@ def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def lnorm_key(prefix: str, name: str, stat: str) -> str:
+    """The metric holding ``stat`` of quantity ``name`` (chosen / rejected / margin): ``lnorm/chosen/q1``,
+    ``eval/lnorm/chosen/q1``; for the probe set (``prefix="probe/"``) ``probe/chosen_lnorm/q1``, and the
+    bare ``probe/chosen_lnorm`` for the mean."""
+    if prefix == "probe/":
+        return f"probe/{name}_lnorm" if stat == "mean" else f"probe/{name}_lnorm/{stat}"
+    return f"{prefix}lnorm/{name}/{stat}"
+
+
 def _lnorm_figure(records: list[dict], prefix: str, title: str, path: Path) -> Path:
     import matplotlib
 
@@ -63,13 +75,12 @@ def _lnorm_figure(records: list[dict], prefix: str, title: str, path: Path) -> P
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, (name, label) in zip(axes, _QUANTITIES):
-        key = f"{prefix}lnorm/{name}"
-        x, mean = _series(records, f"{key}/mean")
-        _, q1 = _series(records, f"{key}/q1")
-        _, med = _series(records, f"{key}/median")
-        _, q3 = _series(records, f"{key}/q3")
-        _, lo = _series(records, f"{key}/min")
-        _, hi = _series(records, f"{key}/max")
+        x, mean = _series(records, lnorm_key(prefix, name, "mean"))
+        _, q1 = _series(records, lnorm_key(prefix, name, "q1"))
+        _, med = _series(records, lnorm_key(prefix, name, "median"))
+        _, q3 = _series(records, lnorm_key(prefix, name, "q3"))
+        _, lo = _series(records, lnorm_key(prefix, name, "min"))
+        _, hi = _series(records, lnorm_key(prefix, name, "max"))
         if x:
             ax.fill_between(x, q1, q3, alpha=0.25, color="C0", label="q1-q3")
             ax.plot(x, mean, color="C0", lw=1.8, label="mean")
@@ -135,14 +146,14 @@ def plot_compare(run_dirs: list[str | Path], out_dir: str | Path, split: str = "
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    prefix = "" if split == "train" else "eval/"
+    prefix = {"train": "", "eval": "eval/", "probe": "probe/"}[split]
     stats = ("mean", "q1", "median", "q3", "min", "max")
     fig, axes = plt.subplots(len(stats), 3, figsize=(15, 2.6 * len(stats)), sharex=True)
     for n, run in enumerate(run_dirs):
         records = [r for r in read_metrics(run) if r.get("split") == split]
         for col, (name, label) in enumerate(_QUANTITIES):
             for row, stat in enumerate(stats):
-                x, y = _series(records, f"{prefix}lnorm/{name}/{stat}")
+                x, y = _series(records, lnorm_key(prefix, name, stat))
                 ax = axes[row, col]
                 ax.plot(x, y, color=f"C{n}", lw=1.3, label=run_label(run) if row == col == 0 else None)
                 if row == 0:
@@ -156,7 +167,7 @@ def plot_compare(run_dirs: list[str | Path], out_dir: str | Path, split: str = "
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"compare_lnorm{'' if split == 'train' else '_eval'}.png"
+    path = out / f"compare_lnorm{'' if split == 'train' else '_' + split}.png"
     write_png_atomic(fig, path, dpi=100)
     plt.close(fig)
     return path
@@ -169,6 +180,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     out.mkdir(parents=True, exist_ok=True)
     train = [r for r in records if r.get("split") == "train"]
     evals = [r for r in records if r.get("split") == "eval"]
+    probes = [r for r in records if r.get("split") == "probe"]
     name = Path(run_dir).resolve().name
     paths = []
     if train:
@@ -177,6 +189,10 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     if evals:
         paths.append(_lnorm_figure(evals, "eval/", f"{name}: length-normalised log-likelihoods (eval split)",
                                    out / "lnorm_eval.png"))
+    if probes:
+        size = probes[-1].get("probe/size", "?")
+        paths.append(_lnorm_figure(probes, "probe/", f"{name}: length-normalised log-likelihoods (fixed probe "
+                                   f"set of {size} pairs)", out / "lnorm_probe.png"))
     paths.append(_training_figure(train, evals, out / "training.png"))
     return paths
 
@@ -196,4 +212,6 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> 
     for run in runs:
         paths += plot_run(run, out_dir=Path(out_dir) / run.name if out_dir else None)
     paths.append(plot_compare(runs, out_dir if out_dir else runs[0] / "plots"))
+    if all(any(r.get("split") == "probe" for r in read_metrics(run)) for run in runs):
+        paths.append(plot_compare(runs, out_dir if out_dir else runs[0] / "plots", split="probe"))
     return paths

@@ -8,9 +8,10 @@
    recover a save killed midway, refuse a folder holding a run unless ``resume`` / ``overwrite``;
 2. :func:`prepare_data`: load + tokenise the data (``alphapo.data``), hold out an eval split, convert
    between pairs and k responses for the loss, check scores exist if needed;
-3. :func:`prepare_reference`: if the loss needs reference log-probs, read them from the on-disk cache,
-   or load the reference model, compute them once, cache them and free the model (``reference.py``);
-   reference-free losses skip this;
+3. :func:`prepare_reference`: if the loss needs reference log-probs, or ``diagnostics.reference_kl``
+   asks for the ``kl/*`` metrics, read them from the on-disk cache, or load the reference model, compute
+   them once, cache them and free the model (``reference.py``); reference-free losses skip this (with
+   ``reference_kl`` they get the values for the metrics only: never as loss inputs);
 4. :func:`load_policy` (optionally LoRA, gradient checkpointing) and :func:`prepare_optimizer`: AdamW
    (``optim.py``: fused kernel unless sharded; float32 master weights unless ``model.dtype`` asks for
    16-bit ones), warmup + cosine schedule, ``accelerator.prepare``;
@@ -23,7 +24,9 @@
    mean; gradients are clipped, AdamW steps, the schedule steps. Every ``logging_steps``: diagnostics
    (``metrics.py``) to ``OUT/metrics.jsonl``, TensorBoard, trackers and one line on stderr
    (:func:`flush`); every ``eval_steps``: the same on the eval split (:func:`evaluate`), keeping
-   ``OUT/best/`` by ``logging.best_metric``; every ``save_steps``: an atomic checkpoint
+   ``OUT/best/`` by ``logging.best_metric``; with ``diagnostics.probe_size``, before the first step,
+   every ``diagnostics.probe_steps`` and at the end: the fixed probe set's length-normalised
+   log-likelihoods (:func:`probe`, ``probe/*`` records); every ``save_steps``: an atomic checkpoint
    (``checkpoint.py``; the engine's own under FSDP / DeepSpeed). SIGINT / SIGTERM end the current step,
    save a checkpoint and stop (:class:`TrainingInterrupted`);
 7. :func:`finish`: the final model (LoRA: the adapter, and merged) with tokenizer and a model card goes
@@ -57,7 +60,7 @@ from typing import Any
 import torch
 
 from alphapo.errors import AlphapoError, UserError
-from alphapo.losses.contract import REFERENCE_INPUTS, loss_inputs
+from alphapo.losses.contract import REFERENCE_INPUTS, length_normalized, loss_inputs
 from alphapo.training import checkpoint as ckpt
 from alphapo.training.config import (
     TrainConfig,
@@ -80,7 +83,13 @@ from alphapo.training.data import (
     steps_per_epoch,
 )
 from alphapo.training.logps import accepts_logits_to_keep, collate_sequences, sequence_logps
-from alphapo.training.metrics import MetricWindow, window_metrics
+from alphapo.training.metrics import (
+    LogpsReduction,
+    MetricWindow,
+    logps_reduction,
+    probe_metrics,
+    window_metrics,
+)
 from alphapo.training.optim import (
     KAHAN_NOTE,
     KahanAdamW,
@@ -129,11 +138,16 @@ class TrainResult:
     eval_metrics: dict[str, float] = field(default_factory=dict)  # the last eval record
     best_metric: float | None = None
     best_step: int | None = None
+    probe_metrics: dict[str, float] = field(default_factory=dict)  # the last probe record (end of training)
 
 
 @dataclass
 class LossSpec:
-    """The loss callable, its hyper-parameters and the inputs it takes."""
+    """The loss callable, its hyper-parameters, the inputs it is given and what ``logps/*`` means for it.
+
+    ``accepted`` holds reference inputs only when the loss needs them, so reference log-probs loaded for
+    the ``kl/*`` diagnostics alone (``diagnostics.reference_kl``) never reach the loss.
+    """
 
     fn: Any
     hparams: dict[str, Any]
@@ -141,6 +155,7 @@ class LossSpec:
     required: frozenset[str]
     multi: bool
     need_ref: bool
+    logps: LogpsReduction = "sum"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,8 +284,9 @@ def resolve_loss(config: TrainConfig) -> LossSpec:
     accepted, required = loss_inputs(fn, hparams)  # from the loss's declarations, never a trial call
     multi = bool(getattr(fn, "multi_response", False))
     need_ref = bool(required & REFERENCE_INPUTS)
-    return LossSpec(fn=fn, hparams=hparams, accepted=accepted, required=required, multi=multi,
-                    need_ref=need_ref)
+    logps = logps_reduction(length_normalized=length_normalized(fn), uses_reference=need_ref)
+    return LossSpec(fn=fn, hparams=hparams, accepted=accepted if need_ref else accepted - REFERENCE_INPUTS,
+                    required=required, multi=multi, need_ref=need_ref, logps=logps)
 
 
 def start_accelerator(config: TrainConfig):
@@ -363,8 +379,9 @@ def _load_model(name_or_path: str, config: TrainConfig):
 
 
 def prepare_reference(config: TrainConfig, spec: LossSpec, train_ex, eval_ex, *, pad_id: int, accelerator):
-    """(train, eval) reference log-probs when the loss needs them, else (None, None)."""
-    if not spec.need_ref:
+    """(train, eval) reference log-probs when the loss needs them or ``diagnostics.reference_kl`` asks
+    for the ``kl/*`` metrics, else (None, None)."""
+    if not (spec.need_ref or config.diagnostics.reference_kl):
         return None, None
     from alphapo.training.reference import cached_reference_logps
 
@@ -479,6 +496,8 @@ class Run:
     window: MetricWindow = field(default_factory=lambda: MetricWindow())
     last_train: dict[str, float] = field(default_factory=dict)
     last_eval: dict[str, float] = field(default_factory=dict)
+    probe_ex: list[dict] = field(default_factory=list)  # the fixed probe set (diagnostics.probe_size)
+    last_probe: dict[str, float] = field(default_factory=dict)
     bar: Any = None
 
     def __post_init__(self):
@@ -506,6 +525,10 @@ def _scaler_state(accelerator) -> dict | None:
             for k, v in accelerator.scaler.state_dict().items()}
 
 
+def _without_diagnostics(tree: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in tree.items() if k != "diagnostics"}
+
+
 def resume_from_checkpoint(run: Run) -> None:
     """With ``resume=true``: restore the newest intact checkpoint (refusing a changed config) and cut
     ``metrics.jsonl`` back to it; otherwise remove what an earlier run left (``overwrite=true``). Then
@@ -518,7 +541,10 @@ def resume_from_checkpoint(run: Run) -> None:
             save_config(config, run.out / "config.yaml")
         accelerator.wait_for_everyone()
         return
-    changed = ckpt.resume_conflicts(ckpt.read_trainer_state(latest).get("config", {}), to_dict(config))
+    # diagnostics.* never change what is trained (tested bit for bit), so a resumed run may add or drop them
+    # (and resume a checkpoint written before the section existed)
+    changed = ckpt.resume_conflicts(_without_diagnostics(ckpt.read_trainer_state(latest).get("config", {})),
+                                    _without_diagnostics(to_dict(config)))
     if changed:
         raise UserError(f"cannot resume from {latest}: the config changed in {changed}; exact resume "
                         f"needs the same data, loss, model and optimisation settings")
@@ -551,7 +577,7 @@ def flush(run: Run, step: int) -> None:
     stats = _gather_stats(accelerator, win.tensors())
     tokens = _sum_across(accelerator, float(win.tokens))
     rec = {"step": step, "epoch": step / run.schedule.steps_per_epoch, "split": "train",
-           **window_metrics(stats), "grad_norm": sum(win.grad_norms) / len(win.grad_norms),
+           **window_metrics(stats, logps=run.spec.logps), "grad_norm": sum(win.grad_norms) / len(win.grad_norms),
            "learning_rate": win.lr, "tokens_per_second": tokens / max(win.seconds, 1e-9),
            "steps_per_second": win.steps / max(win.seconds, 1e-9)}
     _log(run, rec)
@@ -586,10 +612,72 @@ def evaluate(run: Run, step: int) -> dict[str, float]:
     stats = {k: torch.cat([p[k] for p in parts]) if parts else torch.zeros(0) for k in (parts[0] if parts else {})}
     stats = _gather_stats(accelerator, stats)
     rec = {"step": step, "epoch": step / run.schedule.steps_per_epoch, "split": "eval",
-           **{f"eval/{k}": v for k, v in window_metrics(stats).items()}}
+           **{f"eval/{k}": v for k, v in window_metrics(stats, logps=run.spec.logps).items()}}
     _log(run, rec)
     run.last_eval = rec
     return rec
+
+
+def probe_set(config: TrainConfig, train_ex: list[dict], eval_ex: list[dict], accelerator) -> list[dict]:
+    """The fixed probe set: the first ``diagnostics.probe_size`` examples of the eval split (else of the
+    training set), in their order there, so every run on the same data and seed probes the same pairs."""
+    size = config.diagnostics.probe_size
+    if size is None:
+        return []
+    source, where = (eval_ex, "eval split") if eval_ex else (train_ex, "training set")
+    if len(source) < size:
+        _note(accelerator, f"diagnostics.probe_size={size} but the {where} has {len(source)} examples; "
+                           f"probing all {len(source)}")
+    return source[:size]
+
+
+def probe_pairs(examples: list[dict]) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """(prompts, chosen, rejected) token ids of probe examples; for k responses the best- and worst-scored
+    ones (the first maximum / minimum, as the trainer's per-example stats)."""
+    prompts, chosen, rejected = [], [], []
+    for ex in examples:
+        prompts.append(ex["prompt_input_ids"])
+        if is_multi(ex):
+            scores = ex["scores"]
+            chosen.append(ex["responses_input_ids"][scores.index(max(scores))])
+            rejected.append(ex["responses_input_ids"][scores.index(min(scores))])
+        else:
+            chosen.append(ex["chosen_input_ids"])
+            rejected.append(ex["rejected_input_ids"])
+    return prompts, chosen, rejected
+
+
+def probe(run: Run, step: int) -> dict[str, float]:
+    """Log the ``probe/*`` metrics (``metrics.probe_metrics``) of the policy after ``step`` optimizer
+    steps on the fixed probe set: eval mode (no dropout), no gradients, the model back in training mode
+    afterwards. Nothing random is drawn, so training is the same with and without probes."""
+    accelerator, bs = run.accelerator, run.config.train.per_device_batch_size
+    mine = list(range(accelerator.process_index, len(run.probe_ex), accelerator.num_processes))
+    keys = ("chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths")
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    run.model.eval()
+    try:
+        with torch.no_grad():
+            for s in range(0, len(mine), bs):
+                prompts, chosen, rejected = probe_pairs([run.probe_ex[i] for i in mine[s: s + bs]])
+                logps, lengths = sequence_logps(run.model, collate_sequences(prompts * 2, chosen + rejected,
+                                                                             run.pad_id), trim=run.trim)
+                b = len(prompts)
+                for key, value in zip(keys, (logps[:b], logps[b:], lengths[:b], lengths[b:])):
+                    parts[key].append(value.detach().float().cpu())
+    finally:
+        run.model.train()
+    stats = _gather_stats(accelerator, {k: torch.cat(v) if v else torch.zeros(0) for k, v in parts.items()})
+    rec = {"step": step, "epoch": step / run.schedule.steps_per_epoch, "split": "probe",
+           "probe/size": len(run.probe_ex), **probe_metrics(**stats)}
+    _log(run, rec)
+    run.last_probe = rec
+    return rec
+
+
+def probe_interval(config: TrainConfig) -> int:
+    """Optimizer steps between probe passes: ``diagnostics.probe_steps``, else ``logging.logging_steps``."""
+    return config.diagnostics.probe_steps or config.logging.logging_steps
 
 
 def keep_best(run: Run, step: int, rec: dict[str, float]) -> None:
@@ -770,11 +858,15 @@ def training_loop(run: Run) -> int:
     run.bar = tqdm(total=run.schedule.total_steps, initial=run.global_step, desc=f"train {config.loss.name}",
                    disable=not (config.logging.progress_bar and accelerator.is_main_process), dynamic_ncols=True)
     try:
+        if run.probe_ex and run.global_step == 0:
+            probe(run, 0)  # the curve starts at the initial policy
         with StopSignals() as stop:
             step = run_steps(run, stop)
         flush(run, step)
         if run.eval_ex:
             keep_best(run, step, evaluate(run, step))
+        if run.probe_ex and run.last_probe.get("step") != step:
+            probe(run, step)  # the end of training (AlphaPO Figure 13's margin quartiles)
     finally:
         run.bar.close()
         run.logger.close()
@@ -802,6 +894,8 @@ def run_steps(run: Run, stop: StopSignals) -> int:
                 flush(run, step)
             if run.eval_ex and lg.eval_steps and step % lg.eval_steps == 0 and step < sched.total_steps:
                 keep_best(run, step, evaluate(run, step))
+            if run.probe_ex and step % probe_interval(run.config) == 0:
+                probe(run, step)
             if lg.save_steps and step % lg.save_steps == 0 and step < sched.total_steps:
                 save_checkpoint(run, step)
             reason = _stop_reason(run, stop) if step < sched.total_steps else None
@@ -817,7 +911,8 @@ def finish(run: Run, step: int) -> TrainResult:
     final = run.out / "final"
     final_model = accelerator.unwrap_model(run.model)
     full_state = None
-    card = model_card(config, step=step, train_metrics=run.last_train, eval_metrics=run.last_eval)
+    card = model_card(config, step=step, train_metrics=run.last_train, eval_metrics=run.last_eval,
+                      probe_metrics=run.last_probe)
     if config.model.lora.enabled:
         if accelerator.is_main_process:
             with write_errors(run.out / "adapter", kept="no adapter was written"):
@@ -833,7 +928,8 @@ def finish(run: Run, step: int) -> TrainResult:
             save_for_inference(final_model, run.tokenizer, final, card=card, state_dict=full_state)
     accelerator.wait_for_everyone()
     return TrainResult(output_dir=run.out, final_dir=final, global_step=step, train_metrics=run.last_train,
-                       eval_metrics=run.last_eval, best_metric=run.best_metric, best_step=run.best_step)
+                       eval_metrics=run.last_eval, best_metric=run.best_metric, best_step=run.best_step,
+                       probe_metrics=run.last_probe)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -860,7 +956,8 @@ def train(config: TrainConfig) -> TrainResult:
         model, optimizer, scheduler = prepare_optimizer(config, model, accelerator, schedule)
         run = Run(config=config, accelerator=accelerator, spec=spec, tokenizer=tokenizer, trim=trim,
                   train_ex=train_ex, eval_ex=eval_ex, train_ref=train_ref, eval_ref=eval_ref, model=model,
-                  optimizer=optimizer, scheduler=scheduler, schedule=schedule)
+                  optimizer=optimizer, scheduler=scheduler, schedule=schedule,
+                  probe_ex=probe_set(config, train_ex, eval_ex, accelerator))
         resume_from_checkpoint(run)
         step = training_loop(run)
         return finish(run, step)
