@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alphapo.experiments.cli import main
+from alphapo.cli import main
 from alphapo.experiments.recipe import load_recipe, parse_recipe
 from alphapo.experiments.runner import run_experiment
 

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 import alphapo
+from alphapo.cli import main
 from alphapo.errors import UserError
-from alphapo.experiments.cli import main
 from alphapo.experiments.recipe import expand_grid, parse_recipe
 from alphapo.experiments.registry import Param, register_job, register_stage
 from alphapo.experiments.runner import run_experiment
@@ -119,7 +119,7 @@ def test_resume_after_sigkill_mid_grid(tmp_path):
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(Path(alphapo.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "alphapo.experiments.cli", "experiment", str(path), "--out", str(out),
+    cmd = [sys.executable, "-m", "alphapo.cli", "experiment", str(path), "--out", str(out),
            "--jobs", "2", "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60

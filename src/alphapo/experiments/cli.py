@@ -15,7 +15,6 @@ adds the two commands to the ``alphapo`` parser; ``main(argv)`` runs them standa
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -63,25 +62,3 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
               f"{summary['report']} {rep['mean']:.4g}")
     print(f"alphapo sweep: {summary['n_runs']} runs; report in {args.out}/sweep.md")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``experiment`` or ``sweep`` without the top-level ``alphapo`` parser."""
-    from alphapo.errors import AlphapoError
-
-    parser = argparse.ArgumentParser(prog="alphapo")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    register(sub)
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except AlphapoError as err:
-        print(f"alphapo {args.command}: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -114,9 +114,9 @@ def _greedy(model, tokenizer, prompts, params: dict) -> list[str]:
 
 @register_stage("toy_pairs", keys=PAIR_KEYS)
 def pairs_stage(params: dict, shared: dict, out_dir: Path) -> dict:
-    from alphapo.io import write_jsonl_atomic
     from alphapo.generation.pairs import generate_pairs
     from alphapo.generation.sampling import load_policy
+    from alphapo.io import write_jsonl_atomic
     from alphapo.toyworld import GoldJudge, ProxyJudge
 
     _torch_threads(params)

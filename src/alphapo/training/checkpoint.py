@@ -118,7 +118,6 @@ def save_checkpoint(ckpt_root: Path, step: int, *, model: torch.nn.Module, optim
     ckpt_root = Path(ckpt_root)
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:06d}"
-    final = ckpt_root / name
     tmp = make_temp_dir(ckpt_root, f".tmp-{name}-")
     try:
         save_file(trainable_state(model), tmp / "model.safetensors")
@@ -129,9 +128,22 @@ def save_checkpoint(ckpt_root: Path, step: int, *, model: torch.nn.Module, optim
         sizes = {f: (tmp / f).stat().st_size for f in TENSOR_FILES}  # lets a resume detect truncation
         state = {"step": step, "trainer": trainer_state, "optimizer": opt_meta, "scheduler": sched,
                  "files": sizes, "complete": True}
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _commit(ckpt_root, tmp, name, state, keep=keep, protect=protect)
+
+
+def _commit(ckpt_root: Path, tmp: Path, name: str, state: dict[str, Any], *, keep: int,
+            protect: tuple[str, ...] = ()) -> Path:
+    """Write ``state.json`` into the filled temp folder ``tmp``, fsync every file, rename it to ``name``
+    (replacing a re-save of the same step), point ``latest`` at it and prune older checkpoints."""
+    final = ckpt_root / name
+    try:
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        for f in tmp.iterdir():
-            fsync_file(f)
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                fsync_file(f)
         fsync_dir(tmp)
         if final.exists():  # a re-save of the same step (e.g. after resume): replace it
             shutil.rmtree(final)
@@ -158,26 +170,10 @@ def commit_engine_checkpoint(ckpt_root: Path, step: int, *, scheduler, trainer_s
     point ``latest`` at it, prune. Main process only, after a barrier."""
     ckpt_root = Path(ckpt_root)
     name = f"step-{step:06d}"
-    tmp, final = engine_temp_dir(ckpt_root, step), ckpt_root / name
-    try:
-        sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-        state = {"step": step, "trainer": trainer_state, "scheduler": sched, "format": ENGINE_FORMAT,
-                 "complete": True}
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                fsync_file(f)
-        fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        fsync_dir(ckpt_root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    atomic_write_text(ckpt_root / "latest", name + "\n")
-    _prune(ckpt_root, keep=keep, protect=(name,))
-    return final
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    state = {"step": step, "trainer": trainer_state, "scheduler": sched, "format": ENGINE_FORMAT,
+             "complete": True}
+    return _commit(ckpt_root, engine_temp_dir(ckpt_root, step), name, state, keep=keep)
 
 
 def is_engine_checkpoint(path: Path) -> bool:
