@@ -41,9 +41,10 @@ class ToySFTConfig:
 
     seed: int = 0
     n_train: int = 4000  # training tasks, one teacher demonstration each
-    n_heldout: int = 500  # held-out tasks (never trained on; used by evaluation)
-    p_error: float = 0.6  # teacher corrupts the answer with this probability
-    p_verbose: float = 0.5  # teacher wraps the answer in filler with this probability
+    n_heldout: int = 2000  # held-out tasks (never trained on; used by evaluation)
+    p_error: float = 0.55  # teacher's answer is wrong with this probability
+    p_systematic: float = 0.8  # share of the wrong answers that are the task's systematic mistake
+    p_verbose: float = 0.5  # teacher wraps the answer in filler with this probability (independent of errors)
     hidden_size: int = 96
     layers: int = 2
     heads: int = 4
@@ -69,11 +70,13 @@ class ToySFTConfig:
         return cls(**values)
 
 
-def demonstrations(tasks: list[Task], seed: int, *, p_error: float, p_verbose: float) -> list[dict]:
+def demonstrations(tasks: list[Task], seed: int, *, p_error: float, p_verbose: float,
+                   p_systematic: float = 0.0) -> list[dict]:
     """One noisy-teacher demonstration per task: ``{"prompt": messages, "response": str}``."""
     rng = random.Random(f"toyworld-teacher-{seed}")
-    return [{"prompt": t.messages(), "response": teacher_response(t, rng, p_error=p_error,
-                                                                    p_verbose=p_verbose)} for t in tasks]
+    return [{"prompt": t.messages(),
+             "response": teacher_response(t, rng, p_error=p_error, p_systematic=p_systematic, p_verbose=p_verbose)}
+            for t in tasks]
 
 
 def encode_example(tokenizer, prompt: list[dict], response: str) -> tuple[list[int], list[int]]:
@@ -122,7 +125,8 @@ def train_sft(config: ToySFTConfig, out_dir: str | Path, *, progress: bool = Tru
     try:
         tokenizer = build_toy_tokenizer()
         train_tasks, _ = split_tasks(config.seed, config.n_train, config.n_heldout)
-        demos = demonstrations(train_tasks, config.seed, p_error=config.p_error, p_verbose=config.p_verbose)
+        demos = demonstrations(train_tasks, config.seed, p_error=config.p_error, p_verbose=config.p_verbose,
+                               p_systematic=config.p_systematic)
         encoded = [encode_example(tokenizer, d["prompt"], d["response"]) for d in demos]
         model = build_policy(tokenizer, config)
         model.train()
