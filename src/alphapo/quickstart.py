@@ -318,7 +318,7 @@ def render_report(summary: dict) -> str:
         lines += _table(summary, "sampled")
     tg = sft["targets"]
     lines += ["", f"SFT policy on the same held-out prompts, {tg['k']} samples each at temperature "
-              f"{tg['temperature']}: mean gold score {tg['mean_gold_score']:.2f} (target 3.5..7), "
+              f"{tg['temperature']}: mean gold score {tg['mean_gold_score']:.2f}, "
               f"{tg['frac_spread_ge_2']:.0%} of prompts with best-minus-worst >= 2 (target >= 70%)."]
     lines += [
         "",
@@ -446,7 +446,7 @@ def _run(out: Path, config: QuickstartConfig) -> dict:
     ref_scores = {key: judge.score(eval_prompts, r) for key, r in ref.items()}
     ref_correctness = {key: [a["correctness"] for a in judge.score_attributes(eval_prompts, r)]
                        for key, r in ref.items()}
-    # the SFT targets: k = 5 samples at T = 0.8 per held-out prompt
+    # the toy world's SFT targets: k = 5 samples at T = 0.8 per held-out prompt
     targets = generate_responses(policy, tokenizer, eval_prompts, k=5, temperature=0.8,
                                  max_new_tokens=config.max_new_tokens, batch_size=100, seed=config.seed + 2,
                                  progress=False).responses

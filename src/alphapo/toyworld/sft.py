@@ -13,10 +13,11 @@
 Everything is seeded (task content, teacher noise, initialisation, batch order), so the same config
 gives the same weights on the same machine and thread count.
 
-The policy imitates a teacher that is wrong 60% of the time and verbose half the time, so its
-samples at temperature 0.8 vary in quality: the gold judge's best-minus-worst spread over 5 samples is
-what on-policy preference pairs learn from. ``measure_targets`` checks the issue's targets (mean gold
-score in [3.5, 7], >= 70% of held-out prompts with spread >= 2; ``alphapo toy check``).
+The policy imitates a teacher that is wrong 55% of the time (80% of its mistakes being the task type's
+systematic one, ``tasks.systematic_error``) and verbose half the time, so its samples at temperature 0.8
+vary in quality: the gold judge's best-minus-worst spread over 5 samples is what on-policy preference
+pairs learn from. ``measure_targets`` measures the SFT targets (mean gold score, share of held-out
+prompts with a spread >= 2, which should be at least 70%; ``alphapo toy check``).
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def save_pretrained_atomic(out_dir: str | Path, model, tokenizer, json_files: di
 
 def measure_targets(model_dir: str | Path, *, k: int = 5, temperature: float = 0.8, sample_seed: int = 1234,
                     seed: int | None = None, n_train: int | None = None, n_heldout: int | None = None) -> dict:
-    """The issue's SFT targets on held-out prompts: mean gold score and share of prompts with spread >= 2.
+    """The SFT targets on held-out prompts: mean gold score and share of prompts with spread >= 2.
 
     The task split (seed, n_train, n_heldout) is read from the policy's ``sft_summary.json``; pass them to
     override (or for a policy trained elsewhere). Sampling uses ``alphapo.generation.generate_responses``.
