@@ -9,6 +9,7 @@ import pytest
 from alphapo.quickstart import METHODS, QuickstartConfig, render_report, run_quickstart
 from alphapo.toyworld import GoldJudge, parse_task
 from alphapo.toyworld.sft import ToySFTConfig
+from alphapo.toyworld.tasks import TASK_TYPES, split_tasks
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_quickstart_writes_what_it_measured(tiny_run):
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     assert set(on_disk["methods"]) == set(METHODS) == {"dpo", "simpo", "alphapo"}
-    assert on_disk["methods"]["alphapo"]["params"]["alpha"] == 0.5
+    assert on_disk["methods"]["alphapo"]["params"]["alpha"] == 1.0
     for name, m in on_disk["methods"].items():
         for key in ("win_rate", "win_rate_ci", "lc_win_rate", "mean_gold_score", "mean_length"):
             assert key in m, (name, key)
@@ -56,13 +57,15 @@ def test_quickstart_writes_what_it_measured(tiny_run):
         assert " ".join(parse_task(ex["user"]).answer) == ex["answer"]
     # paired correctness gains: the mean of per-prompt differences is the difference of the means
     sft_corr = on_disk["sft"]["mean_correctness"]
+    _, heldout = split_tasks(1, 300, 40)
     for name, m in on_disk["methods"].items():
         assert m["correctness_gain"] == pytest.approx(m["mean_correctness"] - sft_corr)
         lo, hi = m["correctness_gain_ci"]
         assert lo <= m["correctness_gain"] <= hi
-        # per-task means, weighted by the 10 prompts per task type (4 types, 40 prompts), give the overall mean
-        assert set(m["per_task"]) == set(on_disk["sft"]["per_task"]) == {"sort", "count", "filter", "arithmetic"}
-        assert sum(m["per_task"].values()) / 4 == pytest.approx(m["mean_correctness"])
+        # per-task means, weighted by the number of prompts of each type, give the overall mean
+        assert set(m["per_task"]) == set(on_disk["sft"]["per_task"]) == set(TASK_TYPES)
+        weighted = sum(m["per_task"][t.kind] for t in heldout) / len(heldout)
+        assert weighted == pytest.approx(m["mean_correctness"])
         assert 0.0 <= m["lc_win_rate"] <= 1.0
     assert set(on_disk["method_differences"]) == {"dpo-simpo", "dpo-alphapo", "simpo-alphapo"}
     for key, d in on_disk["method_differences"].items():

@@ -12,10 +12,10 @@ task                  user message (example)                      reference answ
 ``arithmetic``        ``what is 7 pear plus 5 pear``              ``12``
 ====================  ==========================================  ===================
 
-``TASK_TYPES`` is the default mix: the tasks that the default tiny SFT policy learns to a greedy
-correctness of 0.9 or more from a clean teacher (measured numbers in the README's toy-world section).
-``ALL_TASK_TYPES`` adds the ones it does not; ``make_tasks(..., kinds=ALL_TASK_TYPES)`` still makes them
-and the judge still grades them. Arithmetic operands are 0..9 and the prompt names a unit item, so
+``TASK_TYPES`` is the default mix (sort, count, arithmetic): the tasks that the default tiny SFT policy
+learns to a greedy correctness of 0.9 or more from a clean teacher (measured numbers in the README's
+toy-world section). ``ALL_TASK_TYPES`` adds reverse and filter, which it did not learn reliably;
+``make_tasks(..., kinds=ALL_TASK_TYPES)`` still makes them and the judge still grades them. Arithmetic operands are 0..9 and the prompt names a unit item, so
 held-out prompts are new sentences but never an operand pair the policy has not seen in training (a
 held-out pair of "what is 7 plus 5" is unlearnable for a model that has to memorise the addition table).
 
@@ -82,7 +82,7 @@ FILLER_SUFFIXES = (
 
 SYSTEM_PROMPT = "you are a helpful assistant . answer correctly and concisely ."
 ALL_TASK_TYPES = ("sort", "reverse", "count", "filter", "arithmetic")
-TASK_TYPES = ("sort", "count", "filter", "arithmetic")  # the default mix (see the module docstring)
+TASK_TYPES = ("sort", "count", "arithmetic")  # the default mix (see the module docstring)
 MAX_OPERAND = 9  # arithmetic operands are 0..MAX_OPERAND
 
 _PROMPT_WORDS = ("sort", "these", "words", "reverse", "how", "many", "list", "what", "is", "plus",
