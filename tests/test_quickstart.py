@@ -9,6 +9,7 @@ import pytest
 from alphapo.quickstart import METHODS, QuickstartConfig, render_report, run_quickstart
 from alphapo.toyworld import GoldJudge, parse_task
 from alphapo.toyworld.sft import ToySFTConfig
+from alphapo.toyworld.tasks import TASK_TYPES, split_tasks
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_quickstart_writes_what_it_measured(tiny_run):
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     assert set(on_disk["methods"]) == set(METHODS) == {"dpo", "simpo", "alphapo"}
-    assert on_disk["methods"]["alphapo"]["params"]["alpha"] == 0.25
+    assert on_disk["methods"]["alphapo"]["params"]["alpha"] == 1.0
     for name, m in on_disk["methods"].items():
         for key in ("win_rate", "win_rate_ci", "lc_win_rate", "mean_gold_score", "mean_length"):
             assert key in m, (name, key)
@@ -52,6 +53,24 @@ def test_quickstart_writes_what_it_measured(tiny_run):
         for resp, score in ex["responses"].values():
             assert judge.score([ex["user"]], [resp]) == [pytest.approx(score)]
         assert " ".join(parse_task(ex["user"]).answer) == ex["answer"]
+    # paired correctness gains: the mean of per-prompt differences is the difference of the means
+    sft_corr = on_disk["sft"]["mean_correctness"]
+    _, heldout = split_tasks(1, 300, 40)
+    for name, m in on_disk["methods"].items():
+        assert m["correctness_gain"] == pytest.approx(m["mean_correctness"] - sft_corr)
+        lo, hi = m["correctness_gain_ci"]
+        assert lo <= m["correctness_gain"] <= hi
+        # per-task means, weighted by the number of prompts of each type, give the overall mean
+        assert set(m["per_task"]) == set(on_disk["sft"]["per_task"]) == set(TASK_TYPES)
+        weighted = sum(m["per_task"][t.kind] for t in heldout) / len(heldout)
+        assert weighted == pytest.approx(m["mean_correctness"])
+        assert 0.0 <= m["lc_win_rate"] <= 1.0
+    assert set(on_disk["method_differences"]) == {"dpo-simpo", "dpo-alphapo", "simpo-alphapo"}
+    for key, d in on_disk["method_differences"].items():
+        a, b = key.split("-")
+        assert d["diff"] == pytest.approx(on_disk["methods"][a]["mean_correctness"]
+                                          - on_disk["methods"][b]["mean_correctness"])
+        assert d["ci"][0] <= d["diff"] <= d["ci"][1]
     assert (out / "displacement.png").stat().st_size > 0
     assert (out / "reward_histogram.png").stat().st_size > 0
     assert on_disk["wall_time_s"] > 0
@@ -67,5 +86,9 @@ def test_report_table_matches_summary(tiny_run):
         assert f"{m['win_rate']:.3f}" in row and f"{m['lc_win_rate']:.3f}" in row
         assert f"{m['mean_gold_score']:.2f}" in row and f"{m['n_wins']} / {m['n_ties']} / {m['n_losses']}" in row
         assert f"{m['mean_correctness']:.3f}" in row
+        lo, hi = m["correctness_gain_ci"]
+        sentence = next(line for line in report.splitlines() if line.startswith(f"- **{name}**"))
+        assert f"{m['correctness_gain']:+.3f} [{lo:+.3f}, {hi:+.3f}]" in sentence
+        assert ("excludes 0" in sentence) == (lo > 0 or hi < 0)
     assert f"Wall time **{summary['wall_time_s']:.0f} s**" in report
     assert "![displacement](displacement.png)" in report and "![reward histogram](reward_histogram.png)" in report

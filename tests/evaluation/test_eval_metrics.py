@@ -10,6 +10,7 @@ from alphapo.errors import UserError
 from alphapo.evaluation.metrics import (
     fit_logistic,
     length_controlled_win_rate,
+    paired_difference,
     preferences_from_scores,
     wilson_interval,
     win_rate,
@@ -150,3 +151,52 @@ def test_lc_difficulty_covariate():
     assert lc.lc_win_rate == pytest.approx(want)
     with pytest.raises(UserError, match="difficulty"):
         length_controlled_win_rate([1, 0], [1, 2], [2, 1], difficulty=[1.0])
+
+
+def test_paired_normal_interval_hand_values():
+    """a - b = d = [1, -0.25, 1, 0, 0.25]: mean 0.4; squared deviations 0.36 + 0.4225 + 0.36 + 0.16 + 0.0225
+    = 1.325, sample variance 1.325 / 4 = 0.33125, sd 0.5755432, standard error sd / sqrt(5) = 0.2573903;
+    half width 1.959964 * 0.2573903 = 0.5044757, so the 95% interval is [-0.1044757, 0.9044757]."""
+    d = paired_difference([1, 0.5, 1, 0, 1], [0, 0.75, 0, 0, 0.75], method="normal")
+    assert d.diff == pytest.approx(0.4)
+    assert d.ci == pytest.approx((-0.1044757, 0.9044757), abs=1e-6)
+    assert not d.excludes_zero and d.n == 5
+    assert d.to_dict()["ci"] == list(d.ci)
+
+
+def test_paired_bootstrap_interval_hand_values():
+    """d = [0, 0, 3]: a resample of 3 prompts holds k copies of the 3 with k ~ Binomial(3, 1/3), so its mean is
+    k in {0, 1, 2, 3} with probabilities 8/27, 12/27, 6/27, 1/27. P(mean = 0) = 0.30 > 0.025 puts the 2.5%
+    quantile at 0; P(mean <= 2) = 26/27 = 0.963 < 0.975 puts the 97.5% quantile at 3 (about 74 of the 2,000
+    resamples are all 3s, more than the 50 that the top 2.5% holds). So the interval is [0, 3]."""
+    d = paired_difference([0, 1, 5], [0, 1, 2], n_boot=2000, seed=0)
+    assert d.diff == pytest.approx(1.0)
+    assert d.ci == (0.0, 3.0)
+    # a constant difference has a zero-width interval that excludes 0
+    c = paired_difference([1, 1, 1, 1], [0.75, 0.75, 0.75, 0.75])
+    assert c.ci == pytest.approx((0.25, 0.25)) and c.excludes_zero
+
+
+def test_paired_bootstrap_is_seeded_and_agrees_with_normal_for_large_n():
+    rng = np.random.default_rng(0)
+    base = rng.random(1000)
+    a = base + (rng.random(1000) < 0.3) * 0.5  # a shared per-prompt level plus a real gain
+    b = base
+    boot = paired_difference(a, b, seed=7)
+    assert paired_difference(a, b, seed=7) == boot
+    normal = paired_difference(a, b, method="normal")
+    assert boot.diff == normal.diff
+    assert boot.ci == pytest.approx(normal.ci, abs=0.005)
+    assert boot.excludes_zero
+    # pairing removes the shared level: the unpaired standard error would be about 2x larger here
+    unpaired_se = np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    assert (normal.ci_high - normal.ci_low) / 2 < 0.6 * 1.96 * unpaired_se
+
+
+def test_paired_difference_rejects_bad_input():
+    with pytest.raises(UserError, match="one value per prompt on both sides: got 2 and 1"):
+        paired_difference([1, 2], [1])
+    with pytest.raises(UserError, match="non-finite value in the second system at prompt 1"):
+        paired_difference([1, 2], [1, float("nan")])
+    with pytest.raises(UserError, match="unknown paired CI method"):
+        paired_difference([1], [1], method="t")

@@ -22,6 +22,8 @@ def test_judge_head_to_head_hand_made():
     s = res.summary()
     assert s["win_rate"] == 0.625 and (s["n_wins"], s["n_ties"], s["n_losses"]) == (2, 1, 1)
     assert s["mean_score"] == 2.5 and s["mean_reference_score"] == 1.5
+    # paired score differences [2, 0, -1, 3]: mean 1.0; the bootstrap interval holds it
+    assert s["score_gain"] == 1.0 and s["score_gain_ci"][0] <= 1.0 <= s["score_gain_ci"][1]
     assert s["mean_length"] == 2.5 and s["mean_reference_length"] == 1.5
     assert res.preferences == [1.0, 0.5, 0.0, 1.0]
     # precomputed reference scores are used as given (not re-judged)

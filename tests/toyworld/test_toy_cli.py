@@ -10,9 +10,9 @@ from alphapo.toyworld.tasks import split_tasks
 
 def test_toy_score_prints_the_gold_attributes(capsys):
     assert main(["toy", "score", "--prompt", "what is 7 minus 5", "--response", "ok , 2"]) == 0
-    # correct, 3 words vs 1: conciseness 1 - 2/8 = 0.75; 1 + 7 + 1.5 = 9.5
+    # correct, 3 words vs 1: conciseness 1 - 2/8 = 0.75; 1 + 8.5 + 0.5 * 0.75 = 9.875
     assert json.loads(capsys.readouterr().out) == {"correctness": 1.0, "conciseness": 0.75, "length": 3.0,
-                                                   "score": 9.5}
+                                                   "score": 9.875}
 
 
 def test_toy_score_bad_prompt_is_a_one_line_error(capsys):

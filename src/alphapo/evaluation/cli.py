@@ -121,7 +121,8 @@ def run_eval(args: argparse.Namespace) -> int:
         summary["figure"] = "rewards.png"
     write_json_atomic(out / "summary.json", summary)
     print(json.dumps({k: summary[k] for k in ("win_rate", "win_rate_ci", "lc_win_rate", "mean_score",
-                                              "mean_reference_score", "mean_length")}))
+                                              "mean_reference_score", "score_gain", "score_gain_ci", "mean_length")
+                      if k in summary}))
     return 0
 
 

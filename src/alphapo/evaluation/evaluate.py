@@ -3,7 +3,10 @@
 The papers' protocol (AlpacaEval 2.0 with a GPT-4 judge, here any ``Judge``): generate one response per
 held-out prompt from the model and from the reference, let the judge decide each pair, report the win
 rate (ties half) with a 95% interval, the length-controlled win rate, the mean judge score and mean
-length, and the two score distributions (AlphaPO paper, Figure 3 right).
+length, and the two score distributions (AlphaPO paper, Figure 3 right). With a scalar judge the summary
+also has ``score_gain``: the mean per-prompt score difference (model minus reference) with a paired
+bootstrap 95% interval (``metrics.paired_difference``), which uses the pairing that the win rate's
+interval ignores.
 
 - ``judge_head_to_head(judge, prompts, responses, reference_responses)``: the judging and metrics only
   (texts in, ``EvalResult`` out). Pass precomputed ``reference_scores`` to judge the reference once when
@@ -36,6 +39,7 @@ from alphapo.evaluation.metrics import (
     LengthControlledWinRate,
     WinRate,
     length_controlled_win_rate,
+    paired_difference,
     preferences_from_scores,
     win_rate,
 )
@@ -126,8 +130,12 @@ def judge_head_to_head(judge, prompts: Sequence[Conversation], responses: Sequen
     wr = win_rate(prefs, confidence=confidence, method=ci_method, seed=seed)
     lc = length_controlled_win_rate(prefs, [len(r) for r in responses], [len(r) for r in reference_responses],
                                     difficulty=difficulty, n_boot=lc_n_boot, confidence=confidence, seed=seed)
+    extra = {}
+    if scores is not None:  # paired: the same prompts on both sides
+        gain = paired_difference(scores, reference_scores, confidence=confidence, seed=seed)
+        extra = {"score_gain": gain.diff, "score_gain_ci": list(gain.ci)}
     return EvalResult(wr, lc, [float(p) for p in prefs], list(responses), list(reference_responses),
-                      scores, reference_scores)
+                      scores, reference_scores, extra=extra)
 
 
 def evaluate_model(model, tokenizer, prompts: Sequence[Conversation], judge, *,

@@ -36,6 +36,21 @@ Length-controlled win rate (``length_controlled_win_rate``), after AlpacaEval 2.
     which only matters when the data are separable (e.g. all wins), where it keeps the fit finite.
     (4) AE2 defines d as baseline minus model; the sign only flips phi, the LC win rate is the same.
     A bootstrap over prompts (refitting each time) gives the LC interval, which AE2 does not report.
+
+Paired difference (``paired_difference``)
+    Two systems answered the *same* prompts; ``d_i = a_i - b_i`` is the per-prompt difference of any
+    per-prompt value (the toy world's gold correctness, a score, a 0/1 outcome). Reported: the mean
+    difference ``mean(d)`` and its ``confidence`` interval, computed on the differences, so the
+    prompt-to-prompt variation both systems share cancels (the paired design; an unpaired interval on
+    the two means would be much wider). Interval methods:
+
+    - ``"bootstrap"`` (default): percentile interval of ``mean(d*)`` over ``n_boot`` resamples of
+      prompts with replacement, from ``numpy.random.default_rng(seed)`` (the same seed gives the same
+      interval).
+    - ``"normal"``: ``mean(d) +- z * sd(d) / sqrt(n)`` with the sample standard deviation (``ddof=1``),
+      the large-sample paired t interval (at n = 2000 the t and normal quantiles differ in the 4th digit:
+      1.9612 vs 1.9600). Deviation: not the Student-t quantile (that needs scipy, which is not a
+      dependency), so it is slightly too narrow for small n.
 """
 
 from __future__ import annotations
@@ -57,6 +72,8 @@ __all__ = [
     "wilson_interval",
     "fit_length_glm",
     "length_controlled_win_rate",
+    "PairedDifference",
+    "paired_difference",
 ]
 
 
@@ -260,3 +277,60 @@ def length_controlled_win_rate(preferences: Sequence[float], model_lengths: Sequ
         alpha = (1 - confidence) / 2
         lo, hi = (float(x) for x in np.quantile(stats, [alpha, 1 - alpha]))
     return LengthControlledWinRate(float(pred.mean()), lo, hi, float(p.mean()), coefs, int(p.size))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean per-prompt difference ``mean(a - b)`` with a ``confidence`` interval (see the module docstring)."""
+
+    diff: float
+    ci_low: float
+    ci_high: float
+    n: int
+    method: str
+    confidence: float
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return (self.ci_low, self.ci_high)
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the whole interval lies on one side of 0."""
+        return self.ci_low > 0 or self.ci_high < 0
+
+    def to_dict(self) -> dict:
+        return {"diff": self.diff, "ci": [self.ci_low, self.ci_high], "n": self.n, "method": self.method,
+                "confidence": self.confidence}
+
+
+def paired_difference(values_a: Sequence[float], values_b: Sequence[float], *, confidence: float = 0.95,
+                      method: str = "bootstrap", n_boot: int = 2000, seed: int = 0) -> PairedDifference:
+    """Mean of ``a_i - b_i`` over prompts and its paired ``confidence`` interval (module docstring)."""
+    a = np.asarray(values_a, dtype=np.float64).reshape(-1)
+    b = np.asarray(values_b, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise UserError(f"paired difference needs one value per prompt on both sides: got {a.size} and {b.size}")
+    if a.size == 0:
+        raise UserError("paired difference: no prompts")
+    for name, v in (("first", a), ("second", b)):
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            raise UserError(f"paired difference: non-finite value in the {name} system at prompt {int(bad[0])}")
+    d = a - b
+    n = d.size
+    mean = float(d.mean())
+    if method == "bootstrap":
+        _z(confidence)  # validates confidence
+        if n_boot < 1:
+            raise UserError(f"n_boot must be >= 1, got {n_boot}")
+        rng = np.random.default_rng(seed)
+        means = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+        alpha = (1 - confidence) / 2
+        lo, hi = (float(x) for x in np.quantile(means, [alpha, 1 - alpha]))
+    elif method == "normal":
+        half = _z(confidence) * (float(d.std(ddof=1)) if n > 1 else 0.0) / math.sqrt(n)
+        lo, hi = mean - half, mean + half
+    else:
+        raise UserError(f"unknown paired CI method {method!r}; use 'bootstrap' or 'normal'")
+    return PairedDifference(mean, lo, hi, n, method, confidence)

@@ -4,12 +4,14 @@ The papers evaluate with GPT-4 judges on 7B-9B models; the RPO paper argues for 
 "ground-truth judge" set-up instead, so that alignment methods can be compared cleanly. This package is
 that set-up, small enough to run end to end on a laptop CPU in minutes:
 
-- ``tasks``: five synthetic instruction task types (sort, reverse, count, filter by category,
-  arithmetic), each with an exact reference answer, and a noisy teacher that writes demonstrations
-  (wrong 60% of the time and verbose half the time, with the SFT defaults).
+- ``tasks``: synthetic instruction task types (sort, count and arithmetic in the default mix; reverse
+  and filter by category on request), each with an exact reference answer, and a noisy teacher that
+  writes demonstrations (with the SFT defaults: wrong 55% of the time, 80% of those mistakes the task
+  type's systematic one, and verbose half the time, independently of correctness).
 - ``tokenizer``: a word-level tokenizer built locally with ``tokenizers``; chat template with a system role.
-- ``judge``: ``GoldJudge`` (score 1..10 with partial credit; attributes ``correctness``, ``conciseness``,
-  ``length``) and ``ProxyJudge`` (gold + length bias + deterministic noise).
+- ``judge``: ``GoldJudge`` (score 1..10 with partial credit, ``1 + 8.5 * correctness + 0.5 *
+  conciseness``; attributes ``correctness``, ``conciseness``, ``length``) and ``ProxyJudge`` (gold +
+  length bias + deterministic noise).
 - ``sft``: ``alphapo toy sft`` trains a tiny Llama policy from scratch on the teacher's demonstrations.
 - ``reward_model``: ``alphapo toy reward-model`` trains a small Bradley-Terry reward model on
   gold-labelled pairs (a learned, imperfect judge, saved as an HF sequence-classification model).

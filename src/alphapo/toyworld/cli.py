@@ -4,7 +4,7 @@
     alphapo toy sft --out runs/toy/sft --seed 0 [--steps 2000] [--set p_error=0.5 ...]
     alphapo toy check --model runs/toy/sft                             # SFT targets on held-out prompts
     alphapo toy reward-model --out runs/toy/rm --seed 0 [--init runs/toy/sft]
-    alphapo toy score --prompt "what is 3 plus 4" --response "sure ! 7"  # gold score + attributes
+    alphapo toy score --prompt "what is 3 pear plus 4 pear" --response "sure ! 7"  # gold score + attributes
 
 The seed fixes the task split: ``toy prompts --split heldout --seed S`` gives exactly the prompts that
 ``toy sft --seed S`` never trained on.
@@ -41,8 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--split", choices=("train", "heldout"), default="heldout")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-train", type=int, default=4000)
-    p.add_argument("--n-heldout", type=int, default=500)
+    p.add_argument("--n-train", type=int, default=4000, help="as in toy sft (default 4000)")
+    p.add_argument("--n-heldout", type=int, default=2000, help="as in toy sft (default 2000)")
     p.set_defaults(func=run_prompts)
 
     p = sub.add_parser("sft", help="train the tiny Llama SFT policy from scratch on noisy-teacher demos")

@@ -14,11 +14,17 @@ Scoring (all on whitespace-separated words of the response):
   the answer ``a``: ``max(0, 1 - |v - a| / 4) / len(content)`` (no number: 0; extra content words
   divide the credit, so hedging "3 4 5" does not pay).
 - ``conciseness`` in [0, 1]: ``max(0, 1 - extra / 8)`` with ``extra = max(0, n_words - len(answer))``.
-- ``score = 1 + 7 * correctness + 2 * conciseness``, so 1..10; an empty response scores 1.
+- ``score = 1 + 8.5 * correctness + 0.5 * conciseness``, so 1..10; an empty response scores 1.
+  Conciseness is a small term on purpose: the gold judge rewards getting the answer right, and length
+  is its own axis (measured by the length-controlled win rate and by the proxy judges' length bias),
+  so dropping filler alone moves a score by at most 0.5.
 
 Example: "sort these words : pear fox apple", response "sure ! apple pear fox". Content
 ``apple pear fox`` vs ``apple fox pear``: LCS 2 ("apple pear"), correctness 2/3; 5 words vs 3 gives
-extra 2, conciseness 0.75; score 1 + 7 * 2/3 + 2 * 0.75 = 7.1667.
+extra 2, conciseness 0.75; score 1 + 8.5 * 2/3 + 0.5 * 0.75 = 7.0417.
+
+Arithmetic prompts come in two forms, ``what is 7 pear plus 5 pear`` (what ``make_tasks`` writes) and
+``what is 7 plus 5`` (earlier data); both are graded.
 
 Proxy judges (``ProxyJudge``) add a configurable length bias (``+ length_bias * n_words``, like judges
 that prefer long answers) and Gaussian noise (``noise_std``). The noise is a deterministic function of
@@ -40,6 +46,8 @@ from alphapo.errors import UserError
 from alphapo.toyworld.tasks import CATEGORIES, CONTENT_WORDS, NUMBER_WORDS, Task
 
 ATTRIBUTES = ("correctness", "conciseness", "length")
+CORRECTNESS_WEIGHT = 8.5  # gold score = 1 + 8.5 * correctness + 0.5 * conciseness (1..10)
+CONCISENESS_WEIGHT = 0.5
 
 _PATTERNS = (
     ("sort", re.compile(r"^sort these words : (?P<items>[a-z ]+)$")),
@@ -47,6 +55,7 @@ _PATTERNS = (
     ("count", re.compile(r"^how many words : (?P<items>[a-z ]+)$")),
     ("filter", re.compile(r"^list the (?P<cat>[a-z]+) : (?P<items>[a-z ]+)$")),
     ("arithmetic", re.compile(r"^what is (?P<a>\d+) (?P<op>plus|minus) (?P<b>\d+)$")),
+    ("arithmetic", re.compile(r"^what is (?P<a>\d+) (?P<item>[a-z]+) (?P<op>plus|minus) (?P<b>\d+) (?P=item)$")),
 )
 
 
@@ -125,7 +134,7 @@ def grade(task: Task, response: str) -> dict[str, float]:
         correctness = lcs_length(content, answer) / denom if denom else 1.0
     extra = max(0, len(words) - len(answer))
     conciseness = max(0.0, 1.0 - extra / 8.0)
-    score = 1.0 + 7.0 * correctness + 2.0 * conciseness
+    score = 1.0 + CORRECTNESS_WEIGHT * correctness + CONCISENESS_WEIGHT * conciseness
     return {"correctness": correctness, "conciseness": conciseness, "length": float(len(words)),
             "score": round(score, 6)}
 

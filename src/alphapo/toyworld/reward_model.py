@@ -40,6 +40,7 @@ class RewardModelConfig:
     n_train: int = 3000  # training tasks (one pair attempt each)
     n_heldout: int = 400  # held-out tasks for the accuracy report
     p_error: float = 0.5
+    p_systematic: float = 0.8  # share of the teacher's errors that are the task's systematic mistake
     p_verbose: float = 0.5
     init: str | None = None  # a toy SFT policy folder to start from (default: random init)
     hidden_size: int = 64
@@ -53,7 +54,8 @@ class RewardModelConfig:
     threads: int = 1  # torch threads (1 is fastest for tiny models); 0 keeps torch's default
 
 
-def gold_pairs(tasks: list[Task], seed: int, *, p_error: float, p_verbose: float) -> tuple[list[dict], int]:
+def gold_pairs(tasks: list[Task], seed: int, *, p_error: float, p_verbose: float,
+               p_systematic: float = 0.0) -> tuple[list[dict], int]:
     """Two teacher responses per task, labelled by the gold judge; returns (pairs, n_ties_dropped).
 
     Each pair is ``{"prompt", "chosen", "rejected", "score_chosen", "score_rejected"}`` (strings for the
@@ -63,8 +65,8 @@ def gold_pairs(tasks: list[Task], seed: int, *, p_error: float, p_verbose: float
     judge = GoldJudge()
     pairs, ties = [], 0
     for task in tasks:
-        a = teacher_response(task, rng, p_error=p_error, p_verbose=p_verbose)
-        b = teacher_response(task, rng, p_error=p_error, p_verbose=p_verbose)
+        a = teacher_response(task, rng, p_error=p_error, p_systematic=p_systematic, p_verbose=p_verbose)
+        b = teacher_response(task, rng, p_error=p_error, p_systematic=p_systematic, p_verbose=p_verbose)
         sa, sb = judge.score([task.messages()] * 2, [a, b])
         if sa == sb:
             ties += 1
@@ -153,9 +155,9 @@ def train_reward_model(config: RewardModelConfig, out_dir: str | Path, *, progre
         tokenizer = build_toy_tokenizer()
         train_tasks, held_tasks = split_tasks(config.seed + 10_000, config.n_train, config.n_heldout)
         train_pairs, train_ties = gold_pairs(train_tasks, config.seed, p_error=config.p_error,
-                                             p_verbose=config.p_verbose)
+                                             p_verbose=config.p_verbose, p_systematic=config.p_systematic)
         held_pairs, held_ties = gold_pairs(held_tasks, config.seed + 1, p_error=config.p_error,
-                                           p_verbose=config.p_verbose)
+                                           p_verbose=config.p_verbose, p_systematic=config.p_systematic)
         enc = [(_encode(tokenizer, p["prompt"], p["chosen"]), _encode(tokenizer, p["prompt"], p["rejected"]))
                for p in train_pairs]
         model = build_reward_model(tokenizer, config)

@@ -13,10 +13,11 @@
 Everything is seeded (task content, teacher noise, initialisation, batch order), so the same config
 gives the same weights on the same machine and thread count.
 
-The policy imitates a teacher that is wrong 60% of the time and verbose half the time, so its
-samples at temperature 0.8 vary in quality: the gold judge's best-minus-worst spread over 5 samples is
-what on-policy preference pairs learn from. ``measure_targets`` checks the toy world's SFT targets (mean gold
-score in [3.5, 7], >= 70% of held-out prompts with spread >= 2; ``alphapo toy check``).
+The policy imitates a teacher that is wrong 55% of the time (80% of its mistakes being the task type's
+systematic one, ``tasks.systematic_error``) and verbose half the time, so its samples at temperature 0.8
+vary in quality: the gold judge's best-minus-worst spread over 5 samples is what on-policy preference
+pairs learn from. ``measure_targets`` measures the SFT targets (mean gold score, share of held-out
+prompts with a spread >= 2, which should be at least 70%; ``alphapo toy check``).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class ToySFTConfig:
 
     seed: int = 0
     n_train: int = 4000  # training tasks, one teacher demonstration each
-    n_heldout: int = 500  # held-out tasks (never trained on; used by evaluation)
-    p_error: float = 0.6  # teacher corrupts the answer with this probability
-    p_verbose: float = 0.5  # teacher wraps the answer in filler with this probability
+    n_heldout: int = 2000  # held-out tasks (never trained on; used by evaluation)
+    p_error: float = 0.55  # teacher's answer is wrong with this probability
+    p_systematic: float = 0.8  # share of the wrong answers that are the task's systematic mistake
+    p_verbose: float = 0.5  # teacher wraps the answer in filler with this probability (independent of errors)
     hidden_size: int = 96
     layers: int = 2
     heads: int = 4
@@ -67,11 +69,13 @@ class ToySFTConfig:
         return cls(**values)
 
 
-def demonstrations(tasks: list[Task], seed: int, *, p_error: float, p_verbose: float) -> list[dict]:
+def demonstrations(tasks: list[Task], seed: int, *, p_error: float, p_verbose: float,
+                   p_systematic: float = 0.0) -> list[dict]:
     """One noisy-teacher demonstration per task: ``{"prompt": messages, "response": str}``."""
     rng = random.Random(f"toyworld-teacher-{seed}")
-    return [{"prompt": t.messages(), "response": teacher_response(t, rng, p_error=p_error,
-                                                                    p_verbose=p_verbose)} for t in tasks]
+    return [{"prompt": t.messages(),
+             "response": teacher_response(t, rng, p_error=p_error, p_systematic=p_systematic, p_verbose=p_verbose)}
+            for t in tasks]
 
 
 def encode_example(tokenizer, prompt: list[dict], response: str) -> tuple[list[int], list[int]]:
@@ -120,7 +124,8 @@ def train_sft(config: ToySFTConfig, out_dir: str | Path, *, progress: bool = Tru
     try:
         tokenizer = build_toy_tokenizer()
         train_tasks, _ = split_tasks(config.seed, config.n_train, config.n_heldout)
-        demos = demonstrations(train_tasks, config.seed, p_error=config.p_error, p_verbose=config.p_verbose)
+        demos = demonstrations(train_tasks, config.seed, p_error=config.p_error, p_verbose=config.p_verbose,
+                               p_systematic=config.p_systematic)
         encoded = [encode_example(tokenizer, d["prompt"], d["response"]) for d in demos]
         model = build_policy(tokenizer, config)
         model.train()
@@ -180,7 +185,7 @@ def save_pretrained_atomic(out_dir: str | Path, model, tokenizer, json_files: di
 
 def measure_targets(model_dir: str | Path, *, k: int = 5, temperature: float = 0.8, sample_seed: int = 1234,
                     seed: int | None = None, n_train: int | None = None, n_heldout: int | None = None) -> dict:
-    """The toy world's SFT targets on held-out prompts: mean gold score and share of prompts with spread >= 2.
+    """The SFT targets on held-out prompts: mean gold score and share of prompts with spread >= 2.
 
     The task split (seed, n_train, n_heldout) is read from the policy's ``sft_summary.json``; pass them to
     override (or for a policy trained elsewhere). Sampling uses ``alphapo.generation.generate_responses``.

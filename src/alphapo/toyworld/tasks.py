@@ -1,6 +1,6 @@
 """Synthetic instruction tasks of the toy world, and the noisy teacher that answers them.
 
-Five task types, each with one exact reference answer, so that a gold judge can grade any response:
+Task types, each with one exact reference answer, so that a gold judge can grade any response:
 
 ====================  ==========================================  ===================
 task                  user message (example)                      reference answer
@@ -9,18 +9,43 @@ task                  user message (example)                      reference answ
 ``reverse``           ``reverse these words : pear fox apple``    ``apple fox pear``
 ``count``             ``how many words : pear fox apple``         ``3``
 ``filter``            ``list the fruits : pear fox apple``        ``pear apple``
-``arithmetic``        ``what is 7 plus 5``                        ``12``
+``arithmetic``        ``what is 7 pear plus 5 pear``              ``12``
 ====================  ==========================================  ===================
+
+``TASK_TYPES`` is the default mix (sort, count, arithmetic): the tasks that the default tiny SFT policy
+learns to a greedy correctness of 0.9 or more from a clean teacher (measured numbers in the README's
+toy-world section). ``ALL_TASK_TYPES`` adds reverse and filter, which it did not learn reliably;
+``make_tasks(..., kinds=ALL_TASK_TYPES)`` still makes them and the judge still grades them. Arithmetic operands are 0..9 and the prompt names a unit item, so
+held-out prompts are new sentences but never an operand pair the policy has not seen in training (a
+held-out pair of "what is 7 plus 5" is unlearnable for a model that has to memorise the addition table).
 
 Everything is whitespace-separated words from a small closed vocabulary (``VOCABULARY``), so a
 word-level tokenizer covers it exactly and a tiny model learns it in minutes on a CPU.
 
-The **noisy teacher** (``teacher_response``) writes the demonstrations that SFT imitates. With
-probability ``p_error`` it corrupts the answer (swap, drop, replace or duplicate a word; a number off
-by one or two) and with probability ``p_verbose`` it wraps the answer in filler ("sure ! the answer
-is ... hope this helps"). The SFT policy therefore learns a *spread* of quality, which is what makes
-best-of-k / worst-of-k preference pairs informative: the gold judge prefers correct and concise
-answers, and preference optimisation can move the policy towards them.
+The **noisy teacher** (``teacher_response``) writes the demonstrations that SFT imitates.
+
+- With probability ``p_error`` its answer is wrong. A wrong answer is, with probability
+  ``p_systematic``, the task type's **systematic mistake** (``systematic_error``: the same kind of
+  mistake for the same kind of prompt, like a teacher with a blind spot), and otherwise a random
+  corruption (swap, drop, replace or duplicate a word; a number off by one or two).
+
+  ====================  ================================================================
+  task                  systematic mistake
+  ====================  ================================================================
+  ``sort``              the last two words of the sorted list swapped
+  ``reverse``           the words in their original order (not reversed)
+  ``count``             one too many
+  ``filter``            the first word that is *not* in the category kept as well
+  ``arithmetic``        one too many
+  ====================  ================================================================
+
+- Independently of that, with probability ``p_verbose`` it wraps the answer in filler ("sure ! the
+  answer is ... hope this helps"). Filler is drawn from its own random numbers after the answer, so it
+  carries no information about correctness.
+
+With ``p_error * p_systematic`` close to ``1 - p_error`` the SFT policy's most likely answer is often the
+systematic mistake; best-of-k / worst-of-k preference pairs then contrast the policy's own typical
+mistake with its correction, which is what preference optimisation can fix.
 
 All randomness comes from a ``random.Random`` passed in (or built from a seed): same seed, same tasks.
 """
@@ -56,7 +81,9 @@ FILLER_SUFFIXES = (
 )
 
 SYSTEM_PROMPT = "you are a helpful assistant . answer correctly and concisely ."
-TASK_TYPES = ("sort", "reverse", "count", "filter", "arithmetic")
+ALL_TASK_TYPES = ("sort", "reverse", "count", "filter", "arithmetic")
+TASK_TYPES = ("sort", "count", "arithmetic")  # the default mix (see the module docstring)
+MAX_OPERAND = 9  # arithmetic operands are 0..MAX_OPERAND
 
 _PROMPT_WORDS = ("sort", "these", "words", "reverse", "how", "many", "list", "what", "is", "plus",
                  "minus", ":", "you", "are", "a", "helpful", "assistant", ".", "answer", "correctly",
@@ -100,7 +127,7 @@ class Task:
 def make_task(kind: str, rng: random.Random) -> Task:
     """One task of type ``kind`` with random content drawn from ``rng``."""
     if kind in ("sort", "reverse", "count"):
-        words = rng.sample(ITEM_WORDS, rng.randint(3, 6))
+        words = rng.sample(ITEM_WORDS, rng.randint(3, 5) if kind != "count" else rng.randint(2, 7))
         listing = " ".join(words)
         if kind == "sort":
             return Task(kind, f"sort these words : {listing}", tuple(sorted(words)))
@@ -109,19 +136,20 @@ def make_task(kind: str, rng: random.Random) -> Task:
         return Task(kind, f"how many words : {listing}", (str(len(words)),))
     if kind == "filter":
         category = rng.choice(sorted(CATEGORIES))
-        n_in = rng.randint(1, 3)
+        n_in = rng.randint(1, 2)
         others = [w for w in ITEM_WORDS if w not in CATEGORIES[category]]
-        words = rng.sample(CATEGORIES[category], n_in) + rng.sample(others, rng.randint(2, 4))
+        words = rng.sample(CATEGORIES[category], n_in) + rng.sample(others, rng.randint(1, 3))
         rng.shuffle(words)
         keep = tuple(w for w in words if w in CATEGORIES[category])
         return Task(kind, f"list the {category} : {' '.join(words)}", keep)
     if kind == "arithmetic":
-        a, b = rng.randint(0, 15), rng.randint(0, 15)
+        a, b = rng.randint(0, MAX_OPERAND), rng.randint(0, MAX_OPERAND)
+        item = rng.choice(ITEM_WORDS)
         if rng.random() < 0.5:
-            return Task(kind, f"what is {a} plus {b}", (str(a + b),))
+            return Task(kind, f"what is {a} {item} plus {b} {item}", (str(a + b),))
         a, b = max(a, b), min(a, b)
-        return Task(kind, f"what is {a} minus {b}", (str(a - b),))
-    raise ValueError(f"unknown task kind {kind!r}; valid kinds: {', '.join(TASK_TYPES)}")
+        return Task(kind, f"what is {a} {item} minus {b} {item}", (str(a - b),))
+    raise ValueError(f"unknown task kind {kind!r}; valid kinds: {', '.join(ALL_TASK_TYPES)}")
 
 
 def make_tasks(n: int, seed: int, kinds: tuple[str, ...] = TASK_TYPES) -> list[Task]:
@@ -130,13 +158,52 @@ def make_tasks(n: int, seed: int, kinds: tuple[str, ...] = TASK_TYPES) -> list[T
     return [make_task(kinds[i % len(kinds)], rng) for i in range(n)]
 
 
-def split_tasks(seed: int, n_train: int, n_heldout: int) -> tuple[list[Task], list[Task]]:
+def split_tasks(seed: int, n_train: int, n_heldout: int,
+                kinds: tuple[str, ...] = TASK_TYPES) -> tuple[list[Task], list[Task]]:
     """Disjoint train and held-out tasks (held-out user messages never appear in train)."""
-    tasks = make_tasks(n_train + n_heldout, seed)
+    tasks = make_tasks(n_train + n_heldout, seed, kinds)
     heldout = tasks[n_train:]
     held_users = {t.user for t in heldout}
     train = [t for t in tasks[:n_train] if t.user not in held_users]
     return train, heldout
+
+
+def validation_tasks(seed: int, n_train: int, n_heldout: int, n_validation: int,
+                     kinds: tuple[str, ...] = TASK_TYPES) -> list[Task]:
+    """Up to ``n_validation`` tasks disjoint from both sides of ``split_tasks(seed, n_train, n_heldout)``.
+
+    They continue the same task stream after the held-out tasks; any whose user message is already a
+    train or held-out prompt is left out (so there may be slightly fewer than ``n_validation``). Used to
+    pick hyper-parameters without looking at the held-out (test) prompts.
+    """
+    tasks = make_tasks(n_train + n_heldout + n_validation, seed, kinds)
+    seen = {t.user for t in tasks[:n_train + n_heldout]}
+    return [t for t in tasks[n_train + n_heldout:] if t.user not in seen]
+
+
+def systematic_error(task: Task) -> tuple[str, ...]:
+    """The teacher's systematic mistake on ``task`` (a fixed function of the task; never the right answer).
+
+    sort: last two words swapped; reverse: original order; count and arithmetic: one too many; filter: the
+    first word outside the category kept too. A sort or reverse answer of one word, or a reverse whose
+    words read the same both ways, has no distinct mistake of that kind; the mistake is then the
+    answer with its first word duplicated.
+    """
+    answer = task.answer
+    if task.kind in ("count", "arithmetic"):
+        value = int(answer[0])
+        return (str(value + 1 if value < MAX_NUMBER else value - 1),)
+    if task.kind == "filter":
+        listing = task.user.split(" : ", 1)[1].split()
+        keep = set(answer)
+        first_out = next((i for i, w in enumerate(listing) if w not in keep), None)
+        if first_out is not None:
+            return tuple(w for i, w in enumerate(listing) if w in keep or i == first_out)
+    elif len(answer) > 1:
+        wrong = answer[:-2] + (answer[-1], answer[-2]) if task.kind == "sort" else tuple(reversed(answer))
+        if wrong != answer:
+            return wrong
+    return (answer[0],) + answer if answer else ("1",)
 
 
 def _corrupt(task: Task, rng: random.Random) -> tuple[str, ...]:
@@ -169,10 +236,21 @@ def _edit(task: Task, rng: random.Random) -> tuple[str, ...]:
     return tuple(answer)
 
 
-def teacher_response(task: Task, rng: random.Random, *, p_error: float = 0.5,
+def teacher_response(task: Task, rng: random.Random, *, p_error: float = 0.55, p_systematic: float = 0.8,
                      p_verbose: float = 0.5) -> str:
-    """A demonstration from the noisy teacher: maybe corrupted (``p_error``), maybe verbose (``p_verbose``)."""
-    answer = _corrupt(task, rng) if rng.random() < p_error else task.answer
+    """A demonstration from the noisy teacher (see the module docstring).
+
+    Wrong with probability ``p_error``; a wrong answer is ``systematic_error(task)`` with probability
+    ``p_systematic`` and a random corruption otherwise. Verbose with probability ``p_verbose``, drawn
+    independently of correctness. Draws from ``rng`` in a fixed order (error?, systematic?, corruption,
+    verbose?, filler), so the same ``rng`` state gives the same demonstration.
+    """
+    for name, p in (("p_error", p_error), ("p_systematic", p_systematic), ("p_verbose", p_verbose)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"teacher {name} must be in [0, 1], got {p}")
+    answer = task.answer
+    if rng.random() < p_error:
+        answer = systematic_error(task) if rng.random() < p_systematic else _corrupt(task, rng)
     words = list(answer)
     if rng.random() < p_verbose:
         words = list(rng.choice(FILLER_PREFIXES)) + words
