@@ -373,14 +373,138 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
         torch.set_num_threads(old_threads)
 
 
+@dataclass
+class _ReferenceSide:
+    """The SFT policy's side of the evaluation, computed once and compared against every method."""
+
+    tasks: list  # held-out (or validation) tasks
+    prompts: list  # their chat messages
+    kinds: list[str]  # task type per prompt
+    temps: dict[str, float]  # "" = greedy headline evaluation, "sampled" = the sampled comparison
+    responses: dict[str, list[str]]
+    scores: dict[str, list[float]]
+    correctness: dict[str, list[float]]
+    target_scores: list[list[float]]  # k = 5 samples at T = 0.8 per prompt (the SFT targets)
+
+
 def _run(out: Path, config: QuickstartConfig) -> dict:
-    from alphapo.evaluation.plots import plot_reward_histogram
-    from alphapo.generation.pairs import generate_pairs
-    from alphapo.generation.sampling import generate_responses, load_policy
-    from alphapo.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+    """The pipeline, one named step each: SFT, pairs, the SFT side of the evaluation, then train and
+    evaluate each method, then the report."""
+    from alphapo.errors import UserError
     from alphapo.toyworld import GoldJudge
+    from alphapo.training.plotting import read_metrics
+
+    sft_cfg = config.sft
+    sft_cfg.seed = config.seed
+    if config.n_eval > sft_cfg.n_heldout:
+        raise UserError(f"n_eval={config.n_eval} exceeds the held-out split (sft.n_heldout={sft_cfg.n_heldout})")
+    if config.eval_split not in EVAL_SPLITS:
+        raise UserError(f"eval_split={config.eval_split!r}: use one of {', '.join(EVAL_SPLITS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    stage: dict[str, float] = {}
+    judge = GoldJudge()
+
+    t = time.time()
+    sft_summary = _sft_stage(out, config)
+    stage["sft"] = time.time() - t
+    t = time.time()
+    policy, tokenizer, pairs_info = _pairs_stage(out, config, judge)
+    stage["pairs"] = time.time() - t
+    t = time.time()
+    ref = _reference_side(policy, tokenizer, config, judge)
+    stage["evaluation"] = time.time() - t
+    del policy
+
+    methods: dict[str, dict] = {}
+    curves: dict[str, list[dict]] = {}
+    eval_scores = {"SFT": ref.scores[""]}
+    eval_responses = {"SFT": ref.responses[""]}
+    eval_correctness: dict[str, list[float]] = {}
+    stage["training"] = 0.0
+    for i, (name, m) in enumerate(config.methods.items(), 1):
+        _log(f"3/4 train {name} ({i}/{len(config.methods)}): {m['loss']} {m['params']} lr {m['learning_rate']:g}")
+        t = time.time()
+        result = _train_method(out, config, name, m)
+        train_seconds = time.time() - t
+        stage["training"] += train_seconds
+        curves[name] = read_metrics(out / name)
+        t = time.time()
+        methods[name], greedy = _evaluate_method(result, m, ref, config, judge, train_seconds)
+        eval_scores[name], eval_responses[name], eval_correctness[name] = greedy
+        stage["evaluation"] += time.time() - t
+        r = methods[name]
+        _log(f"4/4 {name}: correctness gain vs SFT {r['correctness_gain']:+.3f} "
+             f"[{r['correctness_gain_ci'][0]:+.3f}, {r['correctness_gain_ci'][1]:+.3f}], win rate "
+             f"{r['win_rate']:.3f}, LC {r['lc_win_rate']:.3f}, mean gold {r['mean_gold_score']:.2f} "
+             f"(SFT {_mean(ref.scores['']):.2f})")
+
+    summary = _summary(config, ref, methods, eval_scores, eval_responses, eval_correctness, sft_summary,
+                       pairs_info, stage)
+    _write_outputs(out, summary, curves, eval_scores, start)
+    return summary
+
+
+def _sft_stage(out: Path, config: QuickstartConfig) -> dict:
+    """1. The SFT policy, a tiny Llama trained from scratch on the teacher's demonstrations."""
     from alphapo.toyworld.sft import train_sft
+
+    _log(f"1/4 SFT: tiny Llama from scratch, {config.sft.steps} steps")
+    return train_sft(config.sft, out / "sft", progress=config.progress)
+
+
+def _pairs_stage(out: Path, config: QuickstartConfig, judge):
+    """2. On-policy pairs: k samples per prompt, gold judge, best vs worst -> OUT/pairs.jsonl.
+
+    Returns the loaded SFT policy and tokenizer (the evaluation reuses them) and the pairing counts."""
+    from alphapo.generation.pairs import generate_pairs
+    from alphapo.generation.sampling import load_policy
+    from alphapo.io import write_jsonl_atomic
+    from alphapo.toyworld.tasks import split_tasks
+
+    train_tasks, _ = split_tasks(config.seed, config.sft.n_train, config.sft.n_heldout)
+    pair_tasks = train_tasks[:config.n_pair_prompts]
+    _log(f"2/4 on-policy pairs: {len(pair_tasks)} prompts x k={config.k} at T={config.temperature}")
+    policy, tokenizer = load_policy(out / "sft", device="cpu")
+    gen = generate_pairs(policy, tokenizer, [x.messages() for x in pair_tasks], judge,
+                         ids=[f"toy-train-{i}" for i in range(len(pair_tasks))], k=config.k,
+                         temperature=config.temperature, max_new_tokens=config.max_new_tokens, batch_size=64,
+                         seed=config.seed, progress=config.progress)
+    # generate_pairs already excludes empty responses (alphapo.data rejects empty assistant turns) and counts them
+    write_jsonl_atomic(out / "pairs.jsonl", gen.records)
+    return policy, tokenizer, {**gen.stats.to_dict(), "n_pairs": len(gen.records)}
+
+
+def _reference_side(policy, tokenizer, config: QuickstartConfig, judge) -> _ReferenceSide:
+    """The SFT policy's responses on the held-out prompts (greedy, and sampled with the same seed as the
+    trained models: common random numbers lower the variance), their scores, and the SFT targets."""
+    from alphapo.generation.sampling import generate_responses
     from alphapo.toyworld.tasks import split_tasks, validation_tasks
+
+    sft_cfg = config.sft
+    _, heldout = split_tasks(config.seed, sft_cfg.n_train, sft_cfg.n_heldout)
+    if config.eval_split == "validation":  # for choosing hyper-parameters without looking at the test prompts
+        heldout = validation_tasks(config.seed, sft_cfg.n_train, sft_cfg.n_heldout, config.n_eval)
+    tasks = heldout[:config.n_eval]
+    prompts = [x.messages() for x in tasks]
+    temps = {"": config.eval_temperature}
+    if config.sampled_eval_temperature is not None:
+        temps["sampled"] = config.sampled_eval_temperature
+    responses = {key: _responses(policy, tokenizer, prompts, temp, config) for key, temp in temps.items()}
+    scores = {key: judge.score(prompts, r) for key, r in responses.items()}
+    correctness = {key: [a["correctness"] for a in judge.score_attributes(prompts, r)]
+                   for key, r in responses.items()}
+    # the toy world's SFT targets: k = 5 samples at T = 0.8 per held-out prompt
+    targets = generate_responses(policy, tokenizer, prompts, k=5, temperature=0.8,
+                                 max_new_tokens=config.max_new_tokens, batch_size=100, seed=config.seed + 2,
+                                 progress=False).responses
+    target_scores = [judge.score([p] * len(rs), rs) for p, rs in zip(prompts, targets)]
+    return _ReferenceSide(tasks, prompts, [x.kind for x in tasks], temps, responses, scores, correctness,
+                          target_scores)
+
+
+def _train_method(out: Path, config: QuickstartConfig, name: str, m: dict):
+    """3. Preference training of one method from the SFT policy on OUT/pairs.jsonl -> OUT/NAME/."""
     from alphapo.training import (
         DataConfig,
         LoggingConfig,
@@ -391,151 +515,94 @@ def _run(out: Path, config: QuickstartConfig) -> dict:
         TrainConfig,
         train,
     )
-    from alphapo.training.plotting import read_metrics
 
+    return train(TrainConfig(
+        model=ModelConfig(str(out / "sft")),
+        data=DataConfig(train_path=str(out / "pairs.jsonl"), max_length=128),
+        loss=LossConfig(m["loss"], dict(m["params"])),
+        reference=ReferenceConfig(cache_dir=str(out / ".reference_cache")),
+        train=OptimConfig(epochs=config.epochs, per_device_batch_size=config.batch_size,
+                          global_batch_size=config.batch_size, learning_rate=m["learning_rate"],
+                          warmup_ratio=0.1, lr_scheduler="cosine", seed=config.seed),
+        logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=config.progress),
+        output_dir=str(out / name), overwrite=True))  # a re-run of the quickstart replaces its runs
+
+
+def _evaluate_method(result, m: dict, ref: _ReferenceSide, config: QuickstartConfig, judge,
+                     train_seconds: float) -> tuple[dict, tuple[list, list, list]]:
+    """4. One trained method against the SFT policy on the same prompts: (its summary entry, its greedy
+    (scores, responses, correctness))."""
+    from alphapo.generation.sampling import load_policy
+
+    model, tok = load_policy(result.final_dir, device="cpu")
+    results, greedy = {}, None
+    for key, temp in ref.temps.items():
+        responses = _responses(model, tok, ref.prompts, temp, config)
+        results[key] = _head_to_head(judge, ref.prompts, responses, ref.responses[key], ref.scores[key],
+                                     ref.correctness[key], ref.kinds, config.seed)
+        scores, correctness = results[key].pop("scores"), results[key].pop("correctness")
+        if key == "":
+            greedy = (scores, responses, correctness)
+    entry = {
+        "loss": m["loss"], "params": m["params"], "learning_rate": m["learning_rate"],
+        **results[""], "eval_temperature": config.eval_temperature,
+        "train_seconds": round(train_seconds, 2), "train_steps": result.global_step,
+        "final_train_metrics": {k: v for k, v in result.train_metrics.items()
+                                if k.startswith(("loss", "rewards/", "logps/", "logps_sum/"))},
+    }
+    if "sampled" in results:
+        entry["sampled"] = {**results["sampled"], "eval_temperature": ref.temps["sampled"]}
+    return entry, greedy
+
+
+def _summary(config: QuickstartConfig, ref: _ReferenceSide, methods: dict, eval_scores: dict,
+             eval_responses: dict, eval_correctness: dict, sft_summary: dict, pairs_info: dict,
+             stage: dict) -> dict:
+    """The ``summary.json`` content (layout in the module docstring), without the wall time."""
     sft_cfg = config.sft
-    sft_cfg.seed = config.seed
-    from alphapo.errors import UserError
 
-    if config.n_eval > sft_cfg.n_heldout:
-        raise UserError(f"n_eval={config.n_eval} exceeds the held-out split (sft.n_heldout={sft_cfg.n_heldout})")
-    if config.eval_split not in EVAL_SPLITS:
-        raise UserError(f"eval_split={config.eval_split!r}: use one of {', '.join(EVAL_SPLITS)}")
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    stage: dict[str, float] = {}
-    judge = GoldJudge()
+    def side(key: str) -> dict:
+        return {"mean_gold_score": _mean(ref.scores[key]),
+                "mean_length": _mean([_words(r) for r in ref.responses[key]]),
+                "mean_correctness": _mean(ref.correctness[key]),
+                "per_task": _per_task(ref.kinds, ref.correctness[key])}
 
-    # 1. SFT policy from scratch
-    _log(f"1/4 SFT: tiny Llama from scratch, {sft_cfg.steps} steps")
-    t = time.time()
-    sft_summary = train_sft(sft_cfg, out / "sft", progress=config.progress)
-    stage["sft"] = time.time() - t
-
-    # 2. on-policy pairs: k samples per prompt, gold judge, best vs worst
-    train_tasks, heldout = split_tasks(config.seed, sft_cfg.n_train, sft_cfg.n_heldout)
-    pair_tasks = train_tasks[:config.n_pair_prompts]
-    _log(f"2/4 on-policy pairs: {len(pair_tasks)} prompts x k={config.k} at T={config.temperature}")
-    t = time.time()
-    policy, tokenizer = load_policy(out / "sft", device="cpu")
-    gen = generate_pairs(policy, tokenizer, [x.messages() for x in pair_tasks], judge,
-                         ids=[f"toy-train-{i}" for i in range(len(pair_tasks))], k=config.k,
-                         temperature=config.temperature, max_new_tokens=config.max_new_tokens, batch_size=64,
-                         seed=config.seed, progress=config.progress)
-    # generate_pairs already excludes empty responses (alphapo.data rejects empty assistant turns) and counts them
-    write_jsonl_atomic(out / "pairs.jsonl", gen.records)
-    pairs_info = {**gen.stats.to_dict(), "n_pairs": len(gen.records)}
-    stage["pairs"] = time.time() - t
-
-    # reference side of the evaluation: the SFT policy's responses on held-out prompts (greedy, and
-    # sampled with the same seed as the trained models: common random numbers lower the variance)
-    if config.eval_split == "validation":  # for choosing hyper-parameters without looking at the test prompts
-        heldout = validation_tasks(config.seed, sft_cfg.n_train, sft_cfg.n_heldout, config.n_eval)
-    eval_tasks = heldout[:config.n_eval]
-    kinds = [x.kind for x in eval_tasks]
-    eval_prompts = [x.messages() for x in eval_tasks]
-    temps = {"": config.eval_temperature}
-    if config.sampled_eval_temperature is not None:
-        temps["sampled"] = config.sampled_eval_temperature
-    t = time.time()
-    ref = {key: _responses(policy, tokenizer, eval_prompts, temp, config) for key, temp in temps.items()}
-    ref_scores = {key: judge.score(eval_prompts, r) for key, r in ref.items()}
-    ref_correctness = {key: [a["correctness"] for a in judge.score_attributes(eval_prompts, r)]
-                       for key, r in ref.items()}
-    # the toy world's SFT targets: k = 5 samples at T = 0.8 per held-out prompt
-    targets = generate_responses(policy, tokenizer, eval_prompts, k=5, temperature=0.8,
-                                 max_new_tokens=config.max_new_tokens, batch_size=100, seed=config.seed + 2,
-                                 progress=False).responses
-    target_scores = [judge.score([p] * len(rs), rs) for p, rs in zip(eval_prompts, targets)]
-    stage["evaluation"] = time.time() - t
-    del policy
-
-    # 3 + 4. train each method from the SFT policy, then evaluate it against the SFT policy
-    methods: dict[str, dict] = {}
-    curves: dict[str, list[dict]] = {}
-    eval_scores = {"SFT": ref_scores[""]}
-    eval_responses = {"SFT": ref[""]}
-    eval_correctness: dict[str, list[float]] = {}
-    stage["training"] = 0.0
-    for i, (name, m) in enumerate(config.methods.items(), 1):
-        _log(f"3/4 train {name} ({i}/{len(config.methods)}): {m['loss']} {m['params']} lr {m['learning_rate']:g}")
-        t = time.time()
-        tc = TrainConfig(
-            model=ModelConfig(str(out / "sft")),
-            data=DataConfig(train_path=str(out / "pairs.jsonl"), max_length=128),
-            loss=LossConfig(m["loss"], dict(m["params"])),
-            reference=ReferenceConfig(cache_dir=str(out / ".reference_cache")),
-            train=OptimConfig(epochs=config.epochs, per_device_batch_size=config.batch_size,
-                              global_batch_size=config.batch_size, learning_rate=m["learning_rate"],
-                              warmup_ratio=0.1, lr_scheduler="cosine", seed=config.seed),
-            logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=config.progress),
-            output_dir=str(out / name), overwrite=True)  # a re-run of the quickstart replaces its runs
-        result = train(tc)
-        train_seconds = time.time() - t
-        stage["training"] += train_seconds
-        curves[name] = read_metrics(out / name)
-
-        t = time.time()
-        model, tok = load_policy(result.final_dir, device="cpu")
-        results = {}
-        for key, temp in temps.items():
-            responses = _responses(model, tok, eval_prompts, temp, config)
-            results[key] = _head_to_head(judge, eval_prompts, responses, ref[key], ref_scores[key],
-                                         ref_correctness[key], kinds, config.seed)
-            scores, correctness = results[key].pop("scores"), results[key].pop("correctness")
-            if key == "":
-                eval_scores[name], eval_responses[name], eval_correctness[name] = scores, responses, correctness
-        methods[name] = {
-            "loss": m["loss"], "params": m["params"], "learning_rate": m["learning_rate"],
-            **results[""], "eval_temperature": config.eval_temperature,
-            "train_seconds": round(train_seconds, 2), "train_steps": result.global_step,
-            "final_train_metrics": {k: v for k, v in result.train_metrics.items()
-                                    if k.startswith(("loss", "rewards/", "logps/", "logps_sum/"))},
-        }
-        if "sampled" in results:
-            methods[name]["sampled"] = {**results["sampled"], "eval_temperature": temps["sampled"]}
-        stage["evaluation"] += time.time() - t
-        r = results[""]
-        _log(f"4/4 {name}: correctness gain vs SFT {r['correctness_gain']:+.3f} "
-             f"[{r['correctness_gain_ci'][0]:+.3f}, {r['correctness_gain_ci'][1]:+.3f}], win rate "
-             f"{r['win_rate']:.3f}, LC {r['lc_win_rate']:.3f}, mean gold {r['mean_gold_score']:.2f} "
-             f"(SFT {_mean(ref_scores['']):.2f})")
-
-    plot_displacement(curves, out / "displacement.png")
-    plot_reward_histogram(eval_scores, out / "reward_histogram.png",
-                          title="Gold score of held-out samples", xlabel="gold score (1..10)", bins=18)
-    summary = {
+    return {
         "methods": methods,
-        "sft": {"mean_gold_score": _mean(ref_scores[""]), "mean_length": _mean([_words(r) for r in ref[""]]),
-                "mean_correctness": _mean(ref_correctness[""]),
-                "per_task": _per_task(kinds, ref_correctness[""]),
-                **({"sampled": {"mean_gold_score": _mean(ref_scores["sampled"]),
-                                "mean_length": _mean([_words(r) for r in ref["sampled"]]),
-                                "mean_correctness": _mean(ref_correctness["sampled"]),
-                                "per_task": _per_task(kinds, ref_correctness["sampled"])}}
-                   if "sampled" in ref else {}),
+        "sft": {**side(""),
+                **({"sampled": side("sampled")} if "sampled" in ref.responses else {}),
                 "targets": {"k": 5, "temperature": 0.8,
-                            "mean_gold_score": _mean([x for row in target_scores for x in row]),
-                            "frac_spread_ge_2": _mean([float(max(row) - min(row) >= 2) for row in target_scores])},
+                            "mean_gold_score": _mean([x for row in ref.target_scores for x in row]),
+                            "frac_spread_ge_2": _mean([float(max(row) - min(row) >= 2)
+                                                       for row in ref.target_scores])},
                 "train_seconds": round(stage["sft"], 2), "n_parameters": sft_summary["n_parameters"],
                 "steps": sft_cfg.steps, "n_demonstrations": sft_summary["n_demonstrations"],
                 "final_loss": sft_summary["final_loss"]},
         "pairs": pairs_info,
         "method_differences": method_differences(eval_correctness, config.seed),
-        "n_eval": len(eval_prompts),
+        "n_eval": len(ref.prompts),
         "eval_split": config.eval_split,
-        "examples": [{"user": eval_tasks[j].user, "answer": " ".join(eval_tasks[j].answer),
+        "examples": [{"user": ref.tasks[j].user, "answer": " ".join(ref.tasks[j].answer),
                       "responses": {n: (eval_responses[n][j], eval_scores[n][j]) for n in eval_responses}}
-                     for j in range(min(5, len(eval_prompts)))],
+                     for j in range(min(5, len(ref.prompts)))],
         "config": {**{k: v for k, v in asdict(config).items() if k not in ("sft", "methods")},
                    "sft": asdict(sft_cfg)},
         "stage_seconds": {k: round(v, 1) for k, v in stage.items()},
     }
+
+
+def _write_outputs(out: Path, summary: dict, curves: dict, eval_scores: dict, start: float) -> None:
+    """5. The report: figures, ``summary.json`` (with the wall time) and ``report.md``, each atomically."""
+    from alphapo.evaluation.plots import plot_reward_histogram
+    from alphapo.io import write_json_atomic, write_text_atomic
+
+    plot_displacement(curves, out / "displacement.png")
+    plot_reward_histogram(eval_scores, out / "reward_histogram.png",
+                          title="Gold score of held-out samples", xlabel="gold score (1..10)", bins=18)
     summary["wall_time_s"] = round(time.time() - start, 1)
     write_json_atomic(out / "summary.json", summary)
     write_text_atomic(out / "report.md", render_report(summary))
     _log(f"done in {summary['wall_time_s']:.0f} s: {out / 'report.md'}")
-    return summary
 
 
 def register(subparsers) -> None:
