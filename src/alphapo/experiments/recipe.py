@@ -191,6 +191,26 @@ def parse_recipe(data: Any, path: str = "<recipe>") -> Recipe:
     if not isinstance(name, str):
         raise UserError(f"{path}: name: expected a string, got {name!r}")
 
+    seeds, threads = _parse_seeds(data, path)
+
+    params = _check_params(job, data.get("params"), f"{path}: params")
+    grid = _check_grid(job, data.get("grid"), f"{path}: grid")
+
+    methods = _parse_methods(job, data["methods"], grid, path)
+
+    metrics = data.get("metrics")
+    if metrics is not None:
+        if not isinstance(metrics, list) or not metrics:
+            raise UserError(f"{path}: metrics: expected a non-empty list of metric names, got {metrics!r}")
+        metrics = tuple(_metric_name(m, f"{path}: metrics[{i}]") for i, m in enumerate(metrics))
+
+    compare = _parse_compare(data["compare"], methods, path) if data.get("compare") is not None else None
+    sweep = _parse_sweep(data["sweep"], path) if data.get("sweep") is not None else None
+
+    return Recipe(path, name, job, tuple(seeds), threads, params, grid, methods, metrics, compare, sweep)
+
+
+def _parse_seeds(data: dict, path: str) -> tuple[list[int], int]:
     seeds = data["seeds"]
     if not isinstance(seeds, list) or not seeds:
         raise UserError(f"{path}: seeds: expected a non-empty list of integers, got {seeds!r}")
@@ -202,11 +222,11 @@ def parse_recipe(data: Any, path: str = "<recipe>") -> Recipe:
     threads = data.get("threads", 1)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UserError(f"{path}: threads: expected an integer >= 1, got {threads!r}")
+    return seeds, threads
 
-    params = _check_params(job, data.get("params"), f"{path}: params")
-    grid = _check_grid(job, data.get("grid"), f"{path}: grid")
 
-    raw_methods = _mapping(data["methods"], f"{path}: methods")
+def _parse_methods(job, raw, grid: dict, path: str) -> dict[str, MethodSpec]:
+    raw_methods = _mapping(raw, f"{path}: methods")
     if not raw_methods:
         raise UserError(f"{path}: methods: at least one method is needed")
     methods: dict[str, MethodSpec] = {}
@@ -230,51 +250,43 @@ def parse_recipe(data: Any, path: str = "<recipe>") -> Recipe:
             raise UserError(f"{where}.start_from: no method {start_from!r}{nearest(start_from, raw_methods)}")
         methods[mname] = MethodSpec(mname, _check_params(job, spec.get("params"), f"{where}.params"), mgrid,
                                     search, space, start_from)
+    return methods
 
-    metrics = data.get("metrics")
-    if metrics is not None:
-        if not isinstance(metrics, list) or not metrics:
-            raise UserError(f"{path}: metrics: expected a non-empty list of metric names, got {metrics!r}")
-        metrics = tuple(_metric_name(m, f"{path}: metrics[{i}]") for i, m in enumerate(metrics))
 
-    compare = None
-    if data.get("compare") is not None:
-        raw = _mapping(data["compare"], f"{path}: compare")
-        _unknown(f"{path}: compare", raw, COMPARE_KEYS)
-        if "metric" not in raw or "pairs" not in raw:
-            raise UserError(f"{path}: compare: needs 'metric' and 'pairs'")
-        pairs = raw["pairs"]
-        if not isinstance(pairs, list) or not pairs:
-            raise UserError(f"{path}: compare.pairs: expected a list of [method_a, method_b]")
-        for i, pair in enumerate(pairs):
-            if not isinstance(pair, list) or len(pair) != 2:
-                raise UserError(f"{path}: compare.pairs[{i}]: expected [method_a, method_b], got {pair!r}")
-            for m in pair:
-                if m not in methods:
-                    raise UserError(f"{path}: compare.pairs[{i}]: no method {m!r}{nearest(m, methods)}")
-            if pair[0] == pair[1]:
-                raise UserError(f"{path}: compare.pairs[{i}]: a method compared with itself")
-        compare = CompareSpec(_metric_name(raw["metric"], f"{path}: compare.metric"),
-                              tuple((a, b) for a, b in pairs))
+def _parse_compare(raw, methods: dict[str, MethodSpec], path: str) -> CompareSpec:
+    raw = _mapping(raw, f"{path}: compare")
+    _unknown(f"{path}: compare", raw, COMPARE_KEYS)
+    if "metric" not in raw or "pairs" not in raw:
+        raise UserError(f"{path}: compare: needs 'metric' and 'pairs'")
+    pairs = raw["pairs"]
+    if not isinstance(pairs, list) or not pairs:
+        raise UserError(f"{path}: compare.pairs: expected a list of [method_a, method_b]")
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise UserError(f"{path}: compare.pairs[{i}]: expected [method_a, method_b], got {pair!r}")
+        for m in pair:
+            if m not in methods:
+                raise UserError(f"{path}: compare.pairs[{i}]: no method {m!r}{nearest(m, methods)}")
+        if pair[0] == pair[1]:
+            raise UserError(f"{path}: compare.pairs[{i}]: a method compared with itself")
+    return CompareSpec(_metric_name(raw["metric"], f"{path}: compare.metric"), tuple((a, b) for a, b in pairs))
 
-    sweep = None
-    if data.get("sweep") is not None:
-        raw = _mapping(data["sweep"], f"{path}: sweep")
-        _unknown(f"{path}: sweep", raw, SWEEP_KEYS)
-        for key in ("select", "report"):
-            if key not in raw:
-                raise UserError(f"{path}: sweep: missing required key {key!r}")
-        mode = raw.get("mode", "max")
-        if mode not in ("max", "min"):
-            raise UserError(f"{path}: sweep.mode: expected 'max' or 'min', got {mode!r}")
-        select = _metric_name(raw["select"], f"{path}: sweep.select")
-        report = _metric_name(raw["report"], f"{path}: sweep.report")
-        if select == report:
-            raise UserError(f"{path}: sweep: select and report are both {select!r}; select on a validation "
-                            "metric and report a test metric")
-        sweep = SweepSpec(select, report, mode)
 
-    return Recipe(path, name, job, tuple(seeds), threads, params, grid, methods, metrics, compare, sweep)
+def _parse_sweep(raw, path: str) -> SweepSpec:
+    raw = _mapping(raw, f"{path}: sweep")
+    _unknown(f"{path}: sweep", raw, SWEEP_KEYS)
+    for key in ("select", "report"):
+        if key not in raw:
+            raise UserError(f"{path}: sweep: missing required key {key!r}")
+    mode = raw.get("mode", "max")
+    if mode not in ("max", "min"):
+        raise UserError(f"{path}: sweep.mode: expected 'max' or 'min', got {mode!r}")
+    select = _metric_name(raw["select"], f"{path}: sweep.select")
+    report = _metric_name(raw["report"], f"{path}: sweep.report")
+    if select == report:
+        raise UserError(f"{path}: sweep: select and report are both {select!r}; select on a validation "
+                        "metric and report a test metric")
+    return SweepSpec(select, report, mode)
 
 
 def load_recipe(path: str | Path) -> Recipe:
