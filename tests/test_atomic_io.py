@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from alphapo.io import (
+    _host,
     atomic_dir,
     atomic_group,
     atomic_path,
@@ -25,6 +26,7 @@ from alphapo.io import (
 )
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+HOST = _host()
 
 
 def _python(code: str, **kwargs) -> subprocess.Popen:
@@ -55,8 +57,8 @@ def test_a_writer_killed_midway_leaves_no_partial_file_and_the_next_write_cleans
     proc.wait()
     assert out.read_text() == '{"old": 1}\n'  # the target was never touched
     orphans = [n for n in _names(tmp_path) if n != "pairs.jsonl"]
-    assert len(orphans) == 1 and orphans[0].startswith(f".pairs.jsonl.tmp-{proc.pid}-")
-    mine = tmp_path / f".other.json.tmp-{os.getpid()}-live"  # a live writer's temporary: left alone
+    assert len(orphans) == 1 and orphans[0].startswith(f".pairs.jsonl.tmp-{HOST}-{proc.pid}-")
+    mine = tmp_path / f".other.json.tmp-{HOST}-{os.getpid()}-live1234"  # a live writer's temporary: left alone
     mine.write_text("{")
     assert write_jsonl_atomic(out, [{"new": 2}]) == 1
     assert out.read_text() == '{"new": 2}\n'
@@ -112,7 +114,7 @@ def test_modes_follow_the_umask_like_a_plain_open(tmp_path, umask, file_mode, di
 def test_a_half_written_temporary_is_not_matched_by_a_glob_of_the_data_files(tmp_path):
     (tmp_path / "a.jsonl").write_text("{}\n")
     with atomic_path(tmp_path / "b.jsonl") as tmp:
-        assert tmp.name.startswith(f".b.jsonl.tmp-{os.getpid()}-") and tmp.suffix != ".jsonl"
+        assert tmp.name.startswith(f".b.jsonl.tmp-{HOST}-{os.getpid()}-") and tmp.suffix != ".jsonl"
         tmp.write_text("{")
         assert [p.name for p in tmp_path.glob("*.jsonl")] == ["a.jsonl"]  # pathlib globs match dotfiles
     assert (tmp_path / "b.jsonl").read_text() == "{"
@@ -151,7 +153,7 @@ def test_group_commit_killed_between_renames_is_finished_by_the_next_write(tmp_p
     """)
     assert proc.wait() == -signal.SIGKILL
     assert (a.read_text(), b.read_text()) == ("p2\n", "s1\n")  # torn: new pairs, old stats
-    assert any(n.startswith(f".pairs.jsonl.commit-{proc.pid}-") for n in _names(tmp_path))
+    assert any(n.startswith(f".pairs.jsonl.commit-{HOST}-{proc.pid}-") for n in _names(tmp_path))
     done = clean_stale_temps(tmp_path)
     assert len(done) == 1 and (a.read_text(), b.read_text()) == ("p2\n", "s2\n")
     assert _names(tmp_path) == sorted([a.name, b.name])
@@ -189,7 +191,7 @@ def test_temporaries_of_running_processes_are_not_cleaned(tmp_path):
     proc = _python("import time; time.sleep(30)")
     try:
         time.sleep(0.05)
-        live = tmp_path / f".x.jsonl.tmp-{proc.pid}-abc"
+        live = tmp_path / f".x.jsonl.tmp-{HOST}-{proc.pid}-abc12345"
         live.write_text("partial")
         assert clean_stale_temps(tmp_path) == [] and live.exists()
     finally:
@@ -253,3 +255,18 @@ def test_a_killed_generate_leaves_neither_file_and_its_next_run_writes_both(tmp_
     stats = json.loads((out_dir / "pairs.jsonl.stats.json").read_text())
     rows = (out_dir / "pairs.jsonl").read_text().splitlines()
     assert stats["n_kept"] == len(rows) and stats["n_prompts"] == 2
+
+
+def test_other_machines_temporaries_and_look_alike_names_are_left_alone(tmp_path):
+    """On a shared file system a dead-looking PID of another machine may be a live writer there, and a
+    user's own '.data.tmp-20240101-x' or '.results.old-2023-05' is not ours: none of them is touched."""
+    dead = 2 ** 22 + 12345  # above the default pid_max: no such process here
+    other_host = tmp_path / f".pairs.jsonl.tmp-someothernode-{dead}-abcd1234"
+    look_alikes = [tmp_path / ".data.tmp-20240101-x", tmp_path / ".results.old-2023-05",
+                   tmp_path / f".pairs.jsonl.tmp-{HOST}-{dead}-toolongsuffix"]
+    ours = tmp_path / f".pairs.jsonl.tmp-{HOST}-{dead}-abcd1234"
+    for p in [other_host, *look_alikes, ours]:
+        p.write_text("x")
+    assert clean_stale_temps(tmp_path) == [ours.name]
+    assert all(p.exists() for p in [other_host, *look_alikes]) and not ours.exists()
+    assert not (tmp_path / "results").exists()  # a look-alike "old" folder is never renamed back

@@ -7,7 +7,8 @@ never a partial one.
 
 One policy for every writer:
 
-- **Temporary names** are recognisable: ``.NAME.tmp-PID-XXXXXXXX``, where PID is the writing process.
+- **Temporary names** are recognisable: ``.NAME.tmp-HOST-PID-XXXXXXXX``, where HOST and PID are the
+  writing machine and process and XXXXXXXX eight random characters.
   They do not end in NAME's suffix, so a glob such as ``*.jsonl`` never picks up a half-written file;
   writers that choose a format from the extension must be told the format (``savefig(format="png")``).
 - **fsync**: the temporary file (every file of a temporary folder) is fsync'ed before the rename and the
@@ -15,8 +16,9 @@ One policy for every writer:
 - **File mode** follows the umask, as a plain ``open()`` would: ``0644`` files and ``0755`` folders under
   the usual umask ``022`` (``mkstemp`` alone would make them ``0600`` / ``0700``).
 - **Cleanup**: a writer that fails removes its temporary. A writer that is killed cannot, so every write
-  first calls ``clean_stale_temps`` on the destination folder, which removes the temporaries whose PID is
-  no longer running (it leaves live writers' temporaries alone), finishes an ``atomic_group`` commit that
+  first calls ``clean_stale_temps`` on the destination folder, which removes this machine's temporaries
+  whose PID is no longer running (it leaves live writers' temporaries, other machines' temporaries on a
+  shared file system, and names that merely look similar alone), finishes an ``atomic_group`` commit that
   a kill interrupted, and restores a folder that ``atomic_dir`` had moved aside.
 - **Strict JSON**: NaN and infinity are refused (``ValueError``) rather than written as the ``NaN`` token
   that other JSON readers reject; convert them to ``null`` where they mean "no value".
@@ -26,8 +28,9 @@ The writers: ``atomic_path`` (a context yielding a temporary path, for any write
 (a whole folder, e.g. a saved model) and ``atomic_group`` (several files of one folder committed together:
 all of them or none, after recovery).
 
-Deviations: "PID no longer running" is checked on this host only. Two hosts writing into one shared
-folder could see each other's live temporaries as stale; give each run its own output folder.
+Deviations: a temporary left by a process killed on *another* machine of a shared file system is never
+removed automatically (its PID cannot be checked from here); it is harmless (hidden, and never matched by
+a ``*.jsonl`` glob) and can be deleted by hand.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -60,13 +64,19 @@ __all__ = [
     "fsync_dir",
 ]
 
-# ".NAME.KIND-PID-": a temporary (tmp), a folder moved aside (old) or a group-commit journal (commit).
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old|commit)-(?P<pid>\d+)-")
+# ".NAME.KIND-HOST-PID-XXXXXXXX": a temporary (tmp), a folder moved aside (old) or a group-commit journal
+# (commit); XXXXXXXX is what mkstemp / mkdtemp / token_hex(4) append
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old|commit)-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[a-z0-9_]{8}$")
+
+
+def _host() -> str:
+    """This machine's name as it appears in temporary names (letters and digits only)."""
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
 
 
 def temp_prefix(name: str, kind: str = "tmp") -> str:
-    """The name prefix of this process's temporaries for destination ``name``: ``.NAME.tmp-PID-``."""
-    return f".{name}.{kind}-{os.getpid()}-"
+    """The name prefix of this process's temporaries for destination ``name``: ``.NAME.tmp-HOST-PID-``."""
+    return f".{name}.{kind}-{_host()}-{os.getpid()}-"
 
 
 def _umask() -> int:
@@ -130,7 +140,8 @@ def _remove(path: Path) -> None:
 def clean_stale_temps(folder: str | Path) -> list[str]:
     """Tidy what killed writers left in ``folder``; returns the names acted on.
 
-    Only entries named by this module's scheme and whose PID is no longer running are touched:
+    Only entries named by this module's scheme, written on this machine, and whose PID is no longer
+    running are touched:
     a group-commit journal is rolled forward (its temporaries were complete and fsync'ed when it was
     written), a folder that ``atomic_dir`` moved aside is put back if nothing replaced it (else removed),
     and temporaries are removed.
@@ -141,9 +152,10 @@ def clean_stale_temps(folder: str | Path) -> list[str]:
     except OSError:
         return []
     stale: dict[str, list[Path]] = {"commit": [], "old": [], "tmp": []}
+    host = _host()
     for entry in entries:
         m = _TEMP_NAME.match(entry.name)
-        if m and not _pid_running(int(m["pid"])):
+        if m and m["host"] == host and not _pid_running(int(m["pid"])):
             stale[m["kind"]].append(entry)
     done = []
     for journal in stale["commit"]:
@@ -208,7 +220,7 @@ def atomic_group(*paths: str | Path) -> Iterator[list[Path]]:
     """Like ``atomic_path`` for several files of one folder that must change together (a data file and
     its statistics): yields one temporary path per destination; all are renamed, or none.
 
-    The renames are listed first in an fsync'ed journal (``.NAME.commit-PID-...``); a kill during the
+    The renames are listed first in an fsync'ed journal (``.NAME.commit-HOST-PID-...``); a kill during the
     renames leaves the journal, and the next write into the folder (``clean_stale_temps``) finishes them.
     """
     dests = [Path(p) for p in paths]
@@ -256,7 +268,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; if the block succeeds it replaces ``path`` (a whole saved
     model, say), otherwise it is removed.
 
-    An existing ``path`` is first renamed aside (``.NAME.old-PID-...``), then the new folder is renamed in,
+    An existing ``path`` is first renamed aside (``.NAME.old-HOST-PID-...``), then the new folder is renamed in,
     then the old one is deleted. A kill between the two renames leaves no ``path``; the next write into
     the folder (``clean_stale_temps``) renames the old one back.
     """
