@@ -44,8 +44,28 @@ def make_scheduler(optimizer, *, kind: str, total: int, warmup: int):
 
 
 def warmup_steps(total: int, ratio: float) -> int:
-    """Warmup steps: ``ceil(ratio x total)`` (TRL's ``warmup_ratio`` rounds up the same way)."""
-    return math.ceil(ratio * total)
+    """Warmup steps: ``ceil(ratio x total)`` (TRL's ``warmup_ratio`` rounds up the same way), at most
+    ``total - 1``.
+
+    Deviations: ``transformers`` does not cap, so when ``ceil(ratio x total) >= total`` every step runs in
+    warmup and the first step's factor ``0 / warmup`` is 0: a one-step run (``max_steps=1`` with the
+    default ratio 0.1) trains nothing and saves the initial weights. The cap leaves at least one step
+    at the full rate (the trainer says so on stderr, :func:`warmup_capped_note`); ``warmup_ratio=1``
+    therefore warms up over every step but the last.
+
+    Example: total 1, ratio 0.1 -> 0 (not 1); total 10, ratio 1.0 -> 9; total 10, ratio 0.1 -> 1.
+    """
+    return min(math.ceil(ratio * total), max(total - 1, 0))
+
+
+def warmup_capped_note(total: int, ratio: float) -> str | None:
+    """The one-line stderr note when :func:`warmup_steps` capped the warmup (None when it did not)."""
+    uncapped = math.ceil(ratio * total)
+    if uncapped <= warmup_steps(total, ratio):
+        return None
+    return (f"train.warmup_ratio={ratio} x {total} optimizer steps gives {uncapped} warmup steps, which "
+            f"would leave no step at the full learning rate (the first warmup step's rate is 0); "
+            f"warmup is {warmup_steps(total, ratio)} steps")
 
 
 def fused_adamw_supported(device: torch.device, params) -> bool:

@@ -147,7 +147,7 @@ def model_card(config: TrainConfig, *, step: int, train_metrics: dict, eval_metr
         f"# {Path(config.output_dir).name}", "",
         f"Fine-tuned from `{config.model.name_or_path}` with alphapo, loss **{config.loss.name}** ({hp}).",
         "", "## Training", "",
-        f"- optimizer steps: {step}; epochs: {t.epochs}; learning rate {t.learning_rate} "
+        f"- optimizer steps: {step}; epochs: {t.epochs if t.max_steps is None else 'set by max_steps'}; learning rate {t.learning_rate} "
         f"({t.lr_scheduler}, warmup ratio {t.warmup_ratio}); AdamW (weight decay {t.weight_decay})",
         f"- per-device batch {t.per_device_batch_size}, global batch {t.global_batch_size or 'derived'}, "
         f"max grad norm {t.max_grad_norm}, precision {t.mixed_precision}, seed {t.seed}",

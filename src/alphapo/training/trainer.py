@@ -102,6 +102,7 @@ from alphapo.training.optim import (
     make_adamw,
     make_scheduler,
     precision_mismatch,
+    warmup_capped_note,
     warmup_steps,
 )
 from alphapo.training.outputs import (
@@ -435,7 +436,7 @@ def global_batch_size(config: TrainConfig, num_processes: int) -> int:
 def plan_schedule(config: TrainConfig, n_train: int, global_batch: int) -> Schedule:
     t = config.train
     spe = steps_per_epoch(n_train, global_batch)
-    total = t.epochs * spe if t.max_steps is None else min(t.max_steps, t.epochs * spe)
+    total = t.epochs * spe if t.max_steps is None else t.max_steps  # max_steps overrides epochs (transformers)
     return Schedule(global_batch=global_batch, steps_per_epoch=spe, total_steps=total,
                     warmup=warmup_steps(total, t.warmup_ratio))
 
@@ -952,6 +953,9 @@ def train(config: TrainConfig) -> TrainResult:
                                                 accelerator=accelerator)
         model = load_policy(config)
         schedule = plan_schedule(config, len(train_ex), global_batch)
+        capped = warmup_capped_note(schedule.total_steps, config.train.warmup_ratio)
+        if capped:
+            _note(accelerator, capped)
         trim = accepts_logits_to_keep(model)
         model, optimizer, scheduler = prepare_optimizer(config, model, accelerator, schedule)
         run = Run(config=config, accelerator=accelerator, spec=spec, tokenizer=tokenizer, trim=trim,
