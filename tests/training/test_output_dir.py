@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from test_trainer import _config, _records
@@ -199,3 +200,56 @@ def test_output_dir_that_is_a_file_is_one_line(fake_losses, tiny_model_dir, pair
     with pytest.raises(UserError, match=r"output_dir.*a_file' is a file"):
         train(_config(tiny_model_dir, pairs_path, target, "loss.name=simpo", "train.max_steps=1"))
     assert target.read_text() == "not a folder"
+
+
+def test_overwrite_with_a_lora_run_removes_the_old_final(fake_losses, tiny_model_dir, pairs_path, tmp_path):
+    """A LoRA run with model.lora.merge=false writes adapter/ and no final/: overwriting a full run's
+    folder with it must not leave that run's final/ next to the new adapter (it would pass for this run's
+    model); the user's own files stay."""
+    out = tmp_path / "run"
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=2", "logging.save_steps=1",
+                  "data.eval_fraction=0.25", "logging.eval_steps=1"))
+    assert (out / "final").is_dir() and (out / "best").is_dir() and (out / "checkpoints").is_dir()
+    (out / "notes.txt").write_text("mine")
+    result = train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "model.lora.enabled=true",
+                           "model.lora.merge=false", "train.max_steps=1", "overwrite=true"))
+    assert result.final_dir == out / "adapter"
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "adapter", "config.yaml", "metrics.jsonl", "notes.txt"]
+    assert [r["step"] for r in _records(out)] == [1]
+
+
+def test_clearing_a_previous_run_killed_midway_leaves_nothing_that_looks_finished(tmp_path, monkeypatch):
+    """Every old entry is renamed aside (io's ``.NAME.tmp-PID-`` names) before anything is deleted: a
+    crash during the deletion leaves no final/ (not a half-deleted one) and no checkpoints, and the next
+    run in the folder sees neither a finished nor an unfinished run; the leftovers are io temporaries,
+    removed once their process is gone."""
+    import shutil
+
+    from alphapo import io
+    from alphapo.training import outputs
+
+    out = tmp_path / "run"
+    for name in ("final", "adapter", "best", "checkpoints/step-000001"):
+        (out / name).mkdir(parents=True)
+        (out / name / "model.safetensors").write_bytes(b"old")
+    (out / "metrics.jsonl").write_text("{}\n")
+
+    def killed(path, *a, **k):
+        raise KeyboardInterrupt  # the process dies in the first deletion
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        outputs.clear_previous_run(out)
+    monkeypatch.undo()
+    visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert visible == []
+    assert outputs.output_dir_problem(out, resume=False, overwrite=False, has_checkpoint=False) is None
+    leftovers = sorted(p.name for p in out.iterdir())
+    assert [re.sub(r"\.tmp-\d+-[0-9a-f]+$", "", n) for n in leftovers] == [
+        ".adapter", ".best", ".checkpoints", ".final", ".metrics.jsonl"]
+    assert all(f".tmp-{os.getpid()}-" in n for n in leftovers)
+    dead = 2**22 + 12345  # above the default pid_max: no running process has it
+    for p in list(out.iterdir()):
+        p.rename(out / p.name.replace(f"-{os.getpid()}-", f"-{dead}-"))
+    assert len(io.clean_stale_temps(out)) == 5 and list(out.iterdir()) == []

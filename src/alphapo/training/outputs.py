@@ -12,8 +12,8 @@
   run never leaves a stale lock behind.
 - :func:`output_dir_problem`: a folder holding a run (``final/`` or checkpoints) is refused unless the
   config says ``resume=true`` or ``overwrite=true``; :func:`clear_previous_run` removes the old run's
-  files once the new run's data and reference are ready (so a run failing on bad data leaves a finished
-  run, its ``config.yaml`` included, as it was).
+  files, ``final/`` included, once the new run's data and reference are ready (so a run failing on bad
+  data leaves a finished run, its ``config.yaml`` included, as it was).
 - :func:`write_errors`: a full disk, an exceeded quota or a read-only folder while saving becomes one
   ``UserError`` line naming the path (safetensors reports these as its own error type, not ``OSError``).
 - :func:`recover_interrupted_saves`: :func:`_save_pretrained_atomic` replaces ``final/`` with two renames
@@ -28,12 +28,14 @@ import errno
 import json
 import math
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from alphapo.errors import UserError
+from alphapo.io import fsync_dir, temp_prefix
 from alphapo.training import checkpoint as ckpt
 from alphapo.training.config import TrainConfig
 
@@ -209,7 +211,9 @@ class OutputDirLock:
 
 
 SAVED_MODELS = ("final", "best", "adapter")
-RUN_ARTIFACTS = ("checkpoints", "best", "adapter", "tensorboard", "trackers", "plots", "metrics.jsonl")
+# the saved models first: once they are gone, what remains cannot be taken for a finished run
+CLEARED_ON_FRESH_START = ("final", "adapter", "best", "checkpoints", "tensorboard", "trackers", "plots",
+                          "metrics.jsonl")
 
 
 def recover_interrupted_saves(out: Path, log=None) -> None:
@@ -250,14 +254,30 @@ def output_dir_problem(out: Path, *, resume: bool, overwrite: bool, has_checkpoi
 
 
 def clear_previous_run(out: Path) -> None:
-    """Remove the files of a previous run in ``out`` (checkpoints, best/, logs, plots) before a fresh one;
-    ``final/`` is replaced atomically when the new run saves its own."""
-    for name in RUN_ARTIFACTS:
-        path = Path(out) / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    """Remove every file of a previous run in ``out`` that a fresh run would not rewrite itself: its saved
+    models (``final/``, ``adapter/``, ``best/``), checkpoints, logs and plots (``config.yaml`` is rewritten
+    right after). A LoRA run with ``model.lora.merge=false`` writes no ``final/``, so an old ``final/``
+    left behind would pass for this run's model.
+
+    Each entry is first renamed aside under ``alphapo.io``'s temporary name (``.NAME.tmp-PID-...``), the
+    saved models first, and the folder fsync'ed; only then are they deleted. A crash at any point leaves
+    no half-deleted ``final/`` that looks finished: an entry is there whole or under a temporary name,
+    which ``io.clean_stale_temps`` removes at the next save into ``out``."""
+    out = Path(out)
+    aside = []
+    for name in CLEARED_ON_FRESH_START:
+        path = out / name
+        if path.exists() or path.is_symlink():
+            moved = out / (temp_prefix(name) + secrets.token_hex(4))
+            os.rename(path, moved)
+            aside.append(moved)
+    if aside:
+        fsync_dir(out)
+    for moved in aside:
+        if moved.is_dir() and not moved.is_symlink():
+            shutil.rmtree(moved)
+        else:
+            moved.unlink()
 
 
 PROBE_CARD_KEYS = ("probe/chosen_lnorm", "probe/rejected_lnorm", "probe/margin_lnorm", "probe/margin_lnorm/q1",
