@@ -253,3 +253,37 @@ def test_clearing_a_previous_run_killed_midway_leaves_nothing_that_looks_finishe
     for p in list(out.iterdir()):
         p.rename(out / p.name.replace(f"-{os.getpid()}-", f"-{dead}-"))
     assert len(io.clean_stale_temps(out)) == 5 and list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("code", ["ENOLCK", "ENOTSUP"])
+def test_a_file_system_without_flock_runs_unlocked_with_one_warning(code, fake_losses, tiny_model_dir, pairs_path,
+                                                                     tmp_path, monkeypatch, capsys):
+    """flock failing with ENOLCK (NFS without lockd) or ENOTSUP is not "in use by another train": the run
+    goes ahead without the lock and says why, once."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "nfs"
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
+    err = capsys.readouterr().err
+    assert err.count("running without the lock") == 1 and f"cannot lock {out / '.alphapo-train.lock'} ({code}" in err
+    assert [r["step"] for r in _records(out)] == [1] and (out / "final" / "model.safetensors").is_file()
+
+
+def test_a_held_lock_is_still_in_use(tmp_path, monkeypatch):
+    """EWOULDBLOCK / EAGAIN / EACCES from flock mean another process holds the lock."""
+    import errno
+    import fcntl
+
+    for code in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        def held(fd, op, code=code):
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(fcntl, "flock", held)
+        lock = OutputDirLock(tmp_path)
+        lock.path.write_text("4242\n")
+        assert lock.acquire() == "pid 4242" and lock.unlocked_reason is None

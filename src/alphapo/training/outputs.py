@@ -9,7 +9,8 @@
 - :class:`OutputDirLock`: an exclusive lock on ``OUT/.alphapo-train.lock`` held by a run's main process,
   so a second trainer started on the same ``output_dir`` stops with a clear error instead of racing on
   the same files. It is an advisory ``flock``: the kernel drops it when the process dies, so a killed
-  run never leaves a stale lock behind.
+  run never leaves a stale lock behind. A file system that cannot lock at all (NFS without a lock
+  daemon) gets a one-line warning and an unlocked run, not a false "in use".
 - :func:`output_dir_problem`: a folder holding a run (``final/`` or checkpoints) is refused unless the
   config says ``resume=true`` or ``overwrite=true``; :func:`clear_previous_run` removes the old run's
   files, ``final/`` included, once the new run's data and reference are ready (so a run failing on bad
@@ -175,15 +176,27 @@ def model_card(config: TrainConfig, *, step: int, train_metrics: dict, eval_metr
 LOCK_NAME = ".alphapo-train.lock"
 
 
+# flock's errnos for "another process holds the lock" (EACCES on some systems); any other errno is the
+# file system refusing locks altogether (ENOLCK: NFS without a lock daemon; ENOTSUP / EINVAL: no flock)
+LOCK_HELD_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
+
+
 class OutputDirLock:
-    """Exclusive, non-blocking ``flock`` on ``out/.alphapo-train.lock`` (see the module docstring)."""
+    """Exclusive, non-blocking ``flock`` on ``out/.alphapo-train.lock`` (see the module docstring).
+
+    Deviations: where the file system cannot lock at all (``flock`` fails with an errno other than
+    :data:`LOCK_HELD_ERRNOS`), the run goes ahead unlocked and :attr:`unlocked_reason` says why (the
+    trainer prints it once): refusing would make such file systems unusable, and calling it "in use by
+    another train" would be false."""
 
     def __init__(self, out: Path):
         self.path = Path(out) / LOCK_NAME
         self._fh = None
+        self.unlocked_reason: str | None = None
 
     def acquire(self) -> str | None:
-        """Take the lock; None on success, else a description of the holder (its pid)."""
+        """Take the lock; None on success (or when the file system cannot lock: :attr:`unlocked_reason`),
+        else a description of the holder (its pid)."""
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX: no locking
@@ -192,7 +205,15 @@ class OutputDirLock:
         fh = open(self.path, "a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as err:
+            if err.errno not in LOCK_HELD_ERRNOS:
+                fh.close()
+                name = errno.errorcode.get(err.errno, str(err.errno))
+                self.unlocked_reason = (
+                    f"cannot lock {self.path} ({name}: {err.strerror or err}): the file system does not "
+                    f"support flock (e.g. NFS without a lock daemon); running without the lock, so make sure "
+                    f"no other alphapo train uses this output_dir")
+                return None
             fh.seek(0)
             holder = fh.read().strip() or "unknown"
             fh.close()

@@ -1016,6 +1016,8 @@ def _claim_output_dir(config: TrainConfig, lock: OutputDirLock, accelerator) -> 
     if holder is not None:
         return (f"output_dir {str(out)!r} is in use by another alphapo train ({holder}, lock "
                 f"{out / LOCK_NAME}); wait for it to finish or choose another output_dir")
+    if lock.unlocked_reason:
+        _note(accelerator, lock.unlocked_reason)
     recover_interrupted_saves(out, log=lambda msg: _note(accelerator, msg))
     has_checkpoint = (out / "checkpoints").is_dir() and any(
         ckpt.STEP_DIR.match(p.name) for p in (out / "checkpoints").iterdir())
