@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 from test_trainer import _config, _records
@@ -67,38 +68,68 @@ def test_failed_run_on_bad_data_leaves_the_finished_run_and_its_config(fake_loss
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == files_before
 
 
+_KILLED_SAVE = """
+import os, sys
+from pathlib import Path
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from alphapo.training import outputs
+model_dir, dest = sys.argv[1], Path(sys.argv[2])
+real_rename = os.rename
+def dying_rename(src, dst):
+    if Path(dst) == dest:  # the new folder is about to replace final/, which is already aside
+        os._exit(9)  # killed: no except or finally block runs
+    real_rename(src, dst)
+os.rename = dying_rename
+outputs._save_pretrained_atomic(AutoModelForCausalLM.from_pretrained(model_dir),
+                                AutoTokenizer.from_pretrained(model_dir), dest)
+"""
+
+
 def test_final_swap_killed_between_renames_is_restored_on_the_next_start(fake_losses, tiny_model_dir, pairs_path,
-                                                                        tmp_path, monkeypatch, capsys):
-    """Replacing final/ renames final -> .old-final-PID, then the new folder -> final. A kill between the
-    two leaves no final/; the next start renames the old one back (and then refuses: a finished run)."""
-    from alphapo.training import outputs
+                                                                        tmp_path, capsys):
+    """Replacing final/ renames final -> .final.old-PID-..., then the new folder -> final (alphapo.io's
+    atomic_dir). A process killed between the two leaves no final/; the next start renames the old one
+    back (and then refuses: a finished run) and removes the killed save's temporary folder."""
+    import subprocess
+    import sys
 
     out = tmp_path / "swap"
     train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
     before = (out / "final" / "model.safetensors").read_bytes()
-    renames = []
-    real_rename = os.rename
-
-    def dying_rename(src, dst):
-        renames.append((src, dst))
-        if len(renames) == 2:
-            raise KeyboardInterrupt("killed between the renames")
-        real_rename(src, dst)
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    monkeypatch.setattr(outputs.os, "rename", dying_rename)
-    with pytest.raises(KeyboardInterrupt):
-        outputs._save_pretrained_atomic(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                                        AutoTokenizer.from_pretrained(tiny_model_dir), out / "final")
-    monkeypatch.setattr(outputs.os, "rename", real_rename)
-    assert not (out / "final").exists() and list(out.glob(".old-final-*"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    killed = subprocess.run([sys.executable, "-c", _KILLED_SAVE, str(tiny_model_dir), str(out / "final")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 9, killed.stderr[-2000:]
+    assert not (out / "final").exists()
+    assert len(list(out.glob(".final.old-*"))) == 1 and len(list(out.glob(".final.tmp-*"))) == 1
     capsys.readouterr()
     with pytest.raises(UserError, match="holds a finished run"):
         train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
-    assert f"restored {out / 'final'}" in capsys.readouterr().err
+    assert f"recovered {out} from a write killed midway" in capsys.readouterr().err
     assert (out / "final" / "model.safetensors").read_bytes() == before
-    assert not list(out.glob(".old-final-*")) and not list(out.glob(".tmp-final-*"))
+    assert not list(out.glob(".final.*"))
+
+
+def test_saved_models_are_fsynced_before_the_rename(tiny_model_dir, tmp_path, monkeypatch):
+    """Every file of a saved model is fsync'ed while still in the temporary folder (a power loss after the
+    rename must not leave an empty model.safetensors under final/), and so is the parent folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alphapo import io
+    from alphapo.training import outputs
+
+    synced_files, synced_dirs = [], []
+    real_file, real_dir = io.fsync_file, io.fsync_dir
+    monkeypatch.setattr(io, "fsync_file", lambda p: (synced_files.append(Path(p)), real_file(p)))
+    monkeypatch.setattr(io, "fsync_dir", lambda p: (synced_dirs.append(Path(p)), real_dir(p)))
+    dest = tmp_path / "final"
+    outputs._save_pretrained_atomic(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                    AutoTokenizer.from_pretrained(tiny_model_dir), dest, card="# card")
+    saved = sorted(p.name for p in dest.iterdir())
+    assert "model.safetensors" in saved and "README.md" in saved
+    assert sorted(p.name for p in synced_files) == saved
+    assert all(p.parent.name.startswith(".final.tmp-") for p in synced_files)  # before the rename
+    assert tmp_path in synced_dirs
 
 
 def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(fake_losses, tiny_model_dir, pairs_path,
@@ -191,7 +222,7 @@ def test_disk_full_while_saving_final_keeps_no_partial_folder(fake_losses, tiny_
     with pytest.raises(UserError, match=r"cannot write .*final: no space left on device; no final model was "
                                         r"written \(an earlier final/ is kept\)"):
         train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
-    assert not (out / "final").exists() and not list(out.glob(".tmp-final-*"))
+    assert not (out / "final").exists() and not list(out.glob(".final.*"))
 
 
 def test_output_dir_that_is_a_file_is_one_line(fake_losses, tiny_model_dir, pairs_path, tmp_path):

@@ -3,8 +3,11 @@
 - :class:`MetricsLogger`: one JSON object per line in ``OUT/metrics.jsonl`` (strict JSON: a non-finite
   value is written as ``null``), mirrored to TensorBoard; on resume, records of steps after the
   checkpoint are dropped (:meth:`MetricsLogger.truncate_after`).
-- :func:`_save_pretrained_atomic`: an HF-format folder (safetensors + tokenizer) written into a temp
-  folder and renamed into place.
+- :func:`_save_pretrained_atomic`: an HF-format folder (safetensors + tokenizer) written with
+  ``alphapo.io.atomic_dir`` (temporary folder, fsync, rename). Replacing ``final/`` takes two renames
+  (``final`` aside to ``.final.old-PID-...``, then the new folder in); a kill between them leaves no
+  ``final/``, and the next start (``io.clean_stale_temps`` on the output folder) renames the old one back
+  and removes the temporaries of killed saves.
 - :func:`model_card`: the ``README.md`` of ``final/``.
 - :class:`OutputDirLock`: an exclusive lock on ``OUT/.alphapo-train.lock`` held by a run's main process,
   so a second trainer started on the same ``output_dir`` stops with a clear error instead of racing on
@@ -17,9 +20,6 @@
   data leaves a finished run, its ``config.yaml`` included, as it was).
 - :func:`write_errors`: a full disk, an exceeded quota or a read-only folder while saving becomes one
   ``UserError`` line naming the path (safetensors reports these as its own error type, not ``OSError``).
-- :func:`recover_interrupted_saves`: :func:`_save_pretrained_atomic` replaces ``final/`` with two renames
-  (``final`` -> ``.old-final-PID``, then the new folder -> ``final``); a kill between them leaves no
-  ``final/``, and the next start renames the old one back (and removes leftovers of killed saves).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from alphapo.errors import UserError
-from alphapo.io import fsync_dir, temp_prefix
+from alphapo.io import atomic_dir, fsync_dir, temp_prefix
 from alphapo.training import checkpoint as ckpt
 from alphapo.training.config import TrainConfig
 
@@ -102,29 +102,17 @@ class MetricsLogger:
 
 def _save_pretrained_atomic(model, tokenizer, dest: Path, *, card: str | None = None,
                             state_dict: dict | None = None) -> None:
-    """Save an HF-format model (safetensors) + tokenizer into ``dest`` via a temp folder and rename.
+    """Save an HF-format model (safetensors) + tokenizer into ``dest`` through ``alphapo.io.atomic_dir``:
+    written into a temporary folder, every file fsync'ed, renamed into place, the parent fsync'ed.
 
     ``state_dict`` is the full (gathered) state dict under FSDP / DeepSpeed ZeRO-3
     (``accelerator.get_state_dict``); None uses the model's own parameters.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ckpt.make_temp_dir(dest.parent, f".tmp-{dest.name}-")
-    try:
+    with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if card is not None:
             (tmp / "README.md").write_text(card)
-        old = None
-        if dest.exists():
-            old = dest.parent / f".old-{dest.name}-{os.getpid()}"
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def loss_hyperparameters_used(config: TrainConfig) -> dict[str, Any]:
@@ -231,27 +219,9 @@ class OutputDirLock:
             self._fh = None
 
 
-SAVED_MODELS = ("final", "best", "adapter")
 # the saved models first: once they are gone, what remains cannot be taken for a finished run
 CLEARED_ON_FRESH_START = ("final", "adapter", "best", "checkpoints", "tensorboard", "trackers", "plots",
                           "metrics.jsonl")
-
-
-def recover_interrupted_saves(out: Path, log=None) -> None:
-    """Undo what a save killed midway left in ``out`` (see the module docstring); ``log`` gets one line
-    per restored folder."""
-    out = Path(out)
-    if not out.is_dir():
-        return
-    for name in SAVED_MODELS:
-        dest = out / name
-        olds = sorted(out.glob(f".old-{name}-*"), key=lambda p: p.stat().st_mtime)
-        if not dest.exists() and olds:
-            os.rename(olds.pop(), dest)
-            if log is not None:
-                log(f"restored {dest} (a save was killed between replacing and renaming it)")
-        for stale in olds + list(out.glob(f".tmp-{name}-*")):
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 def output_dir_problem(out: Path, *, resume: bool, overwrite: bool, has_checkpoint: bool) -> str | None:

@@ -60,6 +60,7 @@ from typing import Any
 import torch
 
 from alphapo.errors import AlphapoError, UserError
+from alphapo.io import clean_stale_temps
 from alphapo.losses.contract import REFERENCE_INPUTS, length_normalized, loss_inputs
 from alphapo.training import checkpoint as ckpt
 from alphapo.training.config import (
@@ -114,7 +115,6 @@ from alphapo.training.outputs import (
     metric_line,
     model_card,
     output_dir_problem,
-    recover_interrupted_saves,
     save_for_inference,
     write_errors,
 )
@@ -1018,7 +1018,9 @@ def _claim_output_dir(config: TrainConfig, lock: OutputDirLock, accelerator) -> 
                 f"{out / LOCK_NAME}); wait for it to finish or choose another output_dir")
     if lock.unlocked_reason:
         _note(accelerator, lock.unlocked_reason)
-    recover_interrupted_saves(out, log=lambda msg: _note(accelerator, msg))
+    tidied = clean_stale_temps(out)  # a save or a clean-up killed midway (alphapo.io's recovery)
+    if tidied:
+        _note(accelerator, f"recovered {out} from a write killed midway ({', '.join(tidied)})")
     has_checkpoint = (out / "checkpoints").is_dir() and any(
         ckpt.STEP_DIR.match(p.name) for p in (out / "checkpoints").iterdir())
     return output_dir_problem(out, resume=config.resume, overwrite=config.overwrite, has_checkpoint=has_checkpoint)
