@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from alphapo.training.data import plan_epoch, split_global_batch, steps_per_epoch
 
 
@@ -45,3 +47,41 @@ def test_split_global_batch_covers_it_across_processes_and_micro_batches():
     # the set of examples of a step does not depend on how it is split
     one = split_global_batch(batch, lengths, micro_batch=8, process_index=0, num_processes=1)
     assert sorted(one[0]) == sorted(batch)
+
+
+def test_eval_batches_per_rank_worked_examples():
+    from alphapo.training.trainer import batches_per_rank
+
+    assert batches_per_rank(5, batch_size=2, num_processes=2) == 2   # process 0 holds 3 examples
+    assert batches_per_rank(4, batch_size=2, num_processes=2) == 1
+    assert batches_per_rank(1, batch_size=8, num_processes=4) == 1   # three processes hold nothing
+    assert batches_per_rank(17, batch_size=4, num_processes=8) == 1  # 3, 2, 2, ...
+    assert batches_per_rank(33, batch_size=2, num_processes=8) == 3  # process 0 holds 5
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 7, 16, 33])
+@pytest.mark.parametrize("num_processes", [1, 2, 3, 8])
+@pytest.mark.parametrize("batch_size", [1, 2, 4])
+def test_eval_rank_batches_are_the_same_count_on_every_rank_and_cover_each_example_once(n, num_processes,
+                                                                                       batch_size):
+    """Under FSDP / ZeRO-3 each forward is a collective: every process must run the same number of them.
+    The real batches, over all processes, hold each example exactly once (fillers are marked and dropped)."""
+    from alphapo.training.trainer import batches_per_rank, rank_batches
+
+    n_batches = batches_per_rank(n, batch_size=batch_size, num_processes=num_processes)
+    per_rank = [rank_batches(list(range(r, n, num_processes)), batch_size=batch_size, n_batches=n_batches,
+                             filler=0) for r in range(num_processes)]
+    assert {len(b) for b in per_rank} == {n_batches}
+    real = sorted(i for batches in per_rank for idx, ok in batches if ok for i in idx)
+    assert real == list(range(n))
+    assert all(idx == [0] for batches in per_rank for idx, ok in batches if not ok)
+    assert all(len(idx) <= batch_size for batches in per_rank for idx, _ in batches)
+    # the fullest process has no filler: n_batches is the least that fits every process
+    assert min(sum(not ok for _, ok in batches) for batches in per_rank) == 0
+
+
+def test_rank_batches_refuses_a_count_too_small():
+    from alphapo.training.trainer import rank_batches
+
+    with pytest.raises(ValueError, match="need more than 1 batches"):
+        rank_batches([0, 1, 2], batch_size=2, n_batches=1, filler=0)

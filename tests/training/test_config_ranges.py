@@ -43,7 +43,7 @@ def resolved(*overrides: str) -> TrainConfig:
     ("train.adam_beta2=1", r"train.adam_beta2=1.0 is outside \[0, 1\)"),
     ("train.adam_epsilon=0", r"train.adam_epsilon=0.0 is outside \(0, inf\)"),
     ("train.weight_decay=-0.01", r"train.weight_decay=-0.01 is outside \[0, inf\)"),
-    ("train.warmup_ratio=1", r"train.warmup_ratio=1.0 is outside \[0, 1\)"),
+    ("train.warmup_ratio=1.5", r"train.warmup_ratio=1.5 is outside \[0, 1\]"),
     ("train.per_device_batch_size=0", r"train.per_device_batch_size=0 is outside \[1, inf\)"),
     ("train.gradient_accumulation_steps=0", r"train.gradient_accumulation_steps=0 is outside \[1, inf\)"),
     ("train.global_batch_size=-8", r"train.global_batch_size=-8 is outside \[1, inf\)"),
@@ -86,6 +86,7 @@ def test_the_edges_of_each_range_and_null_are_accepted():
                  "train.seed=0", "train.max_steps=1", "train.epochs=1", "loss.name=rloo", "loss.beta=0")
     assert c.train.max_grad_norm is None and c.data.max_length == 2 and c.loss.params == {"beta": 0.0}
     assert resolved("train.seed=4294967295", "data.max_length=null").train.seed == 2**32 - 1
+    assert resolved("train.warmup_ratio=1").train.warmup_ratio == 1.0  # transformers accepts [0, 1]
 
 
 def test_the_prompt_limit_must_leave_room_for_the_completion():

@@ -172,3 +172,39 @@ def test_fsdp_launch_on_cpu_stops_instead_of_training_unsharded(tiny_model_dir, 
     assert proc.returncode != 0
     assert "error: the launcher asks for FSDP but accelerate set up MULTI_CPU" in proc.stderr
     assert not (tmp_path / "out" / "final").exists()
+
+
+@pytest.mark.slow
+def test_uneven_eval_and_probe_splits_under_two_processes_match_one_process(tiny_model_dir, tmp_path):
+    """3 eval pairs (= the probe set) over 2 processes at per-device batch 1: process 0 runs 2 forwards,
+    process 1 one real and one filler forward (as FSDP / ZeRO-3 need: each forward is a collective). The
+    filler's results are dropped: eval and probe metrics equal a one-process run's."""
+    from alphapo.training import load_config, train
+
+    data = write_pairs(tmp_path / "pairs.jsonl", n=19, seed=2)
+    base = [f"model.name_or_path={tiny_model_dir}", f"data.train_path={data}",
+            f"reference.cache_dir={tmp_path / 'ref-cache'}", *LOSSES["dpo"], *COMMON, "data.eval_fraction=0.16",
+            "diagnostics.probe_size=3", "train.max_steps=1", "train.global_batch_size=4"]
+    single_out = tmp_path / "single"
+    train(load_config(None, [*base, f"output_dir={single_out}", "train.per_device_batch_size=1"]))
+    ddp_out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "alphapo.cli", "train", *base, f"output_dir={ddp_out}",
+           "train.per_device_batch_size=1"]
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env.update({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false", "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"})
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+
+    def split(out, name):
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        return [r for r in records if r.get("split") == name]
+
+    for name, keys in (("eval", ("eval/loss", "eval/rewards/margins", "eval/logps/chosen")),
+                       ("probe", ("probe/chosen_lnorm", "probe/margin_lnorm", "probe/margin_lnorm/median"))):
+        one, two = split(single_out, name), split(ddp_out, name)
+        assert [r["step"] for r in two] == [r["step"] for r in one] and one
+        for a, b in zip(one, two):
+            for key in keys:
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (name, a["step"], key)

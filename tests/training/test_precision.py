@@ -81,6 +81,25 @@ def test_kahan_adamw_on_bf16_weights_follows_the_float32_trajectory():
     assert (effective - update).abs().mean() < 0.02 * update.abs().mean()
 
 
+def test_kahan_adamw_on_bf16_weights_near_one_keeps_every_small_update():
+    """2000 AdamW steps at lr 5e-7 with a one-signed gradient on 1024 weights in [0.9, 1.1): every step
+    moves a weight by ~lr, 1e-3 in all (float64 AdamW is the reference). A bfloat16 compensation lost
+    most of that once it reached ~1e-3 (its own resolution there, 2^-17 = 7.6e-6, is 15x the update):
+    weight + compensation moved 29% as far. Held in float32 it follows float64 to < 0.5% of the move,
+    and the bfloat16 weight is the float64 trajectory rounded (within one bfloat16 step)."""
+    torch.manual_seed(0)
+    p0 = (0.9 + 0.2 * torch.rand(1024)).bfloat16().double()  # representable: all runs start equal
+    grads = [(0.5 + torch.rand(1024)).double() for _ in range(2000)]
+    ref, _ = _adam_run(torch.optim.AdamW, torch.float64, p0, grads, lr=5e-7, weight_decay=0.0)
+    kahan, opt = _adam_run(KahanAdamW, torch.bfloat16, p0, grads, lr=5e-7, weight_decay=0.0)
+    moved = p0 - ref.detach()
+    assert moved.min() > 0.9e-3 and moved.max() < 1.01e-3  # ~lr per step, as derived
+    effective = kahan.detach().double() + opt.state[kahan]["compensation"].double()
+    assert ((p0 - effective) / moved).min() > 0.995
+    assert ((effective - ref.detach()).abs() / moved).max() < 0.005
+    assert (kahan.detach().double() - ref.detach()).abs().max() <= 2.0 ** -7  # one bf16 step below 1
+
+
 def test_kahan_adamw_on_float32_weights_is_adamw():
     """With float32 weights the compensation stays at rounding level: same result as torch AdamW (with
     decoupled weight decay) to float rounding."""
@@ -117,7 +136,7 @@ def test_explicit_bf16_weights_train_with_kahan_state_in_the_checkpoint(fake_los
     assert "Kahan-compensated" in capsys.readouterr().err
     opt = load_file(out / "checkpoints" / "step-000001" / "optimizer.safetensors")
     comp = [v for k, v in opt.items() if k.endswith(".compensation")]
-    assert comp and all(v.dtype == torch.bfloat16 for v in comp)
+    assert comp and all(v.dtype == torch.float32 for v in comp)
     assert any(bool(v.abs().sum() > 0) for v in comp)  # rounding errors carried, not dropped
 
 
@@ -149,7 +168,51 @@ def test_kahan_state_survives_a_checkpoint_round_trip_in_float32(tmp_path):
     model2, opt2, sched2 = setup()
     ckpt.load_checkpoint(path, model=model2, optimizer=opt2, scheduler=sched2)
     state = opt2.state[model2.weight]
-    assert state["exp_avg"].dtype == torch.float32 and state["compensation"].dtype == torch.bfloat16
+    assert state["exp_avg"].dtype == torch.float32 and state["compensation"].dtype == torch.float32
     assert all(torch.equal(state[k], saved[k]) for k in saved)
     step(model2, opt2, 3)
     assert torch.equal(model2.weight.detach(), expected)
+
+
+def _effective_bf16_weights(ckpt_dir, model_dir) -> dict[str, torch.Tensor]:
+    """A checkpoint's bfloat16 weights + its Kahan compensation, by parameter name. The optimizer's
+    parameter indices follow the trainer's groups: matrices (weight decay), then the rest."""
+    from transformers import AutoModelForCausalLM
+
+    names = [n for n, p in AutoModelForCausalLM.from_pretrained(model_dir).named_parameters()]
+    shapes = dict(AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())
+    order = [n for n in names if shapes[n].ndim >= 2] + [n for n in names if shapes[n].ndim < 2]
+    final = load_file(ckpt_dir / "model.safetensors")
+    opt = load_file(ckpt_dir / "optimizer.safetensors")
+    return {n: final[n].double() + opt[f"{i}.compensation"].double() for i, n in enumerate(order) if n in final}
+
+
+def test_explicit_bf16_weights_at_lr_5e7_move_as_far_as_float32(fake_losses, tiny_model_dir, pairs_path,
+                                                                tmp_path):
+    """5 steps at lr 5e-7, model.dtype=bfloat16 (no autocast) against model.dtype=float32: the bfloat16
+    weights alone barely move (each update is ~1/100 of a bfloat16 step), but weight + Kahan
+    compensation changes as many weights, by as much on average, as float32 does. Plain AdamW on
+    bfloat16 weights (no compensation) changed 0.69% of them."""
+    common = ("loss.name=simpo", "train.learning_rate=5e-7", "train.max_steps=5", "train.lr_scheduler=constant",
+              "train.warmup_ratio=0", "train.global_batch_size=2", "train.mixed_precision=no")
+    out32, out16 = tmp_path / "fp32", tmp_path / "bf16"
+    train(_config(tiny_model_dir, pairs_path, out32, *common, "model.dtype=float32"))
+    # a 6-step run checkpoints after step 5 (no checkpoint is written at the last step)
+    train(_config(tiny_model_dir, pairs_path, out16, *common, "model.dtype=bfloat16", "train.max_steps=6",
+                  "logging.save_steps=5"))
+    before = load_file(tiny_model_dir / "model.safetensors")
+    after32 = load_file(out32 / "final" / "model.safetensors")
+    effective = _effective_bf16_weights(out16 / "checkpoints" / "step-000005", tiny_model_dir)
+    assert set(effective) == set(after32)
+    n = sum(v.numel() for v in after32.values())
+    d32 = {k: after32[k].double() - before[k].double() for k in after32}
+    d16 = {k: effective[k] - before[k].bfloat16().double() for k in effective}
+    frac32 = sum(int((d != 0).sum()) for d in d32.values()) / n
+    frac16 = sum(int((d != 0).sum()) for d in d16.values()) / n
+    mag32 = sum(float(d.abs().sum()) for d in d32.values()) / n
+    mag16 = sum(float(d.abs().sum()) for d in d16.values()) / n
+    weights16 = load_file(out16 / "checkpoints" / "step-000005" / "model.safetensors")
+    alone = sum(int((weights16[k].float() != before[k].bfloat16().float()).sum()) for k in after32) / n
+    assert alone < 0.05  # the compensation carries the update, as derived
+    assert frac32 > 0.5 and frac16 >= 0.98 * frac32
+    assert 0.9 < mag16 / mag32 < 1.1

@@ -137,7 +137,9 @@ class OptimConfig:
     """Optimisation: AdamW, cosine schedule with warmup, gradient accumulation, clipping, precision."""
 
     epochs: int = 1
-    max_steps: int | None = None  # optimizer steps; stops early when reached
+    # optimizer steps; when set it overrides epochs (as transformers' max_steps > 0 overrides
+    # num_train_epochs): the loop passes over the data as many times as it needs, reshuffled each pass
+    max_steps: int | None = None
     per_device_batch_size: int = 2
     gradient_accumulation_steps: int | None = None  # None: derived from global_batch_size
     global_batch_size: int | None = None  # None: per_device_batch_size x accumulation x processes
@@ -498,7 +500,7 @@ FIELD_RANGES: dict[str, str] = {
     "train.gradient_accumulation_steps": "[1, inf)",
     "train.global_batch_size": "[1, inf)",
     "train.learning_rate": "(0, inf)",
-    "train.warmup_ratio": "[0, 1)",
+    "train.warmup_ratio": "[0, 1]",
     "train.weight_decay": "[0, inf)",
     "train.adam_beta1": "[0, 1)",
     "train.adam_beta2": "[0, 1)",
@@ -521,7 +523,7 @@ _FIELD_WHY = {
                            "null turns clipping off",
     "train.learning_rate": "0 trains nothing, a negative rate climbs the loss",
     "train.epochs": "the untrained model would be saved as final/",
-    "train.max_steps": "the untrained model would be saved as final/; null runs every epoch",
+    "train.max_steps": "the untrained model would be saved as final/; null runs train.epochs epochs",
     "train.adam_beta1": "AdamW's moment decay rates lie in [0, 1)",
     "train.adam_beta2": "AdamW's moment decay rates lie in [0, 1)",
     "train.weight_decay": "a negative decay pushes the weights away from 0",

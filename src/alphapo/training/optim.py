@@ -44,8 +44,28 @@ def make_scheduler(optimizer, *, kind: str, total: int, warmup: int):
 
 
 def warmup_steps(total: int, ratio: float) -> int:
-    """Warmup steps: ``ceil(ratio x total)`` (TRL's ``warmup_ratio`` rounds up the same way)."""
-    return math.ceil(ratio * total)
+    """Warmup steps: ``ceil(ratio x total)`` (TRL's ``warmup_ratio`` rounds up the same way), at most
+    ``total - 1``.
+
+    Deviations: ``transformers`` does not cap, so when ``ceil(ratio x total) >= total`` every step runs in
+    warmup and the first step's factor ``0 / warmup`` is 0: a one-step run (``max_steps=1`` with the
+    default ratio 0.1) trains nothing and saves the initial weights. The cap leaves at least one step
+    at the full rate (the trainer says so on stderr, :func:`warmup_capped_note`); ``warmup_ratio=1``
+    therefore warms up over every step but the last.
+
+    Example: total 1, ratio 0.1 -> 0 (not 1); total 10, ratio 1.0 -> 9; total 10, ratio 0.1 -> 1.
+    """
+    return min(math.ceil(ratio * total), max(total - 1, 0))
+
+
+def warmup_capped_note(total: int, ratio: float) -> str | None:
+    """The one-line stderr note when :func:`warmup_steps` capped the warmup (None when it did not)."""
+    uncapped = math.ceil(ratio * total)
+    if uncapped <= warmup_steps(total, ratio):
+        return None
+    return (f"train.warmup_ratio={ratio} x {total} optimizer steps gives {uncapped} warmup steps, which "
+            f"would leave no step at the full learning rate (the first warmup step's rate is 0); "
+            f"warmup is {warmup_steps(total, ratio)} steps")
 
 
 def fused_adamw_supported(device: torch.device, params) -> bool:
@@ -90,14 +110,20 @@ class KahanAdamW(torch.optim.Optimizer):
 
         y = u + c;  p_new = round(p + y);  c = y - (p_new - p)
 
-    where ``c`` (state ``"compensation"``, in ``p``'s dtype) holds what rounding to ``p``'s dtype lost. The
-    sum ``p + c`` follows the float32 trajectory to within the rounding of ``c``, and ``p`` itself moves
-    as soon as the accumulated updates reach its resolution. For float32 parameters ``c`` stays at
-    rounding level and the result matches ``torch.optim.AdamW`` to float rounding.
+    where ``c`` (state ``"compensation"``, float32) holds what rounding to ``p``'s dtype lost. The sum
+    ``p + c`` follows the float32 trajectory to float32 rounding, and ``p`` itself moves as soon as the
+    accumulated updates reach its resolution. For float32 parameters ``c`` stays at rounding level and
+    the result matches ``torch.optim.AdamW`` to float rounding.
 
-    Deviations: no ``amsgrad``, ``maximize``, ``foreach`` or ``fused`` options. Memory: 2 (weight) + 2
-    (gradient) + 8 (moments) + 2 (compensation) = 14 bytes per bfloat16 parameter, against 16 for
-    float32 weights with AdamW.
+    Why ``c`` is float32: held in bfloat16 (as Zamirai et al. and ``optimi`` do, to save memory), ``c``
+    has bfloat16's 8 significant bits itself, so once it has grown to about half a step of ``p`` (2^-9 for
+    weights near 1), an update smaller than ``c``'s own resolution (2^-17 there, i.e. lr 5e-7 steps)
+    rounds away in ``u + c`` and is lost: 2000 steps at lr 5e-7 moved weights near 1 only 29% as far as
+    float32 AdamW (near 0.02, where ``c``'s resolution is finer, 100%).
+
+    Deviations: no ``amsgrad``, ``maximize``, ``foreach`` or ``fused`` options; the compensation is
+    float32 rather than the weight dtype. Memory: 2 (weight) + 2 (gradient) + 8 (moments) + 4
+    (compensation) = 16 bytes per bfloat16 parameter, the same as float32 weights with AdamW.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -105,9 +131,10 @@ class KahanAdamW(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """``Optimizer.load_state_dict``, keeping the moments in float32 (torch casts every floating state
-        tensor to its parameter's dtype, which would round them to bfloat16 on resume)."""
-        moments = {int(i): {k: v for k, v in st.items() if k in ("exp_avg", "exp_avg_sq")}
+        """``Optimizer.load_state_dict``, keeping the moments and the compensation in float32 (torch casts
+        every floating state tensor to its parameter's dtype, which would round them to bfloat16 on
+        resume)."""
+        moments = {int(i): {k: v for k, v in st.items() if k in ("exp_avg", "exp_avg_sq", "compensation")}
                    for i, st in state_dict["state"].items()}
         super().load_state_dict(state_dict)
         params = [p for group in self.param_groups for p in group["params"]]
@@ -132,7 +159,7 @@ class KahanAdamW(torch.optim.Optimizer):
                     state["step"] = torch.zeros((), dtype=torch.float32)
                     state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
                     state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
-                    state["compensation"] = torch.zeros_like(p)
+                    state["compensation"] = torch.zeros_like(p, dtype=torch.float32)
                 state["step"] += 1
                 step = float(state["step"])
                 grad = p.grad.float()
@@ -144,7 +171,7 @@ class KahanAdamW(torch.optim.Optimizer):
                 update = (m / denom).mul_(-lr / (1 - beta1 ** step))
                 if wd:
                     update.add_(p32, alpha=-lr * wd)
-                y = update.add_(comp.float())
+                y = update.add_(comp)
                 new = (p32 + y).to(p.dtype)
                 comp.copy_(y.sub_(new.float() - p32))
                 p.copy_(new)

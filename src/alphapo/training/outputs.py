@@ -3,22 +3,23 @@
 - :class:`MetricsLogger`: one JSON object per line in ``OUT/metrics.jsonl`` (strict JSON: a non-finite
   value is written as ``null``), mirrored to TensorBoard; on resume, records of steps after the
   checkpoint are dropped (:meth:`MetricsLogger.truncate_after`).
-- :func:`_save_pretrained_atomic`: an HF-format folder (safetensors + tokenizer) written into a temp
-  folder and renamed into place.
+- :func:`_save_pretrained_atomic`: an HF-format folder (safetensors + tokenizer) written with
+  ``alphapo.io.atomic_dir`` (temporary folder, fsync, rename). Replacing ``final/`` takes two renames
+  (``final`` aside to ``.final.old-PID-...``, then the new folder in); a kill between them leaves no
+  ``final/``, and the next start (``io.clean_stale_temps`` on the output folder) renames the old one back
+  and removes the temporaries of killed saves.
 - :func:`model_card`: the ``README.md`` of ``final/``.
 - :class:`OutputDirLock`: an exclusive lock on ``OUT/.alphapo-train.lock`` held by a run's main process,
   so a second trainer started on the same ``output_dir`` stops with a clear error instead of racing on
   the same files. It is an advisory ``flock``: the kernel drops it when the process dies, so a killed
-  run never leaves a stale lock behind.
+  run never leaves a stale lock behind. A file system that cannot lock at all (NFS without a lock
+  daemon) gets a one-line warning and an unlocked run, not a false "in use".
 - :func:`output_dir_problem`: a folder holding a run (``final/`` or checkpoints) is refused unless the
   config says ``resume=true`` or ``overwrite=true``; :func:`clear_previous_run` removes the old run's
-  files once the new run's data and reference are ready (so a run failing on bad data leaves a finished
-  run, its ``config.yaml`` included, as it was).
+  files, ``final/`` included, once the new run's data and reference are ready (so a run failing on bad
+  data leaves a finished run, its ``config.yaml`` included, as it was).
 - :func:`write_errors`: a full disk, an exceeded quota or a read-only folder while saving becomes one
   ``UserError`` line naming the path (safetensors reports these as its own error type, not ``OSError``).
-- :func:`recover_interrupted_saves`: :func:`_save_pretrained_atomic` replaces ``final/`` with two renames
-  (``final`` -> ``.old-final-PID``, then the new folder -> ``final``); a kill between them leaves no
-  ``final/``, and the next start renames the old one back (and removes leftovers of killed saves).
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ import errno
 import json
 import math
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from alphapo.errors import UserError
+from alphapo.io import atomic_dir, fsync_dir, temp_prefix
 from alphapo.training import checkpoint as ckpt
 from alphapo.training.config import TrainConfig
 
@@ -99,29 +102,17 @@ class MetricsLogger:
 
 def _save_pretrained_atomic(model, tokenizer, dest: Path, *, card: str | None = None,
                             state_dict: dict | None = None) -> None:
-    """Save an HF-format model (safetensors) + tokenizer into ``dest`` via a temp folder and rename.
+    """Save an HF-format model (safetensors) + tokenizer into ``dest`` through ``alphapo.io.atomic_dir``:
+    written into a temporary folder, every file fsync'ed, renamed into place, the parent fsync'ed.
 
     ``state_dict`` is the full (gathered) state dict under FSDP / DeepSpeed ZeRO-3
     (``accelerator.get_state_dict``); None uses the model's own parameters.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ckpt.make_temp_dir(dest.parent, f".tmp-{dest.name}-")
-    try:
+    with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if card is not None:
             (tmp / "README.md").write_text(card)
-        old = None
-        if dest.exists():
-            old = dest.parent / f".old-{dest.name}-{os.getpid()}"
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def loss_hyperparameters_used(config: TrainConfig) -> dict[str, Any]:
@@ -147,7 +138,7 @@ def model_card(config: TrainConfig, *, step: int, train_metrics: dict, eval_metr
         f"# {Path(config.output_dir).name}", "",
         f"Fine-tuned from `{config.model.name_or_path}` with alphapo, loss **{config.loss.name}** ({hp}).",
         "", "## Training", "",
-        f"- optimizer steps: {step}; epochs: {t.epochs}; learning rate {t.learning_rate} "
+        f"- optimizer steps: {step}; epochs: {t.epochs if t.max_steps is None else 'set by max_steps'}; learning rate {t.learning_rate} "
         f"({t.lr_scheduler}, warmup ratio {t.warmup_ratio}); AdamW (weight decay {t.weight_decay})",
         f"- per-device batch {t.per_device_batch_size}, global batch {t.global_batch_size or 'derived'}, "
         f"max grad norm {t.max_grad_norm}, precision {t.mixed_precision}, seed {t.seed}",
@@ -173,15 +164,27 @@ def model_card(config: TrainConfig, *, step: int, train_metrics: dict, eval_metr
 LOCK_NAME = ".alphapo-train.lock"
 
 
+# flock's errnos for "another process holds the lock" (EACCES on some systems); any other errno is the
+# file system refusing locks altogether (ENOLCK: NFS without a lock daemon; ENOTSUP / EINVAL: no flock)
+LOCK_HELD_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
+
+
 class OutputDirLock:
-    """Exclusive, non-blocking ``flock`` on ``out/.alphapo-train.lock`` (see the module docstring)."""
+    """Exclusive, non-blocking ``flock`` on ``out/.alphapo-train.lock`` (see the module docstring).
+
+    Deviations: where the file system cannot lock at all (``flock`` fails with an errno other than
+    :data:`LOCK_HELD_ERRNOS`), the run goes ahead unlocked and :attr:`unlocked_reason` says why (the
+    trainer prints it once): refusing would make such file systems unusable, and calling it "in use by
+    another train" would be false."""
 
     def __init__(self, out: Path):
         self.path = Path(out) / LOCK_NAME
         self._fh = None
+        self.unlocked_reason: str | None = None
 
     def acquire(self) -> str | None:
-        """Take the lock; None on success, else a description of the holder (its pid)."""
+        """Take the lock; None on success (or when the file system cannot lock: :attr:`unlocked_reason`),
+        else a description of the holder (its pid)."""
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX: no locking
@@ -190,7 +193,15 @@ class OutputDirLock:
         fh = open(self.path, "a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as err:
+            if err.errno not in LOCK_HELD_ERRNOS:
+                fh.close()
+                name = errno.errorcode.get(err.errno, str(err.errno))
+                self.unlocked_reason = (
+                    f"cannot lock {self.path} ({name}: {err.strerror or err}): the file system does not "
+                    f"support flock (e.g. NFS without a lock daemon); running without the lock, so make sure "
+                    f"no other alphapo train uses this output_dir")
+                return None
             fh.seek(0)
             holder = fh.read().strip() or "unknown"
             fh.close()
@@ -208,25 +219,9 @@ class OutputDirLock:
             self._fh = None
 
 
-SAVED_MODELS = ("final", "best", "adapter")
-RUN_ARTIFACTS = ("checkpoints", "best", "adapter", "tensorboard", "trackers", "plots", "metrics.jsonl")
-
-
-def recover_interrupted_saves(out: Path, log=None) -> None:
-    """Undo what a save killed midway left in ``out`` (see the module docstring); ``log`` gets one line
-    per restored folder."""
-    out = Path(out)
-    if not out.is_dir():
-        return
-    for name in SAVED_MODELS:
-        dest = out / name
-        olds = sorted(out.glob(f".old-{name}-*"), key=lambda p: p.stat().st_mtime)
-        if not dest.exists() and olds:
-            os.rename(olds.pop(), dest)
-            if log is not None:
-                log(f"restored {dest} (a save was killed between replacing and renaming it)")
-        for stale in olds + list(out.glob(f".tmp-{name}-*")):
-            shutil.rmtree(stale, ignore_errors=True)
+# the saved models first: once they are gone, what remains cannot be taken for a finished run
+CLEARED_ON_FRESH_START = ("final", "adapter", "best", "checkpoints", "tensorboard", "trackers", "plots",
+                          "metrics.jsonl")
 
 
 def output_dir_problem(out: Path, *, resume: bool, overwrite: bool, has_checkpoint: bool) -> str | None:
@@ -250,14 +245,30 @@ def output_dir_problem(out: Path, *, resume: bool, overwrite: bool, has_checkpoi
 
 
 def clear_previous_run(out: Path) -> None:
-    """Remove the files of a previous run in ``out`` (checkpoints, best/, logs, plots) before a fresh one;
-    ``final/`` is replaced atomically when the new run saves its own."""
-    for name in RUN_ARTIFACTS:
-        path = Path(out) / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    """Remove every file of a previous run in ``out`` that a fresh run would not rewrite itself: its saved
+    models (``final/``, ``adapter/``, ``best/``), checkpoints, logs and plots (``config.yaml`` is rewritten
+    right after). A LoRA run with ``model.lora.merge=false`` writes no ``final/``, so an old ``final/``
+    left behind would pass for this run's model.
+
+    Each entry is first renamed aside under ``alphapo.io``'s temporary name (``.NAME.tmp-PID-...``), the
+    saved models first, and the folder fsync'ed; only then are they deleted. A crash at any point leaves
+    no half-deleted ``final/`` that looks finished: an entry is there whole or under a temporary name,
+    which ``io.clean_stale_temps`` removes at the next save into ``out``."""
+    out = Path(out)
+    aside = []
+    for name in CLEARED_ON_FRESH_START:
+        path = out / name
+        if path.exists() or path.is_symlink():
+            moved = out / (temp_prefix(name) + secrets.token_hex(4))
+            os.rename(path, moved)
+            aside.append(moved)
+    if aside:
+        fsync_dir(out)
+    for moved in aside:
+        if moved.is_dir() and not moved.is_symlink():
+            shutil.rmtree(moved)
+        else:
+            moved.unlink()
 
 
 PROBE_CARD_KEYS = ("probe/chosen_lnorm", "probe/rejected_lnorm", "probe/margin_lnorm", "probe/margin_lnorm/q1",

@@ -60,6 +60,7 @@ from typing import Any
 import torch
 
 from alphapo.errors import AlphapoError, UserError
+from alphapo.io import clean_stale_temps
 from alphapo.losses.contract import REFERENCE_INPUTS, length_normalized, loss_inputs
 from alphapo.training import checkpoint as ckpt
 from alphapo.training.config import (
@@ -102,6 +103,7 @@ from alphapo.training.optim import (
     make_adamw,
     make_scheduler,
     precision_mismatch,
+    warmup_capped_note,
     warmup_steps,
 )
 from alphapo.training.outputs import (
@@ -113,7 +115,6 @@ from alphapo.training.outputs import (
     metric_line,
     model_card,
     output_dir_problem,
-    recover_interrupted_saves,
     save_for_inference,
     write_errors,
 )
@@ -258,6 +259,28 @@ def _gather_stats(accelerator, stats: dict[str, torch.Tensor]) -> dict[str, torc
     gathered = gather_object([{k: v.tolist() for k, v in stats.items()}])
     keys = {k for part in gathered for k in part}  # a process with no eval examples sends {}
     return {k: torch.tensor([x for part in gathered for x in part.get(k, [])]) for k in sorted(keys)}
+
+
+def batches_per_rank(n: int, *, batch_size: int, num_processes: int) -> int:
+    """Forward passes every process runs over ``n`` examples dealt round-robin (process ``r`` takes
+    ``r, r + P, ...``): those of the process with the most, ``ceil(ceil(n / P) / batch_size)``.
+
+    Under FSDP / DeepSpeed ZeRO-3 every forward is a collective (the layers' weights are gathered from
+    all processes), so a process that ran fewer forwards than another would leave it waiting forever.
+    Example: n 5, batch 2, 2 processes -> 2 (process 0 holds 3 examples, process 1 holds 2: one real
+    batch and one filler)."""
+    return -(-(-(-n // num_processes)) // batch_size)
+
+
+def rank_batches(mine: list[int], *, batch_size: int, n_batches: int, filler: int) -> list[tuple[list[int], bool]]:
+    """This process's ``(indices, real)`` batches: ``mine`` cut into batches of ``batch_size``, then
+    one-example filler batches ``([filler], False)`` up to ``n_batches`` (:func:`batches_per_rank`), whose
+    results the caller discards. Every process gets exactly ``n_batches``, as :func:`train_step` keeps
+    training in lockstep."""
+    real = [(mine[s: s + batch_size], True) for s in range(0, len(mine), batch_size)]
+    if len(real) > n_batches:
+        raise ValueError(f"{len(mine)} examples in batches of {batch_size} need more than {n_batches} batches")
+    return real + [([filler], False)] * (n_batches - len(real))
 
 
 def _sum_across(accelerator, value: float) -> float:
@@ -435,7 +458,7 @@ def global_batch_size(config: TrainConfig, num_processes: int) -> int:
 def plan_schedule(config: TrainConfig, n_train: int, global_batch: int) -> Schedule:
     t = config.train
     spe = steps_per_epoch(n_train, global_batch)
-    total = t.epochs * spe if t.max_steps is None else min(t.max_steps, t.epochs * spe)
+    total = t.epochs * spe if t.max_steps is None else t.max_steps  # max_steps overrides epochs (transformers)
     return Schedule(global_batch=global_batch, steps_per_epoch=spe, total_steps=total,
                     warmup=warmup_steps(total, t.warmup_ratio))
 
@@ -596,18 +619,20 @@ def _log(run: Run, rec: dict[str, Any]) -> None:
 
 
 def evaluate(run: Run, step: int) -> dict[str, float]:
-    """Metrics on the eval split (each process takes every n-th example, longest first), logged."""
+    """Metrics on the eval split (each process takes every n-th example, longest first, and runs as many
+    forwards as every other: :func:`rank_batches`), logged."""
     accelerator, eval_ex = run.accelerator, run.eval_ex
     bs = run.config.train.per_device_batch_size
     run.model.eval()
     mine = list(range(accelerator.process_index, len(eval_ex), accelerator.num_processes))
     mine.sort(key=lambda i: -example_length(eval_ex[i]))
+    n_batches = batches_per_rank(len(eval_ex), batch_size=bs, num_processes=accelerator.num_processes)
     parts = []
     with torch.no_grad():
-        for s in range(0, len(mine), bs):
-            idx = mine[s: s + bs]
+        for idx, real in rank_batches(mine, batch_size=bs, n_batches=n_batches, filler=0):
             _, st, _ = run.forward([eval_ex[i] for i in idx], ref=run.eval_ref, indices=idx)
-            parts.append(st)
+            if real:  # a filler batch only keeps the processes' forwards in step
+                parts.append(st)
     run.model.train()
     stats = {k: torch.cat([p[k] for p in parts]) if parts else torch.zeros(0) for k in (parts[0] if parts else {})}
     stats = _gather_stats(accelerator, stats)
@@ -655,13 +680,16 @@ def probe(run: Run, step: int) -> dict[str, float]:
     mine = list(range(accelerator.process_index, len(run.probe_ex), accelerator.num_processes))
     keys = ("chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths")
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    n_batches = batches_per_rank(len(run.probe_ex), batch_size=bs, num_processes=accelerator.num_processes)
     run.model.eval()
     try:
         with torch.no_grad():
-            for s in range(0, len(mine), bs):
-                prompts, chosen, rejected = probe_pairs([run.probe_ex[i] for i in mine[s: s + bs]])
+            for idx, real in rank_batches(mine, batch_size=bs, n_batches=n_batches, filler=0):
+                prompts, chosen, rejected = probe_pairs([run.probe_ex[i] for i in idx])
                 logps, lengths = sequence_logps(run.model, collate_sequences(prompts * 2, chosen + rejected,
                                                                              run.pad_id), trim=run.trim)
+                if not real:  # a filler batch only keeps the processes' forwards in step
+                    continue
                 b = len(prompts)
                 for key, value in zip(keys, (logps[:b], logps[b:], lengths[:b], lengths[b:])):
                     parts[key].append(value.detach().float().cpu())
@@ -952,6 +980,9 @@ def train(config: TrainConfig) -> TrainResult:
                                                 accelerator=accelerator)
         model = load_policy(config)
         schedule = plan_schedule(config, len(train_ex), global_batch)
+        capped = warmup_capped_note(schedule.total_steps, config.train.warmup_ratio)
+        if capped:
+            _note(accelerator, capped)
         trim = accepts_logits_to_keep(model)
         model, optimizer, scheduler = prepare_optimizer(config, model, accelerator, schedule)
         run = Run(config=config, accelerator=accelerator, spec=spec, tokenizer=tokenizer, trim=trim,
@@ -1012,7 +1043,11 @@ def _claim_output_dir(config: TrainConfig, lock: OutputDirLock, accelerator) -> 
     if holder is not None:
         return (f"output_dir {str(out)!r} is in use by another alphapo train ({holder}, lock "
                 f"{out / LOCK_NAME}); wait for it to finish or choose another output_dir")
-    recover_interrupted_saves(out, log=lambda msg: _note(accelerator, msg))
+    if lock.unlocked_reason:
+        _note(accelerator, lock.unlocked_reason)
+    tidied = clean_stale_temps(out)  # a save or a clean-up killed midway (alphapo.io's recovery)
+    if tidied:
+        _note(accelerator, f"recovered {out} from a write killed midway ({', '.join(tidied)})")
     has_checkpoint = (out / "checkpoints").is_dir() and any(
         ckpt.STEP_DIR.match(p.name) for p in (out / "checkpoints").iterdir())
     return output_dir_problem(out, resume=config.resume, overwrite=config.overwrite, has_checkpoint=has_checkpoint)
