@@ -128,3 +128,43 @@ def test_rows_only_falls_back_without_output_layer(tiny_model_dir):
         bare, _ = sequence_logps(Bare(model), batch)
         direct, _ = sequence_logps(model, batch)
     assert torch.allclose(bare, direct, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_tail_equals_log_softmax_gather_values_and_gradients(dtype):
+    """The chunked tail gives log_softmax(logits)[target] and its gradient, for any chunk size.
+
+    Chunks of 1, 3 (not dividing 7 rows) and all rows; bfloat16 logits get a bfloat16 gradient equal to
+    the float32 one rounded. The mean-logit side output equals logits.mean(-1).
+    """
+    from alphapo.training.logps import token_logps_and_logit_means
+
+    g = torch.Generator().manual_seed(0)
+    base = (torch.randn(7, 11, generator=g) * 3).to(dtype)
+    targets = torch.tensor([0, 10, 3, 3, 5, 1, 9])
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 0.25, 2.0])
+    ref_x = base.float().clone().requires_grad_()
+    expected = torch.log_softmax(ref_x, -1).gather(-1, targets[:, None])[:, 0]
+    (expected * weights).sum().backward()
+    for chunk_rows in (1, 3, 7):
+        x = base.clone().requires_grad_()
+        got, means = token_logps_and_logit_means(x, targets, chunk_elements=11 * chunk_rows)
+        (got * weights).sum().backward()
+        assert got.dtype == torch.float32 and x.grad.dtype == dtype
+        assert torch.allclose(got, expected.detach(), atol=1e-6, rtol=0)
+        assert torch.allclose(x.grad, ref_x.grad.to(dtype), atol=1e-6, rtol=0)
+        assert torch.allclose(means, base.float().mean(-1), atol=1e-6, rtol=0)
+        assert not means.requires_grad
+    assert torch.equal(x, base)  # the saved logits are not modified in place by backward
+
+
+def test_chunked_tail_hand_computed():
+    """Row (ln 3, 0) with target 0: log(3/4); gradient of its logp: onehot - softmax = (1/4, -1/4)."""
+    from alphapo.training.logps import token_logps_and_logit_means
+
+    x = torch.tensor([[math.log(3.0), 0.0]], requires_grad=True)
+    logp, mean = token_logps_and_logit_means(x, torch.tensor([0]))
+    logp.sum().backward()
+    assert logp.item() == pytest.approx(math.log(0.75), abs=1e-7)
+    assert mean.item() == pytest.approx(math.log(3.0) / 2, abs=1e-7)
+    assert torch.allclose(x.grad, torch.tensor([[0.25, -0.25]]), atol=1e-7)

@@ -10,7 +10,8 @@ The preference losses consume, per response ``y`` to prompt ``x``, the summed co
 - :func:`gather_logps` turns logits into per-sequence sums. It never builds a full ``(B, T, V)``
   float32 log-softmax: it first selects the ``M`` rows of the logits where the label is a completion
   token (``logits[mask]``, shape ``(M, V)``), then takes ``logit[label] - logsumexp(logits)`` on those
-  rows only, upcast to float32 row by row. Memory is ``O(M V)`` instead of ``O(B T V)``.
+  rows only (:func:`token_logps_and_logit_means`: chunks of rows upcast to float32 one at a time, forward
+  and backward). Memory is ``O(M V)`` in the logits' dtype plus one float32 chunk, instead of ``O(B T V)``.
 - :func:`sequence_logps` runs the model once over all sequences of a batch (chosen and rejected
   concatenated along the batch axis, or the ``k`` responses of each prompt flattened). By default a
   forward pre-hook on the model's output layer (:func:`lm_head_rows`) keeps only the ``M`` hidden
@@ -73,6 +74,65 @@ def collate_sequences(prompts: list[list[int]], completions: list[list[int]], pa
     return SequenceBatch(input_ids, attention, completion, int(sum(lengths)))
 
 
+CHUNK_ELEMENTS = 1 << 22  # float32 elements of one chunk of the log-prob tail (16 MiB)
+
+
+class _TokenLogps(torch.autograd.Function):
+    """``log softmax(logits)[target]`` per row, computed chunk by chunk (see :func:`token_logps_and_logit_means`).
+
+    Forward keeps only the ``(M,)`` log-normalisers; backward recomputes each chunk's softmax and writes
+    ``g * (onehot - softmax)`` straight into the gradient buffer (in the logits' dtype).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, chunk):
+        m = logits.shape[0]
+        token_logps = torch.empty(m, dtype=torch.float32, device=logits.device)
+        means = torch.empty(m, dtype=torch.float32, device=logits.device)
+        lse = torch.empty(m, dtype=torch.float32, device=logits.device)
+        for s in range(0, m, chunk):
+            x = logits[s: s + chunk].float()  # one chunk upcast (a view when logits are float32)
+            lse[s: s + chunk] = torch.logsumexp(x, dim=-1)
+            token_logps[s: s + chunk] = x.gather(1, targets[s: s + chunk, None])[:, 0] - lse[s: s + chunk]
+            means[s: s + chunk] = x.mean(dim=-1)
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.chunk = chunk
+        ctx.mark_non_differentiable(means)
+        return token_logps, means
+
+    @staticmethod
+    def backward(ctx, grad_logps, _grad_means):
+        logits, targets, lse = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for s in range(0, logits.shape[0], ctx.chunk):
+            g = grad_logps[s: s + ctx.chunk, None].float()
+            p = (logits[s: s + ctx.chunk].float() - lse[s: s + ctx.chunk, None]).exp_()  # softmax, new buffer
+            p.mul_(-g).scatter_add_(1, targets[s: s + ctx.chunk, None], g)  # g * (onehot - softmax)
+            grad[s: s + ctx.chunk] = p
+        return grad, None, None
+
+
+def token_logps_and_logit_means(logits: torch.Tensor, targets: torch.Tensor, *,
+                                chunk_elements: int = CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log p(target)`` of each row of ``logits`` ``(M, V)``, float32 ``(M,)``, and each row's mean logit.
+
+    Equals ``log_softmax(logits.float(), -1).gather(-1, targets[:, None])[:, 0]`` (values and gradients,
+    tests/training/test_logps.py) but works on chunks of ``chunk_elements // V`` rows: at most one chunk
+    of ``(rows, V)`` float32 exists besides ``logits`` itself, in forward and in backward (a log-softmax
+    + gather keeps an ``(M, V)`` float32 output for backward and builds another for the gradient;
+    ``F.cross_entropy(reduction="none")`` keeps one). Measured on 800 rows x 32000 vocab, one CPU thread,
+    forward + backward: log-softmax + gather 0.45 s, ``cross_entropy`` 0.18 s, this 0.13 s (median of 5).
+
+    The second output, ``logits.float().mean(-1)`` (detached), lets the trainer log Hugging Face TRL's
+    ``logits/chosen`` and ``logits/rejected`` (means over completion tokens of the vocabulary-mean logit).
+    """
+    if logits.ndim != 2 or targets.shape != logits.shape[:1]:
+        raise ValueError(f"logits must be (M, V) and targets (M,), got {tuple(logits.shape)} and "
+                         f"{tuple(targets.shape)}")
+    chunk = max(1, chunk_elements // max(1, logits.shape[1]))
+    return _TokenLogps.apply(logits, targets, chunk)
+
+
 def gather_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor,
                  offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed completion log-probs and completion lengths from next-token logits.
@@ -89,9 +149,9 @@ def gather_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask:
     label_mask = completion_mask[:, offset + 1: offset + 1 + logits.shape[1]]
     if labels.shape[1] < logits.shape[1]:  # the last position predicts nothing
         logits = logits[:, : labels.shape[1]]
-    rows = logits[label_mask].float()  # (M, V): only completion-label rows, upcast row-wise
+    rows = logits[label_mask]  # (M, V): only completion-label rows
     targets = labels[label_mask]
-    token_logps = rows.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(rows, dim=-1)
+    token_logps, _ = token_logps_and_logit_means(rows, targets)
     seq_index = torch.arange(n, device=input_ids.device)[:, None].expand_as(label_mask)[label_mask]
     logps = torch.zeros(n, dtype=torch.float32, device=logits.device).index_add(0, seq_index, token_logps)
     lengths = completion_mask.sum(dim=1).to(torch.float32)
@@ -164,9 +224,8 @@ def sequence_logps(model, batch: SequenceBatch, *, trim: bool | None = None,
         rows[:, :-1] = label_mask
         with lm_head_rows(head, rows):
             logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[0]
-        rows_f = logits.float()  # (M, V)
         targets = input_ids[:, 1:][label_mask]
-        token_logps = rows_f.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(rows_f, dim=-1)
+        token_logps, _ = token_logps_and_logit_means(logits, targets)  # logits: (M, V)
         n = input_ids.shape[0]
         seq_index = torch.arange(n, device=device)[:, None].expand_as(label_mask)[label_mask]
         logps = torch.zeros(n, dtype=torch.float32, device=device).index_add(0, seq_index, token_logps)
