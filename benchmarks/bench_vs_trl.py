@@ -92,15 +92,27 @@ WORDS = ("the quick brown fox jumps over lazy dog apple banana cherry answer lis
 # shared set-up (parent process)
 
 
-def synthetic_pairs(n: int, seed: int) -> list[dict[str, str]]:
-    """``n`` plain-text pairs; prompts ``<|bos|>Sentence.\\n`` (4-14 words), completions 3-30 words."""
+# Size presets (``--shape``). "uf": UltraFeedback-like lengths (prompts of about 196 tokens, completions
+# of about 50; the tokenizer gives about 2.6 tokens per word) on a wider model with a 32k vocabulary.
+SHAPES = {
+    "default": {"hidden_size": 128, "layers": 4, "vocab_size": 8192, "prompt_words": (4, 14),
+                "completion_words": (3, 30)},
+    "uf": {"hidden_size": 256, "layers": 4, "vocab_size": 32000, "prompt_words": (50, 98),
+           "completion_words": (8, 30)},
+}
+
+
+def synthetic_pairs(n: int, seed: int, *, prompt_words: tuple[int, int] = (4, 14),
+                    completion_words: tuple[int, int] = (3, 30)) -> list[dict[str, str]]:
+    """``n`` plain-text pairs; prompts ``<|bos|>Sentence.\\n`` and completions, word counts uniform in the
+    given inclusive ranges (default 4-14 and 3-30)."""
     rng = random.Random(seed)
 
     def sentence(lo: int, hi: int) -> str:
         return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))).capitalize() + "."
 
-    return [{"id": f"pair-{i}", "prompt": "<|bos|>" + sentence(4, 14) + "\n", "chosen": sentence(3, 30),
-             "rejected": sentence(3, 30)} for i in range(n)]
+    return [{"id": f"pair-{i}", "prompt": "<|bos|>" + sentence(*prompt_words) + "\n",
+             "chosen": sentence(*completion_words), "rejected": sentence(*completion_words)} for i in range(n)]
 
 
 def model_kwargs(args) -> dict[str, int]:

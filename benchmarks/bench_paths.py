@@ -1,0 +1,252 @@
+"""Benchmark our own code paths against each other, in one process, interleaved: the speedups that carry to GPUs.
+
+Compared, on the tiny Llama of ``alphapo.testing`` and the synthetic pairs of ``bench_vs_trl.py``
+(same ``--shape`` presets):
+
+- **train**: one training step (forward, backward, fused AdamW) of a SimPO loss on a length-grouped
+  batch of pairs (``alphapo.training.data.plan_epoch``, as the trainer batches), with the log-probs from
+  ``alphapo.training.logps.group_logps`` in each layout: ``plain`` (one right-padded row per response,
+  the prompt encoded twice), ``shared`` (one row per pair, prompt once, block mask) and ``packed``
+  (several prefix-shared pairs per row, rows as wide as the longest pair). Each variant trains its own
+  copy of the same initial weights on the same batches.
+- **generate**: ``alphapo.generation.sampling`` sampling ``k`` responses per prompt with one prefill per
+  prompt (the default) against ``generate(num_return_sequences=k)``, which repeats each prompt ``k``
+  times before the prefill.
+- **matmul**: a float32 ``(n x n) @ (n x n)`` matrix product (``--matmul-n``), the FLOP/s ceiling the
+  step's FLOP/s is read against.
+
+Every repeat runs every variant once, in a rotating order, so the load of a shared machine hits all
+variants alike; the tables give the median and the min-max over repeats, and ratios of medians.
+Step FLOP/s counts the FLOPs the step executes: ``6 x`` (linear-layer parameters x processed
+positions + LM head x completion rows) + ``3 x 4 x`` (rows x width^2 x hidden x layers) for attention
+(a masked kernel computes every query-key pair), i.e. the usual ``6 N`` rule per token; embedding
+lookups, norms, softmax and the optimizer are not counted.
+
+Run (one thread, as the other benchmark)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_paths.py --shape uf
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_paths.py --shape default --modes train --repeats 3
+
+Flags: ``--shape`` (``uf``: hidden 256, 4 layers, vocabulary 32000, prompts of about 196 tokens,
+completions of about 50; ``default``: the TRL benchmark's default shape), ``--modes`` (subset of
+train,generate,matmul), ``--repeats``, ``--batches`` (training batches per repeat), ``--batch-size``,
+``--k`` / ``--gen-prompts`` / ``--gen-tokens`` (generation), ``--threads``, ``--seed``, ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_vs_trl import SHAPES, model_kwargs, synthetic_pairs  # noqa: E402
+
+LAYOUT_VARIANTS = ("plain", "shared", "packed")
+GEN_VARIANTS = ("repeat", "prefill_once")
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def tokenised_pairs(args, tok) -> list[tuple[list[int], list[int], list[int]]]:
+    """Synthetic pairs as token ids: prompt, chosen + EOS, rejected + EOS (our data contract)."""
+    rows = synthetic_pairs(args.batches * args.batch_size, args.seed, prompt_words=args.prompt_words,
+                           completion_words=args.completion_words)
+    eos = tok.eos_token_id
+    out = []
+    for r in rows:
+        p = tok(r["prompt"], add_special_tokens=False)["input_ids"]
+        out.append((p, tok(r["chosen"], add_special_tokens=False)["input_ids"] + [eos],
+                    tok(r["rejected"], add_special_tokens=False)["input_ids"] + [eos]))
+    return out
+
+
+def step_flops(model, layout, n_rows_head: int) -> float:
+    """FLOPs of forward + backward over ``layout`` (see the module docstring)."""
+    cfg = model.config
+    linear = sum(p.numel() for n, p in model.named_parameters()
+                 if p.ndim == 2 and "embed" not in n and "lm_head" not in n)
+    rows, width = layout.input_ids.shape
+    attention = 4 * rows * width * width * cfg.hidden_size * cfg.num_hidden_layers
+    head = 2 * cfg.hidden_size * cfg.vocab_size * n_rows_head
+    return 3 * (2 * linear * rows * width + attention + head)
+
+
+def bench_train(args, model, tok) -> dict:
+    import torch
+
+    from alphapo.training.data import plan_epoch
+    from alphapo.training.logps import group_logps, packed_layout, plain_layout, shared_layout
+
+    pairs = tokenised_pairs(args, tok)
+    lengths = [2 * len(p) + len(c) + len(r) for p, c, r in pairs]
+    plan = plan_epoch(lengths, global_batch=args.batch_size, seed=args.seed, epoch=0, group_by_length=True)
+    batches = [([pairs[i][0] for i in b], [[pairs[i][1], pairs[i][2]] for i in b]) for b in plan]
+    builders = {"plain": plain_layout, "shared": shared_layout, "packed": packed_layout}
+    useful = {v: 0 for v in LAYOUT_VARIANTS}
+    processed = {v: 0 for v in LAYOUT_VARIANTS}
+    flops = {v: 0.0 for v in LAYOUT_VARIANTS}
+    for prompts, responses in batches:
+        for v in LAYOUT_VARIANTS:
+            lay = builders[v](prompts, responses, tok.pad_token_id)
+            useful[v] += lay.useful_tokens
+            processed[v] += lay.processed_tokens
+            flops[v] += step_flops(model, lay, lay.targets.numel())
+    models = {v: copy.deepcopy(model).train() for v in LAYOUT_VARIANTS}
+    optims = {v: torch.optim.AdamW(models[v].parameters(), lr=1e-4, fused=True) for v in LAYOUT_VARIANTS}
+    first_loss = {}
+
+    def run(v: str) -> float:
+        m, opt = models[v], optims[v]
+        t0 = time.perf_counter()
+        for n, (prompts, responses) in enumerate(batches):
+            out = group_logps(m, prompts, responses, tok.pad_token_id, layout=v)
+            if out.layout != v:
+                raise SystemExit(f"layout {v} fell back to {out.layout}")
+            avg = out.logps / out.lengths
+            loss = -torch.nn.functional.logsigmoid(2.5 * (avg[:, 0] - avg[:, 1]) - 1.0).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if n == 0 and v not in first_loss:
+                first_loss[v] = loss.item()
+        return (time.perf_counter() - t0) / len(batches)
+
+    for v in LAYOUT_VARIANTS:  # warm-up (allocator, kernels), not timed; reset the weights afterwards
+        run(v)
+        models[v].load_state_dict(model.state_dict())
+        optims[v] = torch.optim.AdamW(models[v].parameters(), lr=1e-4, fused=True)
+    times: dict[str, list[float]] = {v: [] for v in LAYOUT_VARIANTS}
+    matmul: list[float] = []
+    for rep in range(args.repeats):
+        order = LAYOUT_VARIANTS[rep % 3:] + LAYOUT_VARIANTS[: rep % 3]
+        for v in order:
+            times[v].append(run(v))
+        matmul.append(matmul_flops(args.matmul_n))
+    n_batches = len(batches)
+    return {"times": times, "useful": useful, "processed": processed, "flops_per_step": {
+        v: flops[v] / n_batches for v in LAYOUT_VARIANTS}, "matmul_flops": matmul, "first_loss": first_loss,
+        "batches": n_batches}
+
+
+def matmul_flops(n: int) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    reps = 3
+    for _ in range(reps):
+        a @ b
+    return reps * 2 * n ** 3 / (time.perf_counter() - t0)
+
+
+def bench_generate(args, model_dir) -> dict:
+    from alphapo.generation import sampling
+
+    model, tok = sampling.load_policy(model_dir, device="cpu")
+    rows = synthetic_pairs(args.gen_prompts, args.seed + 1, prompt_words=args.prompt_words,
+                           completion_words=args.completion_words)
+    prompts = [[{"role": "user", "content": r["prompt"].replace("<|bos|>", "")}] for r in rows]
+    kw = dict(k=args.k, temperature=1.0, max_new_tokens=args.gen_tokens, batch_size=args.gen_batch_size,
+              seed=args.seed, progress=False)
+    prefill = {"repeat": "repeat", "prefill_once": "once"}
+    rates: dict[str, list[float]] = {v: [] for v in GEN_VARIANTS}
+    greedy = {v: sampling.generate_responses(model, tok, prompts, k=1, temperature=0.0,
+                                             max_new_tokens=args.gen_tokens, batch_size=args.gen_batch_size,
+                                             progress=False, prefill=prefill[v]).responses
+              for v in GEN_VARIANTS}
+    for rep in range(args.repeats):
+        for v in (GEN_VARIANTS if rep % 2 == 0 else GEN_VARIANTS[::-1]):
+            res = sampling.generate_responses(model, tok, prompts, prefill=prefill[v], **kw)
+            rates[v].append(res.n_samples / res.seconds)
+    return {"samples_per_s": rates, "greedy_equal": greedy["repeat"] == greedy["prefill_once"]}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="uf", help="size preset (default uf)")
+    ap.add_argument("--modes", default="train,generate", help="subset of train,generate (default both)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed repeats of every variant (default 5)")
+    ap.add_argument("--batches", type=int, default=3, help="training batches per repeat (default 3)")
+    ap.add_argument("--batch-size", type=int, default=8, help="pairs per training batch (default 8)")
+    ap.add_argument("--k", type=int, default=4, help="samples per prompt in generation (default 4)")
+    ap.add_argument("--gen-prompts", type=int, default=8, help="prompts to sample from (default 8)")
+    ap.add_argument("--gen-batch-size", type=int, default=8, help="prompts per generate call (default 8)")
+    ap.add_argument("--gen-tokens", type=int, default=32, help="max new tokens per sample (default 32)")
+    ap.add_argument("--matmul-n", type=int, default=1024, help="matmul size for the FLOP/s ceiling")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="also write the raw numbers to this file")
+    args = ap.parse_args(argv)
+    for key, value in SHAPES[args.shape].items():
+        setattr(args, key, value)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("train", "generate")]
+    if bad:
+        ap.error(f"--modes: unknown {bad}; choose from train, generate")
+    args.modes = modes
+    return args
+
+
+def main(argv=None) -> int:
+    import tempfile
+
+    import torch
+
+    from alphapo.testing import build_tokenizer, save_tiny_model
+
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="alphapo-paths-"))
+    model_dir = save_tiny_model(work / "model", seed=args.seed, chat_template="system",
+                                vocab_size=args.vocab_size, **model_kwargs(args))
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)  # SDPA attention, float32
+    tok = build_tokenizer(chat_template=None)
+    print(f"# our paths: tiny Llama (hidden {args.hidden_size}, {args.layers} layers, vocab {args.vocab_size}, "
+          f"attention {model.config._attn_implementation}), shape {args.shape}, {args.threads} thread(s), "
+          f"{args.repeats} interleaved repeats; median (min-max)", flush=True)
+    result: dict = {"args": {k: v for k, v in vars(args).items()}}
+    if "train" in args.modes:
+        r = bench_train(args, model, tok)
+        result["train"] = r
+        mm = statistics.median(r["matmul_flops"])
+        base = statistics.median(r["times"]["plain"])
+        print(f"\n## training step (SimPO, batch {args.batch_size} pairs, {r['batches']} length-grouped batches)\n")
+        print("| layout | s/step | speedup vs plain | useful tokens | step GFLOP/s | of matmul |")
+        print("|---|---|---|---|---|---|")
+        for v in LAYOUT_VARIANTS:
+            med = statistics.median(r["times"][v])
+            gflops = r["flops_per_step"][v] / med / 1e9
+            print(f"| {v} | {spread(r['times'][v])} | {base / med:.2f}x | "
+                  f"{r['useful'][v] / r['processed'][v]:.1%} | {gflops:.1f} | {gflops * 1e9 / mm:.0%} |")
+        print(f"\nfloat32 matmul ({args.matmul_n}^3) in the same run: {mm / 1e9:.1f} GFLOP/s "
+              f"({min(r['matmul_flops']) / 1e9:.1f}-{max(r['matmul_flops']) / 1e9:.1f}); "
+              f"first-step losses {', '.join(f'{v} {x:.6f}' for v, x in r['first_loss'].items())}", flush=True)
+    if "generate" in args.modes:
+        g = bench_generate(args, model_dir)
+        result["generate"] = g
+        base = statistics.median(g["samples_per_s"]["repeat"])
+        print(f"\n## sampling (k = {args.k}, {args.gen_prompts} prompts, {args.gen_tokens} new tokens)\n")
+        print("| prefill | samples/s | speedup |")
+        print("|---|---|---|")
+        for v in GEN_VARIANTS:
+            rates = g["samples_per_s"][v]
+            print(f"| {v} | {spread(rates)} | {statistics.median(rates) / base:.2f}x |")
+        print(f"\ngreedy outputs identical: {'yes' if g['greedy_equal'] else 'NO'}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0 if result.get("generate", {}).get("greedy_equal", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
