@@ -147,26 +147,51 @@ def matmul_flops(n: int) -> float:
     return reps * 2 * n ** 3 / (time.perf_counter() - t0)
 
 
-def bench_generate(args, model_dir) -> dict:
-    from alphapo.generation import sampling
+def generation_cases(args, model_dir: Path, work: Path) -> list[dict]:
+    """The quickstart's sampling (its policy size and toy prompts, k = 5, 24 new tokens, 64 prompts per
+    call; random weights, so samples run to the token limit) and the shape's model with its prompts."""
+    from alphapo.testing import save_tiny_model
+    from alphapo.toyworld.sft import ToySFTConfig
+    from alphapo.toyworld.tasks import split_tasks
 
-    model, tok = sampling.load_policy(model_dir, device="cpu")
+    sft = ToySFTConfig()
+    qs_dir = save_tiny_model(work / "quickstart", seed=args.seed, chat_template="system",
+                             hidden_size=sft.hidden_size, layers=sft.layers, heads=sft.heads, kv_heads=sft.kv_heads,
+                             intermediate_size=sft.intermediate_size, max_positions=128)
+    toy = [t.messages() for t in split_tasks(args.seed, sft.n_train, sft.n_heldout)[0][:64]]
     rows = synthetic_pairs(args.gen_prompts, args.seed + 1, prompt_words=args.prompt_words,
                            completion_words=args.completion_words)
-    prompts = [[{"role": "user", "content": r["prompt"].replace("<|bos|>", "")}] for r in rows]
-    kw = dict(k=args.k, temperature=1.0, max_new_tokens=args.gen_tokens, batch_size=args.gen_batch_size,
+    long = [[{"role": "user", "content": r["prompt"].replace("<|bos|>", "").strip()}] for r in rows]
+    return [{"name": "quickstart", "model_dir": qs_dir, "prompts": toy, "k": 5, "tokens": 24, "batch": 64},
+            {"name": args.shape, "model_dir": model_dir, "prompts": long, "k": args.k, "tokens": args.gen_tokens,
+             "batch": args.gen_batch_size}]
+
+
+def bench_generate(args, case: dict) -> dict:
+    from alphapo.generation import sampling
+
+    model, tok = sampling.load_policy(case["model_dir"], device="cpu")
+    prompts = case["prompts"]
+    kw = dict(k=case["k"], temperature=1.0, max_new_tokens=case["tokens"], batch_size=case["batch"],
               seed=args.seed, progress=False)
     prefill = {"repeat": "repeat", "prefill_once": "once"}
-    rates: dict[str, list[float]] = {v: [] for v in GEN_VARIANTS}
     greedy = {v: sampling.generate_responses(model, tok, prompts, k=1, temperature=0.0,
-                                             max_new_tokens=args.gen_tokens, batch_size=args.gen_batch_size,
+                                             max_new_tokens=case["tokens"], batch_size=case["batch"],
                                              progress=False, prefill=prefill[v]).responses
               for v in GEN_VARIANTS}
+    rates: dict[str, list[float]] = {v: [] for v in GEN_VARIANTS}
+    same_samples = True
     for rep in range(args.repeats):
+        results = {}
         for v in (GEN_VARIANTS if rep % 2 == 0 else GEN_VARIANTS[::-1]):
-            res = sampling.generate_responses(model, tok, prompts, prefill=prefill[v], **kw)
-            rates[v].append(res.n_samples / res.seconds)
-    return {"samples_per_s": rates, "greedy_equal": greedy["repeat"] == greedy["prefill_once"]}
+            results[v] = sampling.generate_responses(model, tok, prompts, prefill=prefill[v], **kw)
+            rates[v].append(results[v].n_samples / results[v].seconds)
+        same_samples &= results["repeat"].responses == results["prefill_once"].responses
+    return {"samples_per_s": rates, "greedy_equal": greedy["repeat"] == greedy["prefill_once"],
+            "same_samples": same_samples,
+            "prompt_tokens": statistics.mean(len(tok(tok.apply_chat_template(
+                p, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"])
+                for p in prompts)}
 
 
 def parse_args(argv=None):
@@ -233,19 +258,23 @@ def main(argv=None) -> int:
               f"({min(r['matmul_flops']) / 1e9:.1f}-{max(r['matmul_flops']) / 1e9:.1f}); "
               f"first-step losses {', '.join(f'{v} {x:.6f}' for v, x in r['first_loss'].items())}", flush=True)
     if "generate" in args.modes:
-        g = bench_generate(args, model_dir)
-        result["generate"] = g
-        base = statistics.median(g["samples_per_s"]["repeat"])
-        print(f"\n## sampling (k = {args.k}, {args.gen_prompts} prompts, {args.gen_tokens} new tokens)\n")
-        print("| prefill | samples/s | speedup |")
-        print("|---|---|---|")
-        for v in GEN_VARIANTS:
-            rates = g["samples_per_s"][v]
-            print(f"| {v} | {spread(rates)} | {statistics.median(rates) / base:.2f}x |")
-        print(f"\ngreedy outputs identical: {'yes' if g['greedy_equal'] else 'NO'}", flush=True)
+        print("\n## sampling: one prefill per prompt vs generate(num_return_sequences=k)\n")
+        print("| model / prompts | k | prompts | mean prompt tokens | samples/s repeat | samples/s prefill once "
+              "| speedup | greedy identical | same samples |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        result["generate"] = {}
+        for case in generation_cases(args, model_dir, work):
+            g = bench_generate(args, case)
+            result["generate"][case["name"]] = g
+            rep, once = g["samples_per_s"]["repeat"], g["samples_per_s"]["prefill_once"]
+            print(f"| {case['name']} | {case['k']} | {len(case['prompts'])} | {g['prompt_tokens']:.0f} | "
+                  f"{spread(rep)} | {spread(once)} | {statistics.median(once) / statistics.median(rep):.2f}x | "
+                  f"{'yes' if g['greedy_equal'] else 'NO'} | {'yes' if g['same_samples'] else 'no'} |",
+                  flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
-    return 0 if result.get("generate", {}).get("greedy_equal", True) else 1
+    greedy_ok = all(g["greedy_equal"] for g in result.get("generate", {}).values())
+    return 0 if greedy_ok else 1
 
 
 if __name__ == "__main__":

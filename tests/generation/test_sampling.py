@@ -189,11 +189,15 @@ def test_prefill_once_encodes_each_prompt_once_and_matches_repeat_path(policy):
 
     model, tok = policy
     kw = dict(k=3, temperature=0.8, max_new_tokens=10, batch_size=3, seed=4, progress=False)
-    shapes = []
+    import functools
+
+    shapes, keeps = [], []
     orig = model.forward
 
+    @functools.wraps(orig)
     def recording(*args, **kwargs):
         shapes.append(tuple(kwargs["input_ids"].shape))
+        keeps.append(kwargs.get("logits_to_keep"))
         return orig(*args, **kwargs)
 
     model.forward = recording
@@ -203,6 +207,7 @@ def test_prefill_once_encodes_each_prompt_once_and_matches_repeat_path(policy):
         del model.forward
     width = shapes[0][1] + 1
     assert shapes[0] == (3, width - 1)  # the prefill: 3 prompts, not 9 rows
+    assert keeps[0] == 1  # and no (B, T, V) logits: the LM head runs on one position
     assert all(s == (9, 1) for s in shapes[1:]) and len(shapes) >= 2
     repeat = generate_responses(model, tok, PROMPTS, prefill="repeat", **kw)
     assert once.responses == repeat.responses and once.num_tokens == repeat.num_tokens

@@ -128,8 +128,13 @@ def _prefill_once(model, enc: dict, config, k: int):
     if k == 1 or int(mask.sum(dim=1).min()) < 2:  # every row needs a prefix before its last token
         return None
     position_ids = (mask.cumsum(-1) - 1).clamp_(min=0)  # left padding: positions count real tokens only
+    # the prefill's logits are not used: keep one position when the model allows it (a (B, T, V) tensor
+    # would cost more than the prefill saves at a realistic vocabulary)
+    import inspect
+
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids[:, :-1],
-                use_cache=True)
+                use_cache=True, **keep)
     # the KV cache is ``cache`` in transformers >= 5 (``past_key_values`` before, and still accepted)
     name = "cache" if getattr(out, "cache", None) is not None else "past_key_values"
     cache = getattr(out, name, None)
