@@ -16,7 +16,9 @@ Compared, on the tiny Llama of ``alphapo.testing`` and the synthetic pairs of ``
   step's FLOP/s is read against.
 
 Every repeat runs every variant once, in a rotating order, so the load of a shared machine hits all
-variants alike; the tables give the median and the min-max over repeats, and ratios of medians.
+variants alike; the tables give the median and the min-max over repeats, and ratios of medians. The
+script exits 1 when the layouts' first-step losses differ by more than 1e-5 or greedy outputs differ
+between the two prefill paths.
 Step FLOP/s counts the FLOPs the step executes: ``6 x`` (linear-layer parameters x processed
 positions + LM head x completion rows) + ``3 x 4 x`` (rows x width^2 x hidden x layers) for attention
 (a masked kernel computes every query-key pair), i.e. the usual ``6 N`` rule per token; embedding
@@ -28,7 +30,8 @@ Run (one thread, as the other benchmark)::
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_paths.py --shape default --modes train --repeats 3
 
 Flags: ``--shape`` (``uf``: hidden 256, 4 layers, vocabulary 32000, prompts of about 196 tokens,
-completions of about 50; ``default``: the TRL benchmark's default shape), ``--modes`` (subset of
+completions of about 50; ``default``: the TRL benchmark's default shape), ``--hidden-size`` /
+``--layers`` / ``--vocab-size`` (override the shape's model), ``--modes`` (subset of
 train,generate,matmul), ``--repeats``, ``--batches`` (training batches per repeat), ``--batch-size``,
 ``--k`` / ``--gen-prompts`` / ``--gen-tokens`` (generation), ``--threads``, ``--seed``, ``--json``.
 """
@@ -198,6 +201,9 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="uf", help="size preset (default uf)")
+    ap.add_argument("--hidden-size", type=int, help="model width (default: the shape's)")
+    ap.add_argument("--layers", type=int, help="model depth (default: the shape's)")
+    ap.add_argument("--vocab-size", type=int, help="output vocabulary (default: the shape's)")
     ap.add_argument("--modes", default="train,generate", help="subset of train,generate (default both)")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats of every variant (default 5)")
     ap.add_argument("--batches", type=int, default=3, help="training batches per repeat (default 3)")
@@ -212,7 +218,8 @@ def parse_args(argv=None):
     ap.add_argument("--json", help="also write the raw numbers to this file")
     args = ap.parse_args(argv)
     for key, value in SHAPES[args.shape].items():
-        setattr(args, key, value)
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in ("train", "generate")]
     if bad:
@@ -274,7 +281,14 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     greedy_ok = all(g["greedy_equal"] for g in result.get("generate", {}).values())
-    return 0 if greedy_ok else 1
+    losses = list(result.get("train", {}).get("first_loss", {}).values())
+    losses_ok = not losses or max(losses) - min(losses) <= 1e-5
+    if not (greedy_ok and losses_ok):
+        print("FAILED: " + ("greedy outputs differ between prefill paths; " if not greedy_ok else "")
+              + ("first-step losses differ between layouts by more than 1e-5" if not losses_ok else ""),
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
