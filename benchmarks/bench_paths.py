@@ -5,10 +5,11 @@ Compared, on the tiny Llama of ``alphapo.testing`` and the synthetic pairs of ``
 
 - **train**: one training step (forward, backward, fused AdamW) of a SimPO loss on a length-grouped
   batch of pairs (``alphapo.training.data.plan_epoch``, as the trainer batches), with the log-probs from
-  ``alphapo.training.logps.group_logps`` in each layout: ``plain`` (one right-padded row per response,
-  the prompt encoded twice), ``shared`` (one row per pair, prompt once, block mask) and ``packed``
-  (several prefix-shared pairs per row, rows as wide as the longest pair). Each variant trains its own
-  copy of the same initial weights on the same batches.
+  the layouts of ``alphapo.training.logps``: ``plain`` (one right-padded row per response, the prompt
+  encoded twice), ``shared`` (one row per pair, prompt once, block mask), ``packed`` (several
+  prefix-shared pairs per row, rows as wide as the longest pair) and ``packed_2x`` (rows twice as wide:
+  less padding, more attention). Each variant trains its own copy of the same initial weights on the
+  same batches.
 - **generate**: ``alphapo.generation.sampling`` sampling ``k`` responses per prompt with one prefill per
   prompt (the default) against ``generate(num_return_sequences=k)``, which repeats each prompt ``k``
   times before the prefill.
@@ -49,7 +50,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_vs_trl import SHAPES, model_kwargs, synthetic_pairs  # noqa: E402
 
-LAYOUT_VARIANTS = ("plain", "shared", "packed")
+LAYOUT_VARIANTS = ("plain", "shared", "packed", "packed_2x")
 GEN_VARIANTS = ("repeat", "prefill_once")
 
 
@@ -85,19 +86,33 @@ def bench_train(args, model, tok) -> dict:
     import torch
 
     from alphapo.training.data import plan_epoch
-    from alphapo.training.logps import group_logps, packed_layout, plain_layout, shared_layout
+    from alphapo.training.logps import (
+        layout_logps,
+        packed_layout,
+        plain_layout,
+        prefix_sharing_unsupported,
+        shared_layout,
+    )
 
     pairs = tokenised_pairs(args, tok)
     lengths = [2 * len(p) + len(c) + len(r) for p, c, r in pairs]
     plan = plan_epoch(lengths, global_batch=args.batch_size, seed=args.seed, epoch=0, group_by_length=True)
     batches = [([pairs[i][0] for i in b], [[pairs[i][1], pairs[i][2]] for i in b]) for b in plan]
-    builders = {"plain": plain_layout, "shared": shared_layout, "packed": packed_layout}
+    reason = prefix_sharing_unsupported(model, 10 ** 9)
+    if reason:
+        raise SystemExit(f"the prefix-shared layouts cannot run: {reason}")
+
+    def packed_2x(prompts, responses, pad_id):
+        longest = max(len(p) + sum(len(r) for r in rs) for p, rs in zip(prompts, responses))
+        return packed_layout(prompts, responses, pad_id, row_tokens=2 * longest)
+
+    builders = {"plain": plain_layout, "shared": shared_layout, "packed": packed_layout, "packed_2x": packed_2x}
+    layouts = {v: [builders[v](p, r, tok.pad_token_id) for p, r in batches] for v in LAYOUT_VARIANTS}
     useful = {v: 0 for v in LAYOUT_VARIANTS}
     processed = {v: 0 for v in LAYOUT_VARIANTS}
     flops = {v: 0.0 for v in LAYOUT_VARIANTS}
-    for prompts, responses in batches:
-        for v in LAYOUT_VARIANTS:
-            lay = builders[v](prompts, responses, tok.pad_token_id)
+    for v in LAYOUT_VARIANTS:
+        for lay in layouts[v]:
             useful[v] += lay.useful_tokens
             processed[v] += lay.processed_tokens
             flops[v] += step_flops(model, lay, lay.targets.numel())
@@ -108,11 +123,10 @@ def bench_train(args, model, tok) -> dict:
     def run(v: str) -> float:
         m, opt = models[v], optims[v]
         t0 = time.perf_counter()
-        for n, (prompts, responses) in enumerate(batches):
-            out = group_logps(m, prompts, responses, tok.pad_token_id, layout=v)
-            if out.layout != v:
-                raise SystemExit(f"layout {v} fell back to {out.layout}")
-            avg = out.logps / out.lengths
+        for n, lay in enumerate(layouts[v]):  # what group_logps does, with the layout built beforehand
+            token_logps, _ = layout_logps(m, lay)
+            logps = torch.zeros(lay.lengths.numel()).index_add(0, lay.owners, token_logps).view_as(lay.lengths)
+            avg = logps / lay.lengths
             loss = -torch.nn.functional.logsigmoid(2.5 * (avg[:, 0] - avg[:, 1]) - 1.0).mean()
             loss.backward()
             opt.step()
@@ -128,7 +142,8 @@ def bench_train(args, model, tok) -> dict:
     times: dict[str, list[float]] = {v: [] for v in LAYOUT_VARIANTS}
     matmul: list[float] = []
     for rep in range(args.repeats):
-        order = LAYOUT_VARIANTS[rep % 3:] + LAYOUT_VARIANTS[: rep % 3]
+        shift = rep % len(LAYOUT_VARIANTS)
+        order = LAYOUT_VARIANTS[shift:] + LAYOUT_VARIANTS[:shift]
         for v in order:
             times[v].append(run(v))
         matmul.append(matmul_flops(args.matmul_n))

@@ -29,11 +29,12 @@ def test_bench_paths_smoke_layouts_agree(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = json.loads(out.read_text())
     losses = res["train"]["first_loss"]
-    assert set(losses) == {"plain", "shared", "packed"}
+    assert set(losses) == {"plain", "shared", "packed", "packed_2x"}
     assert max(losses.values()) - min(losses.values()) <= 1e-5
     # the same real tokens in every layout; the plain one repeats the prompt, so processes the most
     useful, processed = res["train"]["useful"], res["train"]["processed"]
     assert len(set(useful.values())) == 1
     assert processed["plain"] > processed["shared"] >= processed["packed"] >= useful["plain"]
+    assert processed["packed_2x"] >= useful["plain"]
     assert all(g["greedy_equal"] for g in res["generate"].values())
     assert "| shared |" in proc.stdout and "| quickstart |" in proc.stdout

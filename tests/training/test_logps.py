@@ -254,6 +254,11 @@ def test_group_token_counts_and_packing_by_hand():
     packed = packed_layout([[1], [1, 5, 6, 8], [1]], [[[2], [3]], [[4], [5]], [[6], [7]]], 0)
     assert packed.input_ids.tolist() == [[1, 5, 6, 8, 4, 5], [1, 2, 3, 1, 6, 7]]
     assert packed.useful_tokens == packed.processed_tokens == 12
+    # rows of 12 tokens take all three groups; rows shorter than the longest group are an error
+    wide = packed_layout([[1], [1, 5, 6, 8], [1]], [[[2], [3]], [[4], [5]], [[6], [7]]], 0, row_tokens=12)
+    assert wide.input_ids.tolist() == [[1, 5, 6, 8, 4, 5, 1, 2, 3, 1, 6, 7]]
+    with pytest.raises(ValueError, match="row_tokens=5 is shorter than the longest group"):
+        packed_layout([[1], [1, 5, 6, 8], [1]], [[[2], [3]], [[4], [5]], [[6], [7]]], 0, row_tokens=5)
     assert packed.position_ids[1].tolist() == [0, 1, 1, 0, 1, 1]
     assert not packed.attention_mask[1, 0, 3, :3].any()  # the second group cannot see the first
 

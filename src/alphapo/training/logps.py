@@ -339,15 +339,19 @@ def shared_layout(prompt_ids: list[list[int]], response_ids: list[list[list[int]
     return _prefix_rows(prompt_ids, response_ids, pad_id, [[i] for i in range(len(prompt_ids))])
 
 
-def packed_layout(prompt_ids: list[list[int]], response_ids: list[list[list[int]]], pad_id: int) -> RowLayout:
-    """Prefix-shared groups packed into as few rows as fit the longest group (first-fit decreasing).
+def packed_layout(prompt_ids: list[list[int]], response_ids: list[list[list[int]]], pad_id: int, *,
+                  row_tokens: int | None = None) -> RowLayout:
+    """Prefix-shared groups packed first-fit decreasing into rows of at most ``row_tokens`` tokens.
 
-    The row width stays that of :func:`shared_layout` (the longest group): packing into one long row
-    would multiply the attention cost, which a dense-mask kernel computes over the whole row.
+    ``row_tokens`` defaults to the longest group, the row width of :func:`shared_layout`: wider rows
+    cost more attention than they save in padding, since a dense-mask kernel computes every query-key
+    pair of a row (docs/performance.md).
     """
     _check_groups(prompt_ids, response_ids)
     sizes = [len(p) + sum(len(r) for r in rs) for p, rs in zip(prompt_ids, response_ids)]
-    width = max(sizes)
+    width = max(sizes) if row_tokens is None else row_tokens
+    if width < max(sizes):
+        raise ValueError(f"row_tokens={row_tokens} is shorter than the longest group ({max(sizes)} tokens)")
     rows: list[list[int]] = []
     room: list[int] = []
     for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
