@@ -14,7 +14,10 @@ Compared, on the tiny Llama of ``alphapo.testing`` and the synthetic pairs of ``
   prompt (the default) against ``generate(num_return_sequences=k)``, which repeats each prompt ``k``
   times before the prefill.
 - **matmul**: a float32 ``(n x n) @ (n x n)`` matrix product (``--matmul-n``), the FLOP/s ceiling the
-  step's FLOP/s is read against.
+  step's FLOP/s is read against (measured after every training repeat).
+- **bf16** (``--modes bf16``, not run by default): the shared-layout training step in float32 against
+  CPU ``torch.autocast(dtype=bfloat16)`` with float32 master weights, and the largest relative change
+  of a summed log-prob. Measured only; nothing in the package uses it.
 
 Every repeat runs every variant once, in a rotating order, so the load of a shared machine hits all
 variants alike; the tables give the median and the min-max over repeats, and ratios of medians. The
@@ -33,8 +36,9 @@ Run (one thread, as the other benchmark)::
 Flags: ``--shape`` (``uf``: hidden 256, 4 layers, vocabulary 32000, prompts of about 196 tokens,
 completions of about 50; ``default``: the TRL benchmark's default shape), ``--hidden-size`` /
 ``--layers`` / ``--vocab-size`` (override the shape's model), ``--modes`` (subset of
-train,generate,matmul), ``--repeats``, ``--batches`` (training batches per repeat), ``--batch-size``,
-``--k`` / ``--gen-prompts`` / ``--gen-tokens`` (generation), ``--threads``, ``--seed``, ``--json``.
+train,generate,bf16; default train,generate), ``--repeats``, ``--batches`` (training batches per
+repeat), ``--batch-size``, ``--k`` / ``--gen-prompts`` / ``--gen-tokens`` (generation), ``--threads``,
+``--seed``, ``--json``.
 """
 
 from __future__ import annotations
@@ -153,6 +157,49 @@ def bench_train(args, model, tok) -> dict:
         "batches": n_batches}
 
 
+def bench_bf16(args, model, tok) -> dict:
+    """The shared-layout training step in float32 and under CPU bfloat16 autocast (float32 master weights,
+    float32 optimizer): s/step interleaved, and how far the bfloat16 log-probs and loss move."""
+    import torch
+
+    from alphapo.training.data import plan_epoch
+    from alphapo.training.logps import group_logps
+
+    pairs = tokenised_pairs(args, tok)
+    lengths = [2 * len(p) + len(c) + len(r) for p, c, r in pairs]
+    plan = plan_epoch(lengths, global_batch=args.batch_size, seed=args.seed, epoch=0, group_by_length=True)
+    batches = [([pairs[i][0] for i in b], [[pairs[i][1], pairs[i][2]] for i in b]) for b in plan]
+    variants = ("float32", "bf16_autocast")
+    models = {v: copy.deepcopy(model).train() for v in variants}
+    optims = {v: torch.optim.AdamW(models[v].parameters(), lr=1e-4, fused=True) for v in variants}
+    with torch.no_grad():
+        ref = group_logps(models["float32"], *batches[0], tok.pad_token_id).logps
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = group_logps(models["bf16_autocast"], *batches[0], tok.pad_token_id).logps
+    rel = ((low - ref).abs() / ref.abs()).max().item()
+
+    def run(v: str) -> float:
+        m, opt = models[v], optims[v]
+        t0 = time.perf_counter()
+        for prompts, responses in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=v == "bf16_autocast"):
+                out = group_logps(m, prompts, responses, tok.pad_token_id)
+                avg = out.logps / out.lengths
+                loss = -torch.nn.functional.logsigmoid(2.5 * (avg[:, 0] - avg[:, 1]) - 1.0).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return (time.perf_counter() - t0) / len(batches)
+
+    for v in variants:
+        run(v)
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for rep in range(args.repeats):
+        for v in (variants if rep % 2 == 0 else variants[::-1]):
+            times[v].append(run(v))
+    return {"times": times, "max_rel_logp_diff": rel, "batches": len(batches)}
+
+
 def matmul_flops(n: int) -> float:
     import torch
 
@@ -219,7 +266,7 @@ def parse_args(argv=None):
     ap.add_argument("--hidden-size", type=int, help="model width (default: the shape's)")
     ap.add_argument("--layers", type=int, help="model depth (default: the shape's)")
     ap.add_argument("--vocab-size", type=int, help="output vocabulary (default: the shape's)")
-    ap.add_argument("--modes", default="train,generate", help="subset of train,generate (default both)")
+    ap.add_argument("--modes", default="train,generate", help="subset of train,generate,bf16 (default train,generate)")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats of every variant (default 5)")
     ap.add_argument("--batches", type=int, default=3, help="training batches per repeat (default 3)")
     ap.add_argument("--batch-size", type=int, default=8, help="pairs per training batch (default 8)")
@@ -236,9 +283,9 @@ def parse_args(argv=None):
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("train", "generate")]
+    bad = [m for m in modes if m not in ("train", "generate", "bf16")]
     if bad:
-        ap.error(f"--modes: unknown {bad}; choose from train, generate")
+        ap.error(f"--modes: unknown {bad}; choose from train, generate, bf16")
     args.modes = modes
     return args
 
@@ -293,6 +340,17 @@ def main(argv=None) -> int:
                   f"{spread(rep)} | {spread(once)} | {statistics.median(once) / statistics.median(rep):.2f}x | "
                   f"{'yes' if g['greedy_equal'] else 'NO'} | {'yes' if g['same_samples'] else 'no'} |",
                   flush=True)
+    if "bf16" in args.modes:
+        b = bench_bf16(args, model, tok)
+        result["bf16"] = b
+        f32, bf = statistics.median(b["times"]["float32"]), statistics.median(b["times"]["bf16_autocast"])
+        print(f"\n## bfloat16 autocast on CPU (shared layout, {b['batches']} batches; measured, not adopted)\n")
+        print("| precision | s/step | speedup |")
+        print("|---|---|---|")
+        print(f"| float32 | {spread(b['times']['float32'])} | 1.00x |")
+        print(f"| bf16 autocast, float32 master weights | {spread(b['times']['bf16_autocast'])} | {f32 / bf:.2f}x |")
+        print(f"\nlargest relative change of a summed log-prob under bf16 (first batch): "
+              f"{b['max_rel_logp_diff']:.1e}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     greedy_ok = all(g["greedy_equal"] for g in result.get("generate", {}).values())
