@@ -19,14 +19,19 @@ Compared, on the tiny Llama of ``alphapo.testing`` and the synthetic pairs of ``
   CPU ``torch.autocast(dtype=bfloat16)`` with float32 master weights, and the largest relative change
   of a summed log-prob. Measured only; nothing in the package uses it.
 
-Every repeat runs every variant once, in a rotating order, so the load of a shared machine hits all
-variants alike; the tables give the median and the min-max over repeats, and ratios of medians. The
-script exits 1 when the layouts' first-step losses differ by more than 1e-5 or greedy outputs differ
-between the two prefill paths.
-Step FLOP/s counts the FLOPs the step executes: ``6 x`` (linear-layer parameters x processed
+Timing on a shared machine: in training, every variant runs the same batch back to back (the order
+rotating), so each step has a partner measured at the same moment; the speedup column is the median
+(min-max) of these paired ratios. Times are both wall-clock and process CPU time (one torch thread:
+CPU time is the compute a step costs, and moves much less than wall time when other processes take
+the cores). Sampling variants alternate per repeat. Tables give medians with the min-max over repeats.
+The script exits 1 when the layouts' first-step losses differ by more than 1e-5 or greedy outputs
+differ between the two prefill paths.
+
+Step FLOP/CPU-s counts the FLOPs the step executes: ``6 x`` (linear-layer parameters x processed
 positions + LM head x completion rows) + ``3 x 4 x`` (rows x width^2 x hidden x layers) for attention
 (a masked kernel computes every query-key pair), i.e. the usual ``6 N`` rule per token; embedding
-lookups, norms, softmax and the optimizer are not counted.
+lookups, norms, softmax and the optimizer are not counted. It is read against the float32 matmul's
+FLOP/CPU-s measured after every repeat in the same process.
 
 Run (one thread, as the other benchmark)::
 
@@ -114,47 +119,71 @@ def bench_train(args, model, tok) -> dict:
     layouts = {v: [builders[v](p, r, tok.pad_token_id) for p, r in batches] for v in LAYOUT_VARIANTS}
     useful = {v: 0 for v in LAYOUT_VARIANTS}
     processed = {v: 0 for v in LAYOUT_VARIANTS}
-    flops = {v: 0.0 for v in LAYOUT_VARIANTS}
     for v in LAYOUT_VARIANTS:
         for lay in layouts[v]:
             useful[v] += lay.useful_tokens
             processed[v] += lay.processed_tokens
-            flops[v] += step_flops(model, lay, lay.targets.numel())
+    step_fl = {v: [step_flops(model, lay, lay.targets.numel()) for lay in layouts[v]] for v in LAYOUT_VARIANTS}
     models = {v: copy.deepcopy(model).train() for v in LAYOUT_VARIANTS}
     optims = {v: torch.optim.AdamW(models[v].parameters(), lr=1e-4, fused=True) for v in LAYOUT_VARIANTS}
     first_loss = {}
 
-    def run(v: str) -> float:
-        m, opt = models[v], optims[v]
-        t0 = time.perf_counter()
-        for n, lay in enumerate(layouts[v]):  # what group_logps does, with the layout built beforehand
-            token_logps, _ = layout_logps(m, lay)
-            logps = torch.zeros(lay.lengths.numel()).index_add(0, lay.owners, token_logps).view_as(lay.lengths)
-            avg = logps / lay.lengths
-            loss = -torch.nn.functional.logsigmoid(2.5 * (avg[:, 0] - avg[:, 1]) - 1.0).mean()
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if n == 0 and v not in first_loss:
-                first_loss[v] = loss.item()
-        return (time.perf_counter() - t0) / len(batches)
+    def step(v: str, n: int) -> tuple[float, float]:
+        """One training step of variant ``v`` on batch ``n``: (wall seconds, process CPU seconds)."""
+        m, opt, lay = models[v], optims[v], layouts[v][n]
+        t0, c0 = time.perf_counter(), time.process_time()
+        token_logps, _ = layout_logps(m, lay)  # what group_logps does, with the layout built beforehand
+        logps = torch.zeros(lay.lengths.numel()).index_add(0, lay.owners, token_logps).view_as(lay.lengths)
+        avg = logps / lay.lengths
+        loss = -torch.nn.functional.logsigmoid(2.5 * (avg[:, 0] - avg[:, 1]) - 1.0).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if n == 0 and v not in first_loss:
+            first_loss[v] = loss.item()
+        return wall, cpu
 
     for v in LAYOUT_VARIANTS:  # warm-up (allocator, kernels), not timed; reset the weights afterwards
-        run(v)
+        for n in range(len(batches)):
+            step(v, n)
         models[v].load_state_dict(model.state_dict())
         optims[v] = torch.optim.AdamW(models[v].parameters(), lr=1e-4, fused=True)
-    times: dict[str, list[float]] = {v: [] for v in LAYOUT_VARIANTS}
-    matmul: list[float] = []
-    for rep in range(args.repeats):
-        shift = rep % len(LAYOUT_VARIANTS)
-        order = LAYOUT_VARIANTS[shift:] + LAYOUT_VARIANTS[:shift]
-        for v in order:
-            times[v].append(run(v))
+    wall: dict[str, list[float]] = {v: [] for v in LAYOUT_VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in LAYOUT_VARIANTS}
+    flops_done: dict[str, list[float]] = {v: [] for v in LAYOUT_VARIANTS}
+    matmul: list[tuple[float, float]] = []
+    turn = 0
+    for _ in range(args.repeats):
+        for n in range(len(batches)):  # every variant on the same batch back to back, rotating the order
+            shift = turn % len(LAYOUT_VARIANTS)
+            turn += 1
+            for v in LAYOUT_VARIANTS[shift:] + LAYOUT_VARIANTS[:shift]:
+                w, c = step(v, n)
+                wall[v].append(w)
+                cpu[v].append(c)
+                flops_done[v].append(step_fl[v][n])
         matmul.append(matmul_flops(args.matmul_n))
-    n_batches = len(batches)
-    return {"times": times, "useful": useful, "processed": processed, "flops_per_step": {
-        v: flops[v] / n_batches for v in LAYOUT_VARIANTS}, "matmul_flops": matmul, "first_loss": first_loss,
-        "batches": n_batches}
+    # paired ratios: plain's step time over the variant's, on the same batch at the same moment
+    paired = {v: [p / x for p, x in zip(cpu["plain"], cpu[v])] for v in LAYOUT_VARIANTS}
+    paired_wall = {v: [p / x for p, x in zip(wall["plain"], wall[v])] for v in LAYOUT_VARIANTS}
+    return {"wall": wall, "cpu": cpu, "speedup_cpu": paired, "speedup_wall": paired_wall, "useful": useful,
+            "processed": processed, "flops_per_cpu_s": {v: sum(flops_done[v]) / sum(cpu[v]) for v in LAYOUT_VARIANTS},
+            "matmul_flops": matmul, "first_loss": first_loss, "batches": len(batches)}
+
+
+def matmul_flops(n: int) -> tuple[float, float]:
+    """FLOP/s of a float32 ``(n x n) @ (n x n)`` product: (per wall second, per process CPU second)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0, c0 = time.perf_counter(), time.process_time()
+    reps = 5
+    for _ in range(reps):
+        a @ b
+    flops = reps * 2 * n ** 3
+    return flops / (time.perf_counter() - t0), flops / (time.process_time() - c0)
 
 
 def bench_bf16(args, model, tok) -> dict:
@@ -198,18 +227,6 @@ def bench_bf16(args, model, tok) -> dict:
         for v in (variants if rep % 2 == 0 else variants[::-1]):
             times[v].append(run(v))
     return {"times": times, "max_rel_logp_diff": rel, "batches": len(batches)}
-
-
-def matmul_flops(n: int) -> float:
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t0 = time.perf_counter()
-    reps = 3
-    for _ in range(reps):
-        a @ b
-    return reps * 2 * n ** 3 / (time.perf_counter() - t0)
 
 
 def generation_cases(args, model_dir: Path, work: Path) -> list[dict]:
@@ -313,19 +330,21 @@ def main(argv=None) -> int:
     if "train" in args.modes:
         r = bench_train(args, model, tok)
         result["train"] = r
-        mm = statistics.median(r["matmul_flops"])
-        base = statistics.median(r["times"]["plain"])
-        print(f"\n## training step (SimPO, batch {args.batch_size} pairs, {r['batches']} length-grouped batches)\n")
-        print("| layout | s/step | speedup vs plain | useful tokens | step GFLOP/s | of matmul |")
-        print("|---|---|---|---|---|---|")
+        mm = statistics.median(x[1] for x in r["matmul_flops"])
+        print(f"\n## training step (SimPO, batch {args.batch_size} pairs, {r['batches']} length-grouped batches, "
+              f"every variant on the same batch back to back)\n")
+        print("| layout | s/step (wall) | CPU-s/step | speedup vs plain (CPU, paired) | speedup (wall, paired) "
+              "| useful tokens | step GFLOP/CPU-s | of matmul |")
+        print("|---|---|---|---|---|---|---|---|")
         for v in LAYOUT_VARIANTS:
-            med = statistics.median(r["times"][v])
-            gflops = r["flops_per_step"][v] / med / 1e9
-            print(f"| {v} | {spread(r['times'][v])} | {base / med:.2f}x | "
-                  f"{r['useful'][v] / r['processed'][v]:.1%} | {gflops:.1f} | {gflops * 1e9 / mm:.0%} |")
-        print(f"\nfloat32 matmul ({args.matmul_n}^3) in the same run: {mm / 1e9:.1f} GFLOP/s "
-              f"({min(r['matmul_flops']) / 1e9:.1f}-{max(r['matmul_flops']) / 1e9:.1f}); "
-              f"first-step losses {', '.join(f'{v} {x:.6f}' for v, x in r['first_loss'].items())}", flush=True)
+            gflops = r["flops_per_cpu_s"][v]
+            print(f"| {v} | {spread(r['wall'][v])} | {spread(r['cpu'][v])} | {spread(r['speedup_cpu'][v])} | "
+                  f"{spread(r['speedup_wall'][v])} | {r['useful'][v] / r['processed'][v]:.1%} | "
+                  f"{gflops / 1e9:.1f} | {gflops / mm:.0%} |")
+        walls = [x[0] / 1e9 for x in r["matmul_flops"]]
+        print(f"\nfloat32 matmul ({args.matmul_n}^3) in the same run: {mm / 1e9:.1f} GFLOP/CPU-s, "
+              f"{statistics.median(walls):.1f} GFLOP/s wall ({min(walls):.1f}-{max(walls):.1f}); first-step losses "
+              f"{', '.join(f'{v} {x:.6f}' for v, x in r['first_loss'].items())}", flush=True)
     if "generate" in args.modes:
         print("\n## sampling: one prefill per prompt vs generate(num_return_sequences=k)\n")
         print("| model / prompts | k | prompts | mean prompt tokens | samples/s repeat | samples/s prefill once "
