@@ -32,7 +32,9 @@ exactly what they see in their own ``prompt + response`` row (the approach of "A
 Preference Optimization with Prefix Sharing", Wang and Hegde, 2024). The last prompt position predicts
 the first token of every response, so the LM head reads positions by index, repeats included
 (:func:`lm_head_index`). :func:`packed_layout` also packs several groups into one row (block-diagonal
-across groups, per-segment position ids). Which kernels run it:
+across groups, per-segment position ids); it is not the default because on length-grouped batches it
+finds little to pack, and wider rows cost more attention than they save in padding (measurements in
+docs/performance.md). Which kernels run it:
 
 - SDPA and eager attention take the mask as given (Hugging Face models pass a 4D mask through
   unchanged); checked against the plain path for the model types in :data:`PREFIX_SHARING_MODEL_TYPES`.
