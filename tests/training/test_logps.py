@@ -280,6 +280,10 @@ def test_group_logps_falls_back_with_one_warning(tiny_model_dir):
             warnings.simplefilter("error")
             group_logps(_NoKeepWrapper(model), GROUP_PROMPTS, PAIRS, pad_id=0)  # said once only
     assert ref.layout == "shared" and out.layout == "plain"
+    # useful: each prompt once; sequence tokens: the prompt once per response, as SequenceBatch.num_tokens
+    assert (ref.useful_tokens, ref.sequence_tokens) == (28, 28 + 5 + 2 + 3)
+    assert out.sequence_tokens == collate_sequences([p for p in GROUP_PROMPTS for _ in range(2)],
+                                                    [r for rs in PAIRS for r in rs], 0).num_tokens
     assert torch.allclose(out.logps, ref.logps, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="prompt 1 has 1 responses, prompt 0 has 2"):
         group_logps(model, GROUP_PROMPTS, [PAIRS[0], PAIRS[1][:1], PAIRS[2]], pad_id=0)

@@ -526,6 +526,7 @@ class GroupLogps:
     logit_sums: torch.Tensor  # sums over completion tokens of the vocabulary-mean logit (detached)
     useful_tokens: int  # each prompt once plus its responses
     processed_tokens: int  # positions the model ran over (padding and repeated prompts included)
+    sequence_tokens: int  # sum over responses of len(prompt) + len(response): SequenceBatch.num_tokens
     layout: str  # the layout that ran ("shared", "packed" or "plain")
 
     @property
@@ -561,5 +562,6 @@ def group_logps(model, prompt_ids: list[list[int]], response_ids: list[list[list
     owners = rows.owners.to(token_logps.device)
     logps = torch.zeros(n, dtype=torch.float32, device=token_logps.device).index_add(0, owners, token_logps)
     logit_sums = torch.zeros(n, dtype=torch.float32, device=token_logps.device).index_add(0, owners, logit_means)
+    sequence_tokens = sum(len(p) * k + sum(len(r) for r in rs) for p, rs in zip(prompt_ids, response_ids))
     return GroupLogps(logps.view(-1, k), rows.lengths.to(token_logps.device), logit_sums.view(-1, k),
-                      rows.useful_tokens, rows.processed_tokens, layout)
+                      rows.useful_tokens, rows.processed_tokens, sequence_tokens, layout)
