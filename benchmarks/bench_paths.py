@@ -207,9 +207,9 @@ def bench_bf16(args, model, tok) -> dict:
             low = group_logps(models["bf16_autocast"], *batches[0], tok.pad_token_id).logps
     rel = ((low - ref).abs() / ref.abs()).max().item()
 
-    def run(v: str) -> float:
+    def run(v: str) -> tuple[float, float]:
         m, opt = models[v], optims[v]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for prompts, responses in batches:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=v == "bf16_autocast"):
                 out = group_logps(m, prompts, responses, tok.pad_token_id)
@@ -218,15 +218,19 @@ def bench_bf16(args, model, tok) -> dict:
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        return (time.perf_counter() - t0) / len(batches)
+        return (time.perf_counter() - t0) / len(batches), (time.process_time() - c0) / len(batches)
 
     for v in variants:
         run(v)
     times: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
     for rep in range(args.repeats):
         for v in (variants if rep % 2 == 0 else variants[::-1]):
-            times[v].append(run(v))
-    return {"times": times, "max_rel_logp_diff": rel, "batches": len(batches)}
+            w, c = run(v)
+            times[v].append(w)
+            cpu[v].append(c)
+    paired = [a / b for a, b in zip(cpu["float32"], cpu["bf16_autocast"])]
+    return {"times": times, "cpu": cpu, "speedup_cpu": paired, "max_rel_logp_diff": rel, "batches": len(batches)}
 
 
 def generation_cases(args, model_dir: Path, work: Path) -> list[dict]:
@@ -369,10 +373,11 @@ def main(argv=None) -> int:
         result["bf16"] = b
         f32, bf = statistics.median(b["times"]["float32"]), statistics.median(b["times"]["bf16_autocast"])
         print(f"\n## bfloat16 autocast on CPU (shared layout, {b['batches']} batches; measured, not adopted)\n")
-        print("| precision | s/step | speedup |")
-        print("|---|---|---|")
-        print(f"| float32 | {spread(b['times']['float32'])} | 1.00x |")
-        print(f"| bf16 autocast, float32 master weights | {spread(b['times']['bf16_autocast'])} | {f32 / bf:.2f}x |")
+        print("| precision | s/step (wall) | CPU-s/step | speedup (wall) | speedup (CPU, paired) |")
+        print("|---|---|---|---|---|")
+        print(f"| float32 | {spread(b['times']['float32'])} | {spread(b['cpu']['float32'])} | 1.00x | 1.00 |")
+        print(f"| bf16 autocast, float32 master weights | {spread(b['times']['bf16_autocast'])} | "
+              f"{spread(b['cpu']['bf16_autocast'])} | {f32 / bf:.2f}x | {spread(b['speedup_cpu'])} |")
         print(f"\nlargest relative change of a summed log-prob under bf16 (first batch): "
               f"{b['max_rel_logp_diff']:.1e}", flush=True)
     if args.json:
