@@ -289,3 +289,29 @@ def test_group_logps_falls_back_with_one_warning(tiny_model_dir):
         group_logps(model, GROUP_PROMPTS, [PAIRS[0], PAIRS[1][:1], PAIRS[2]], pad_id=0)
     with pytest.raises(ValueError, match="layout must be one of shared, packed, plain, got 'pack'"):
         group_logps(model, GROUP_PROMPTS, PAIRS, pad_id=0, layout="pack")
+
+
+def test_prefix_sharing_support_reasons():
+    """Kernels without arbitrary 4D masks, unchecked model types and too-short sliding windows are refused
+    with a reason naming the cause; SDPA/eager models of a checked type are accepted."""
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig, MistralConfig
+
+    from alphapo.training.logps import prefix_sharing_unsupported
+
+    def model(config, impl):
+        config._attn_implementation = impl
+        return SimpleNamespace(config=config)
+
+    assert prefix_sharing_unsupported(model(LlamaConfig(), "sdpa"), 10_000) is None
+    assert prefix_sharing_unsupported(model(LlamaConfig(), "eager"), 10_000) is None
+    assert "'flash_attention_2' takes no arbitrary 4D mask" in prefix_sharing_unsupported(
+        model(LlamaConfig(), "flash_attention_2"))
+    windowed = MistralConfig(sliding_window=16)
+    assert prefix_sharing_unsupported(model(windowed, "sdpa"), 16) is None
+    assert prefix_sharing_unsupported(model(windowed, "sdpa"), 17) == \
+        "a row of 17 tokens exceeds the sliding window of 16"
+    gpt2 = SimpleNamespace(config=SimpleNamespace(model_type="gpt2", _attn_implementation="sdpa"))
+    assert "model type 'gpt2' is not among those checked" in prefix_sharing_unsupported(gpt2)
+    assert "is not a Hugging Face model" in prefix_sharing_unsupported(torch.nn.Linear(2, 2))
