@@ -15,6 +15,9 @@ Compared, on the tiny Llama of ``alphapo.testing`` and the synthetic pairs of ``
   times before the prefill.
 - **matmul**: a float32 ``(n x n) @ (n x n)`` matrix product (``--matmul-n``), the FLOP/s ceiling the
   step's FLOP/s is read against (measured after every training repeat).
+- **tail** (``--modes tail``): the log-prob tail alone on ``(800, vocab)`` logits, forward + backward:
+  log-softmax + gather, ``F.cross_entropy(reduction="none")`` and the chunked function of
+  ``alphapo.training.logps``.
 - **bf16** (``--modes bf16``, not run by default): the shared-layout training step in float32 against
   CPU ``torch.autocast(dtype=bfloat16)`` with float32 master weights, and the largest relative change
   of a summed log-prob. Measured only; nothing in the package uses it.
@@ -41,7 +44,7 @@ Run (one thread, as the other benchmark)::
 Flags: ``--shape`` (``uf``: hidden 256, 4 layers, vocabulary 32000, prompts of about 196 tokens,
 completions of about 50; ``default``: the TRL benchmark's default shape), ``--hidden-size`` /
 ``--layers`` / ``--vocab-size`` (override the shape's model), ``--modes`` (subset of
-train,generate,bf16; default train,generate), ``--repeats``, ``--batches`` (training batches per
+train,generate,tail,bf16; default train,generate), ``--repeats``, ``--batches`` (training batches per
 repeat), ``--batch-size``, ``--k`` / ``--gen-prompts`` / ``--gen-tokens`` (generation), ``--threads``,
 ``--seed``, ``--json``.
 """
@@ -186,6 +189,33 @@ def matmul_flops(n: int) -> tuple[float, float]:
     return flops / (time.perf_counter() - t0), flops / (time.process_time() - c0)
 
 
+def bench_tail(args) -> dict:
+    """The log-prob tail alone, forward + backward on ``(800, vocab)`` float32 logits: log-softmax + gather,
+    ``F.cross_entropy(reduction="none")`` and the chunked function, interleaved."""
+    import torch
+
+    from alphapo.training.logps import token_logps_and_logit_means
+
+    g = torch.Generator().manual_seed(args.seed)
+    base = torch.randn(800, args.vocab_size, generator=g)
+    targets = torch.randint(0, args.vocab_size, (800,), generator=g)
+    weights = torch.randn(800, generator=g)
+    methods = {
+        "log_softmax_gather": lambda x: torch.log_softmax(x, -1).gather(-1, targets[:, None])[:, 0],
+        "cross_entropy": lambda x: -torch.nn.functional.cross_entropy(x, targets, reduction="none"),
+        "chunked": lambda x: token_logps_and_logit_means(x, targets)[0],
+    }
+    cpu: dict[str, list[float]] = {m: [] for m in methods}
+    for rep in range(args.repeats + 1):
+        for name in list(methods)[rep % 3:] + list(methods)[: rep % 3]:
+            x = base.clone().requires_grad_()
+            c0 = time.process_time()
+            (methods[name](x) * weights).sum().backward()
+            if rep:  # the first round is a warm-up
+                cpu[name].append(time.process_time() - c0)
+    return {"cpu": cpu}
+
+
 def bench_bf16(args, model, tok) -> dict:
     """The shared-layout training step in float32 and under CPU bfloat16 autocast (float32 master weights,
     float32 optimizer): s/step interleaved, and how far the bfloat16 log-probs and loss move."""
@@ -291,7 +321,7 @@ def parse_args(argv=None):
     ap.add_argument("--hidden-size", type=int, help="model width (default: the shape's)")
     ap.add_argument("--layers", type=int, help="model depth (default: the shape's)")
     ap.add_argument("--vocab-size", type=int, help="output vocabulary (default: the shape's)")
-    ap.add_argument("--modes", default="train,generate", help="subset of train,generate,bf16 (default train,generate)")
+    ap.add_argument("--modes", default="train,generate", help="subset of train,generate,tail,bf16 (default train,generate)")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats of every variant (default 5)")
     ap.add_argument("--batches", type=int, default=3, help="training batches per repeat (default 3)")
     ap.add_argument("--batch-size", type=int, default=8, help="pairs per training batch (default 8)")
@@ -308,9 +338,9 @@ def parse_args(argv=None):
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("train", "generate", "bf16")]
+    bad = [m for m in modes if m not in ("train", "generate", "bf16", "tail")]
     if bad:
-        ap.error(f"--modes: unknown {bad}; choose from train, generate, bf16")
+        ap.error(f"--modes: unknown {bad}; choose from train, generate, bf16, tail")
     args.modes = modes
     return args
 
@@ -368,6 +398,15 @@ def main(argv=None) -> int:
                   f"{spread(g['speedup_cpu'])} | "
                   f"{'yes' if g['greedy_equal'] else 'NO'} | {'yes' if g['same_samples'] else 'no'} |",
                   flush=True)
+    if "tail" in args.modes:
+        t = bench_tail(args)
+        result["tail"] = t
+        base = statistics.median(t["cpu"]["log_softmax_gather"])
+        print(f"\n## log-prob tail alone: 800 rows x {args.vocab_size} vocab, forward + backward\n")
+        print("| method | CPU-s | speedup |")
+        print("|---|---|---|")
+        for name, values in t["cpu"].items():
+            print(f"| {name} | {spread(values)} | {base / statistics.median(values):.2f}x |")
     if "bf16" in args.modes:
         b = bench_bf16(args, model, tok)
         result["bf16"] = b
