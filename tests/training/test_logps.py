@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -274,12 +275,33 @@ def test_group_logps_falls_back_with_one_warning(tiny_model_dir):
         ref = group_logps(model, GROUP_PROMPTS, PAIRS, pad_id=0)
         with pytest.warns(UserWarning, match="_NoKeepWrapper is not a Hugging Face model.*plain path"):
             out = group_logps(_NoKeepWrapper(model), GROUP_PROMPTS, PAIRS, pad_id=0)
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             group_logps(_NoKeepWrapper(model), GROUP_PROMPTS, PAIRS, pad_id=0)  # said once only
     assert ref.layout == "shared" and out.layout == "plain"
+
+    class Bare(torch.nn.Module):  # no output layer to hook: full logits, rows picked afterwards
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, use_cache=False):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+    with torch.no_grad(), pytest.warns(UserWarning, match="Bare is not a Hugging Face model"):
+        bare = group_logps(Bare(model), GROUP_PROMPTS, PAIRS, pad_id=0)
+    assert torch.allclose(bare.logps, ref.logps, atol=1e-5, rtol=0)
+    assert torch.allclose(bare.logit_sums, ref.logit_sums, atol=1e-5, rtol=1e-6)
+
+    class BareKeep(Bare):  # ... but takes logits_to_keep: trailing positions only, offsets shifted
+        def forward(self, input_ids, attention_mask, use_cache=False, logits_to_keep=0):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache,
+                              logits_to_keep=logits_to_keep)
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kept = group_logps(BareKeep(model), GROUP_PROMPTS, PAIRS, pad_id=0, trim=True)
+    assert torch.allclose(kept.logps, ref.logps, atol=1e-5, rtol=0)
     # useful: each prompt once; sequence tokens: the prompt once per response, as SequenceBatch.num_tokens
     assert (ref.useful_tokens, ref.sequence_tokens) == (28, 28 + 5 + 2 + 3)
     assert out.sequence_tokens == collate_sequences([p for p in GROUP_PROMPTS for _ in range(2)],
