@@ -104,6 +104,7 @@ def bench_train(args, model, tok) -> dict:
         plain_layout,
         prefix_sharing_unsupported,
         shared_layout,
+        sum_by_owner,
     )
 
     pairs = tokenised_pairs(args, tok)
@@ -136,7 +137,7 @@ def bench_train(args, model, tok) -> dict:
         m, opt, lay = models[v], optims[v], layouts[v][n]
         t0, c0 = time.perf_counter(), time.process_time()
         token_logps, _ = layout_logps(m, lay)  # what group_logps does, with the layout built beforehand
-        logps = torch.zeros(lay.lengths.numel()).index_add(0, lay.owners, token_logps).view_as(lay.lengths)
+        logps = sum_by_owner(token_logps, lay.owners, lay.lengths.numel()).view_as(lay.lengths)
         avg = logps / lay.lengths
         loss = -torch.nn.functional.logsigmoid(2.5 * (avg[:, 0] - avg[:, 1]) - 1.0).mean()
         loss.backward()
