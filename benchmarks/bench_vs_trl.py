@@ -24,7 +24,7 @@ slow drifts of a shared machine hit both sides alike. Per pair the table shows:
   ``torch.optim.Optimizer`` step post-hook (``register_optimizer_step_post_hook``) timestamps every
   optimizer step in both frameworks, so the same definition applies to both: ``(n - 1) / (t_n - t_1)``,
   i.e. everything between two updates (data collation, forward, backward, logging) after the first step.
-  Best of the repeats: load from other processes only ever slows a run down.
+  The table gives the median over repeats with the min-max range; the ratio is of the medians.
 - **steps/CPU-s**: the same with the process's CPU time (``time.process_time``) instead of the wall
   clock. With one torch thread per worker this is the compute cost per step, and it stays stable on a
   shared machine where wall-clock rates swing with the load; read it when the two disagree.
@@ -63,10 +63,15 @@ Run (a few minutes on 2 cores)::
     .venv/bin/python benchmarks/bench_vs_trl.py                  # all pairs, defaults below
     .venv/bin/python benchmarks/bench_vs_trl.py --pairs dpo --steps 10 --repeats 1   # quick look
     .venv/bin/python benchmarks/bench_vs_trl.py --json results.json   # also write the raw numbers
+    .venv/bin/python benchmarks/bench_vs_trl.py --shape uf      # UltraFeedback-like lengths, 32k vocabulary
 
-Flags: ``--steps`` (optimizer steps per run), ``--repeats`` (runs per side and pair), ``--batch-size``,
-``--hidden-size`` / ``--layers`` / ``--vocab-size`` (model size), ``--threads`` (torch threads per worker, default 1),
-``--lr``, ``--beta-dpo``, ``--beta``, ``--gamma``, ``--alpha``, ``--seed``, ``--tol``.
+Flags: ``--shape`` (``default``: hidden 128, 4 layers, vocabulary 8192, prompts of 4-14 words, completions
+of 3-30; ``uf``: hidden 256, vocabulary 32000, prompts of 50-98 words (about 196 tokens), completions of
+8-30 words (about 50 tokens)), ``--steps`` (optimizer steps per run), ``--repeats`` (runs per side and
+pair), ``--batch-size``, ``--hidden-size`` / ``--layers`` / ``--vocab-size`` (model size, override the
+shape), ``--prompt-words`` / ``--completion-words`` (``LO,HI`` word counts, override the shape),
+``--threads`` (torch threads per worker, default 1), ``--lr``, ``--beta-dpo``, ``--beta``, ``--gamma``,
+``--alpha``, ``--seed``, ``--tol``.
 """
 
 from __future__ import annotations
@@ -92,15 +97,27 @@ WORDS = ("the quick brown fox jumps over lazy dog apple banana cherry answer lis
 # shared set-up (parent process)
 
 
-def synthetic_pairs(n: int, seed: int) -> list[dict[str, str]]:
-    """``n`` plain-text pairs; prompts ``<|bos|>Sentence.\\n`` (4-14 words), completions 3-30 words."""
+# Size presets (``--shape``). "uf": UltraFeedback-like lengths (prompts of about 196 tokens, completions
+# of about 50; the tokenizer gives about 2.6 tokens per word) on a wider model with a 32k vocabulary.
+SHAPES = {
+    "default": {"hidden_size": 128, "layers": 4, "vocab_size": 8192, "prompt_words": (4, 14),
+                "completion_words": (3, 30)},
+    "uf": {"hidden_size": 256, "layers": 4, "vocab_size": 32000, "prompt_words": (50, 98),
+           "completion_words": (8, 30)},
+}
+
+
+def synthetic_pairs(n: int, seed: int, *, prompt_words: tuple[int, int] = (4, 14),
+                    completion_words: tuple[int, int] = (3, 30)) -> list[dict[str, str]]:
+    """``n`` plain-text pairs; prompts ``<|bos|>Sentence.\\n`` and completions, word counts uniform in the
+    given inclusive ranges (default 4-14 and 3-30)."""
     rng = random.Random(seed)
 
     def sentence(lo: int, hi: int) -> str:
         return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))).capitalize() + "."
 
-    return [{"id": f"pair-{i}", "prompt": "<|bos|>" + sentence(4, 14) + "\n", "chosen": sentence(3, 30),
-             "rejected": sentence(3, 30)} for i in range(n)]
+    return [{"id": f"pair-{i}", "prompt": "<|bos|>" + sentence(*prompt_words) + "\n",
+             "chosen": sentence(*completion_words), "rejected": sentence(*completion_words)} for i in range(n)]
 
 
 def model_kwargs(args) -> dict[str, int]:
@@ -352,12 +369,13 @@ def summarise(pair: str, runs: list[dict], tol: float) -> dict:
     diffs = [abs(a - b) for a, b in zip(o_loss[:n], t_loss[:n])]
     row = {
         "pair": pair,
-        # speed: best of the repeats (a shared machine only ever slows a run down, like timeit);
-        # memory and wall time: median
-        "ours_steps_s": max(r["steps_per_second"] for r in ours),
-        "trl_steps_s": max(r["steps_per_second"] for r in trl),
-        "ours_steps_cpu_s": max(r["steps_per_cpu_second"] for r in ours),
-        "trl_steps_cpu_s": max(r["steps_per_cpu_second"] for r in trl),
+        # median over repeats, with the range (a shared machine makes single runs noisy)
+        "ours_steps_s": med(r["steps_per_second"] for r in ours),
+        "trl_steps_s": med(r["steps_per_second"] for r in trl),
+        "ours_steps_s_range": (min(r["steps_per_second"] for r in ours), max(r["steps_per_second"] for r in ours)),
+        "trl_steps_s_range": (min(r["steps_per_second"] for r in trl), max(r["steps_per_second"] for r in trl)),
+        "ours_steps_cpu_s": med(r["steps_per_cpu_second"] for r in ours),
+        "trl_steps_cpu_s": med(r["steps_per_cpu_second"] for r in trl),
         "ours_train_mib": med(r["train_rss_mib"] for r in ours),
         "trl_train_mib": med(r["train_rss_mib"] for r in trl),
         "ours_wall_s": med(r["wall_s"] for r in ours),
@@ -381,7 +399,9 @@ def markdown(rows: list[dict], tol: float) -> str:
     for r in rows:
         ok = "" if r["loss1_ok"] else f" (DIFFERS > {tol:g})"
         lines.append(
-            f"| {r['pair']} | {r['ours_steps_s']:.2f} | {r['trl_steps_s']:.2f} | "
+            f"| {r['pair']} | {r['ours_steps_s']:.2f} ({r['ours_steps_s_range'][0]:.2f}-"
+            f"{r['ours_steps_s_range'][1]:.2f}) | {r['trl_steps_s']:.2f} ({r['trl_steps_s_range'][0]:.2f}-"
+            f"{r['trl_steps_s_range'][1]:.2f}) | "
             f"{ratio(r['ours_steps_s'], r['trl_steps_s']):.2f} | "
             f"{ratio(r['ours_steps_cpu_s'], r['trl_steps_cpu_s']):.2f} | {r['ours_train_mib']:.0f} | "
             f"{r['trl_train_mib']:.0f} | {ratio(r['ours_train_mib'], r['trl_train_mib']):.2f} | "
@@ -399,10 +419,16 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, default=15, help="optimizer steps per run (default 15)")
     ap.add_argument("--repeats", type=int, default=2, help="runs per side and pair, alternated (default 2)")
     ap.add_argument("--batch-size", type=int, default=8, help="per-device batch = global batch (default 8)")
-    ap.add_argument("--hidden-size", type=int, default=128, help="tiny Llama width (default 128)")
-    ap.add_argument("--layers", type=int, default=4, help="tiny Llama depth (default 4)")
-    ap.add_argument("--vocab-size", type=int, default=8192,
-                    help="model output vocabulary, >= the tokenizer's 384 tokens (default 8192)")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="default",
+                    help="size preset: default (hidden 128, vocab 8192, short texts) or uf (hidden 256, vocab "
+                         "32000, prompts of about 196 tokens, completions of about 50)")
+    ap.add_argument("--hidden-size", type=int, help="tiny Llama width (default: the shape's)")
+    ap.add_argument("--layers", type=int, help="tiny Llama depth (default: the shape's)")
+    ap.add_argument("--vocab-size", type=int,
+                    help="model output vocabulary, >= the tokenizer's 384 tokens (default: the shape's)")
+    ap.add_argument("--prompt-words", type=_word_range, help="LO,HI words per prompt (default: the shape's)")
+    ap.add_argument("--completion-words", type=_word_range,
+                    help="LO,HI words per completion (default: the shape's)")
     ap.add_argument("--max-length", type=int, default=512, help="max prompt+completion tokens (no truncation)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -416,7 +442,21 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tol", type=float, default=1e-5, help="first-step loss tolerance (default 1e-5)")
     ap.add_argument("--json", help="also write all raw results to this file")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    for key, value in SHAPES[args.shape].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def _word_range(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two integers), got {text!r}") from None
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"expected 1 <= LO <= HI, got {text!r}")
+    return lo, hi
 
 
 def main(argv=None) -> int:
@@ -435,7 +475,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"--pairs: unknown {bad}; choose from {list(PAIRS)}")
     work = Path(tempfile.mkdtemp(prefix="alphapo-bench-"))
     model_dir = write_model(work / "model", args)
-    rows = synthetic_pairs(args.steps * args.batch_size, args.seed)
+    rows = synthetic_pairs(args.steps * args.batch_size, args.seed, prompt_words=args.prompt_words,
+                           completion_words=args.completion_words)
     data_path = work / "pairs.jsonl"
     data_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     examples, order = our_examples_and_order(data_path, model_dir, args)
@@ -448,7 +489,9 @@ def main(argv=None) -> int:
     if longest > args.max_length:
         raise SystemExit(f"--max-length {args.max_length} < longest sequence {longest}: raise it (no truncation)")
 
-    print(f"# alphapo vs TRL: tiny Llama (hidden {args.hidden_size}, {args.layers} layers, vocab {args.vocab_size}), "
+    print(f"# alphapo vs TRL, shape {args.shape}: tiny Llama (hidden {args.hidden_size}, {args.layers} layers, "
+          f"vocab {args.vocab_size}), prompts of {args.prompt_words[0]}-{args.prompt_words[1]} words, completions "
+          f"of {args.completion_words[0]}-{args.completion_words[1]}, "
           f"{len(rows)} pairs, batch {args.batch_size}, {args.steps} steps, {args.repeats} repeat(s), "
           f"{args.threads} thread(s), longest sequence {longest} tokens, fused AdamW on both sides; "
           f"work dir {work}", flush=True)
@@ -486,7 +529,7 @@ def main(argv=None) -> int:
     print(f"Import footprint (RSS after importing only what each side needs): ours {imports['ours']:.0f} MiB, "
           f"TRL {imports['trl']:.0f} MiB.")
     print("ratio = ours / TRL (steps/s: higher is better for us; memory: lower is better for us). "
-          "Speeds: best of the repeats; memory and wall time: median.")
+          "Speeds: median (min-max) over repeats, ratios of medians; memory and wall time: median.")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": results, "table": table,
                                                "import_rss_mib": imports}, indent=1))

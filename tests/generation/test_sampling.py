@@ -178,3 +178,52 @@ def test_template_without_system_role_is_a_user_error(tiny_model_dir_no_system):
     model, tok = load_policy(tiny_model_dir_no_system, device="cpu")
     with pytest.raises(UserError, match="prompt 1: the chat template cannot render it"):
         generate_responses(model, tok, PROMPTS, max_new_tokens=4, progress=False)
+
+
+def test_prefill_once_encodes_each_prompt_once_and_matches_repeat_path(policy):
+    """k samples per prompt from one shared prefill: the prompts reach the model once (B rows, all prompt
+    tokens but the last), every later forward is one token for B k rows; with the same seed the samples
+    equal Hugging Face's ``num_return_sequences`` path (same random draws, same logits up to rounding),
+    and greedy continuations of the k copies are identical to each other and to a k = 1 greedy decode."""
+    import torch
+
+    from alphapo.generation.sampling import _generate_with_only, _left_pad, _prefill_once
+
+    model, tok = policy
+    kw = dict(k=3, temperature=0.8, max_new_tokens=10, batch_size=3, seed=4, progress=False)
+    import functools
+
+    shapes, keeps = [], []
+    orig = model.forward
+
+    @functools.wraps(orig)
+    def recording(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        keeps.append(kwargs.get("logits_to_keep"))
+        return orig(*args, **kwargs)
+
+    model.forward = recording
+    try:
+        once = generate_responses(model, tok, PROMPTS, **kw)
+    finally:
+        del model.forward
+    width = shapes[0][1] + 1
+    assert shapes[0] == (3, width - 1)  # the prefill: 3 prompts, not 9 rows
+    assert keeps[0] == 1  # and no (B, T, V) logits: the LM head runs on one position
+    assert all(s == (9, 1) for s in shapes[1:]) and len(shapes) >= 2
+    repeat = generate_responses(model, tok, PROMPTS, prefill="repeat", **kw)
+    assert once.responses == repeat.responses and once.num_tokens == repeat.num_tokens
+    with pytest.raises(UserError, match="prefill must be 'once' or 'repeat'"):
+        generate_responses(model, tok, PROMPTS, prefill="twice")
+    # greedy: the k copies of a prompt continue identically, and as a plain k = 1 greedy decode
+    from transformers import GenerationConfig
+
+    ids = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True) for p in PROMPTS]
+    ids = [x["input_ids"] if isinstance(x, dict) or hasattr(x, "keys") else x for x in ids]
+    enc = _left_pad(ids, tok.pad_token_id, "cpu")
+    config = GenerationConfig(max_new_tokens=8, do_sample=False, use_cache=True, pad_token_id=tok.pad_token_id,
+                              eos_token_id=tok.eos_token_id)
+    with torch.inference_mode():
+        shared = _prefill_once(model, enc, config, 3)[:, enc["input_ids"].shape[1]:]
+        plain = _generate_with_only(model, enc, config)[:, enc["input_ids"].shape[1]:]
+    assert torch.equal(shared, plain.repeat_interleave(3, dim=0))

@@ -1,14 +1,24 @@
 """Batched, seeded sampling of k responses per prompt from any causal LM with a chat template.
 
 ``generate_responses(model, tokenizer, prompts, k=5, temperature=0.8, seed=0)`` renders each prompt with
-the tokenizer's chat template (generation prompt on), left-pads a batch of prompts, and calls
-``model.generate(use_cache=True, num_return_sequences=k)``: one prefill per prompt, a KV cache for the
-decode steps. Each response is cut at the first EOS and decoded without special tokens.
+the tokenizer's chat template (generation prompt on) and left-pads a batch of prompts. It then fills each
+prompt's KV cache once (a forward over all prompt tokens but the last), repeats the cache ``k`` times
+along the batch axis, and lets ``model.generate`` continue from it: the ``k`` samples of a prompt share
+one prefill, and each decode step runs ``B k`` rows. (``generate(num_return_sequences=k)`` instead
+repeats every prompt ``k`` times *before* the prefill, so the prompt is encoded ``k`` times;
+``prefill="repeat"`` keeps that path for comparison. ``benchmarks/bench_paths.py`` measures both.)
+Greedy outputs are identical on both paths (tests/generation/test_sampling.py). Models whose cache
+cannot be repeated along the batch axis (no ``batch_repeat_interleave``), ``k = 1`` and one-token
+prompts take the plain ``generate`` call. Each response is cut at the first EOS and decoded without
+special tokens.
 
 Seeding: ``model.generate`` draws from torch's global generator and takes no ``torch.Generator``. We run
 each batch inside ``torch.random.fork_rng`` seeded with a hash of ``(seed, batch index)``, so results are
-a fixed function of (seed, prompts, batch_size, device, dtype) and the caller's global RNG is untouched.
-Changing ``batch_size`` changes the draws (each batch consumes random numbers for its own rows).
+a fixed function of (seed, prompts, batch_size, prefill, device, dtype) and the caller's global RNG is
+untouched. Changing ``batch_size`` changes the draws (each batch consumes random numbers for its own
+rows). The prefill draws no random numbers, so both prefill paths consume the same draws; their samples
+differ only where float rounding of the logits (the prompt's last token is encoded separately) changes a
+draw.
 
 ``temperature=0`` means greedy decoding (then ``k`` must be 1). Sampling is plain temperature sampling:
 ``top_k`` is disabled (``top_k=0``, not Hugging Face's default of 50) and ``top_p=1`` unless given, as in
@@ -18,6 +28,7 @@ the papers' vLLM sampling. The model's own ``generation_config`` is ignored apar
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from collections.abc import Sequence
@@ -107,14 +118,47 @@ def _generate_with_only(model, enc: dict, config):
         model.generation_config = saved
 
 
+def _prefill_once(model, enc: dict, config, k: int):
+    """``model.generate`` of ``k`` samples per prompt from one shared prefill (see the module docstring).
+
+    Returns None when the shortcut does not apply (then the caller uses ``num_return_sequences``).
+    """
+    import torch
+
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if k == 1 or int(mask.sum(dim=1).min()) < 2:  # every row needs a prefix before its last token
+        return None
+    position_ids = (mask.cumsum(-1) - 1).clamp_(min=0)  # left padding: positions count real tokens only
+    # the prefill's logits are not used: keep one position when the model allows it (a (B, T, V) tensor
+    # would cost more than the prefill saves at a realistic vocabulary)
+    import inspect
+
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids[:, :-1],
+                use_cache=True, **keep)
+    # the KV cache is ``cache`` in transformers >= 5 (``past_key_values`` before, and still accepted)
+    name = "cache" if getattr(out, "cache", None) is not None else "past_key_values"
+    cache = getattr(out, name, None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(k)
+    single = copy.deepcopy(config)
+    single.num_return_sequences = 1
+    expanded = {"input_ids": torch.repeat_interleave(ids, k, dim=0),
+                "attention_mask": torch.repeat_interleave(mask, k, dim=0), name: cache}
+    return _generate_with_only(model, expanded, single)
+
+
 def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: int = 1,
                        temperature: float = 0.8, top_p: float = 1.0, max_new_tokens: int = 128,
                        batch_size: int = 8, seed: int = 0, progress: bool = True,
-                       desc: str = "generate") -> GenerationResult:
+                       desc: str = "generate", prefill: str = "once") -> GenerationResult:
     """Sample ``k`` responses for each prompt; returns a ``GenerationResult`` (responses[prompt][sample]).
 
     ``batch_size`` counts prompts per ``generate`` call (each call decodes ``batch_size * k`` rows).
-    ``temperature == 0`` is greedy decoding and requires ``k == 1``.
+    ``temperature == 0`` is greedy decoding and requires ``k == 1``. ``prefill``: ``"once"`` (default)
+    encodes each prompt once for its ``k`` samples; ``"repeat"`` is Hugging Face's
+    ``num_return_sequences`` path, which encodes it ``k`` times.
     """
     import torch
     from tqdm.auto import tqdm
@@ -128,6 +172,8 @@ def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: 
         raise UserError("greedy decoding (temperature 0) gives k identical responses; use k=1 or temperature > 0")
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    if prefill not in ("once", "repeat"):
+        raise UserError(f"prefill must be 'once' or 'repeat', got {prefill!r}")
 
     # Stop at the model's EOS id(s) and at the tokenizer's: training appends the tokenizer's EOS to every
     # completion (data contract), and chat models often list several (e.g. end-of-turn and end-of-text).
@@ -165,7 +211,9 @@ def generate_responses(model, tokenizer, prompts: Sequence[Conversation], *, k: 
         enc = _left_pad(ids, pad_id, device)
         with torch.random.fork_rng(devices=rng_devices), torch.inference_mode():
             torch.manual_seed(batch_seed(seed, b))
-            out = _generate_with_only(model, enc, config)
+            out = _prefill_once(model, enc, config, k) if prefill == "once" else None
+            if out is None:
+                out = _generate_with_only(model, enc, config)
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         for i in range(len(chunk)):
             row_texts, row_lens, row_done = [], [], []

@@ -197,7 +197,29 @@ class MetricWindow:
 
 def window_metrics(stats: dict[str, torch.Tensor], *, logps: LogpsReduction = "sum") -> dict[str, float]:
     """:func:`preference_metrics` of the per-example stats a window (or an eval pass) collected."""
-    return preference_metrics(**{k: stats[k] for k in (
+    out = preference_metrics(**{k: stats[k] for k in (
         "chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths", "chosen_rewards",
         "rejected_rewards", "losses")}, ref_chosen_logps=stats.get("ref_chosen_logps"),
         ref_rejected_logps=stats.get("ref_rejected_logps"), logps=logps)
+    return {**out, **token_metrics(stats)}
+
+
+def token_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """``logits/chosen`` / ``logits/rejected`` (TRL's: the mean logit over completion tokens and the
+    vocabulary) and ``tokens/useful_fraction`` (each prompt once plus its responses, over the positions the
+    forward ran: the waste of padding and repeated prompts), from the per-example sums the trainer keeps;
+    absent keys give no metric.
+
+    Example (hand-computed): chosen_logit_sums = [2, 4] over chosen_lengths [1, 3] -> logits/chosen =
+    6 / 4 = 1.5; useful_tokens = [10, 6], processed_tokens = [12, 12] -> tokens/useful_fraction = 16/24.
+    """
+    f = torch.float64
+    out: dict[str, float] = {}
+    for side in ("chosen", "rejected"):
+        if f"{side}_logit_sums" in stats:
+            out[f"logits/{side}"] = (stats[f"{side}_logit_sums"].to(f).sum()
+                                     / stats[f"{side}_lengths"].to(f).sum().clamp_min(1)).item()
+    if "useful_tokens" in stats:
+        out["tokens/useful_fraction"] = (stats["useful_tokens"].to(f).sum()
+                                         / stats["processed_tokens"].to(f).sum().clamp_min(1)).item()
+    return out

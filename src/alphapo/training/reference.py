@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from alphapo.errors import AlphapoError
 from alphapo.io import atomic_path
 from alphapo.training.data import data_fingerprint, is_multi
-from alphapo.training.logps import collate_sequences, sequence_logps
+from alphapo.training.logps import group_logps
 
 _CHUNK = 1 << 20
 FULL_HASH_BYTES = 1 << 30  # weight files up to this size are hashed in full
@@ -114,18 +114,13 @@ def compute_reference_logps(model, examples: list[dict[str, Any]], *, pad_id: in
         for start in tqdm(range(0, n, batch_size), desc="reference logps", disable=not progress,
                           leave=False):
             idx = order[start: start + batch_size]
-            prompts, comps = [], []
-            for i in idx:
-                for c in _completions(examples[i]):
-                    prompts.append(examples[i]["prompt_input_ids"])
-                    comps.append(c)
-            logps, _ = sequence_logps(model, collate_sequences(prompts, comps, pad_id))
-            logps = logps.float().cpu()
+            logps = group_logps(model, [examples[i]["prompt_input_ids"] for i in idx],
+                                [_completions(examples[i]) for i in idx], pad_id).logps.float().cpu()  # (b, k)
             if multi:
-                ref[idx] = logps.view(len(idx), k)
+                ref[idx] = logps
             else:
-                chosen[idx] = logps[0::2]
-                rejected[idx] = logps[1::2]
+                chosen[idx] = logps[:, 0]
+                rejected[idx] = logps[:, 1]
     model.train(was_training)
     if multi:
         return {"ref_logps": ref}

@@ -19,7 +19,7 @@
    ``config.yaml`` is written;
 6. :func:`training_loop`: for each optimizer step (:func:`train_step`) the global batch
    (``data.plan_epoch``) is split into length-sorted micro-batches; each micro-batch is *one* forward over
-   chosen and rejected together (``logps.sequence_logps``); per-example losses are summed and divided by
+   chosen and rejected together, the prompt encoded once (``logps.group_logps``); per-example losses are summed and divided by
    the global batch size, so accumulation and data parallelism give the gradient of the global-batch
    mean; gradients are clipped, AdamW steps, the schedule steps. Every ``logging_steps``: diagnostics
    (``metrics.py``) to ``OUT/metrics.jsonl``, TensorBoard, trackers and one line on stderr
@@ -83,7 +83,7 @@ from alphapo.training.data import (
     split_global_batch,
     steps_per_epoch,
 )
-from alphapo.training.logps import accepts_logits_to_keep, collate_sequences, sequence_logps
+from alphapo.training.logps import accepts_logits_to_keep, group_logps
 from alphapo.training.metrics import (
     LogpsReduction,
     MetricWindow,
@@ -187,33 +187,25 @@ def forward_loss(model, examples: list[dict[str, Any]], *, loss_fn, hparams: dic
                  indices: list[int], pad_id: int, trim: bool):
     """Per-example losses ``(B,)`` and detached per-example stats for one micro-batch.
 
-    One forward over ``2B`` (pairwise: chosen rows then rejected rows) or ``B k`` sequences. ``ref``
-    holds the cached reference logps of the whole split, indexed by ``indices``.
+    One forward over the ``B`` prompt groups (``logps.group_logps``: each prompt encoded once with its
+    2 or ``k`` responses). ``ref`` holds the cached reference logps of the whole split, indexed by
+    ``indices``. The third value counts ``len(prompt) + len(response)`` per response (``tokens_per_second``
+    keeps its meaning whatever the layout).
     """
-    prompts, comps = [], []
-    if multi:
-        k = len(examples[0]["responses_input_ids"])
-        for ex in examples:
-            for r in ex["responses_input_ids"]:
-                prompts.append(ex["prompt_input_ids"])
-                comps.append(r)
-    else:
-        prompts = [ex["prompt_input_ids"] for ex in examples] * 2
-        comps = [ex["chosen_input_ids"] for ex in examples] + [ex["rejected_input_ids"] for ex in examples]
-    batch = collate_sequences(prompts, comps, pad_id)
-    logps, lengths = sequence_logps(model, batch, trim=trim)
+    groups = [ex["responses_input_ids"] if multi else [ex["chosen_input_ids"], ex["rejected_input_ids"]]
+              for ex in examples]
+    g = group_logps(model, [ex["prompt_input_ids"] for ex in examples], groups, pad_id, trim=trim)
+    logps, lengths = g.logps, g.lengths  # (B, k); a pair is k = 2: [chosen, rejected]
     device = logps.device
-    b = len(examples)
     idx = torch.tensor(indices, dtype=torch.long)
     if multi:
-        logps, lengths = logps.view(b, k), lengths.view(b, k)
         scores = torch.tensor([ex["scores"] for ex in examples], dtype=torch.float32, device=device)
         avail = {"logps": logps, "lengths": lengths, "scores": scores}
         if ref is not None:
             avail["ref_logps"] = ref["ref_logps"][idx].to(device)
     else:
-        c_lp, r_lp = logps[:b], logps[b:]
-        c_len, r_len = lengths[:b], lengths[b:]
+        c_lp, r_lp = logps[:, 0], logps[:, 1]
+        c_len, r_len = lengths[:, 0], lengths[:, 1]
         avail = {"chosen_logps": c_lp, "rejected_logps": r_lp, "chosen_lengths": c_len,
                  "rejected_lengths": r_len, "chosen_nll": -c_lp / c_len}
         for key in ("chosen_score", "rejected_score"):
@@ -233,21 +225,31 @@ def forward_loss(model, examples: list[dict[str, Any]], *, loss_fn, hparams: dic
         worst = scores.argmin(dim=1, keepdim=True)
         stats = {"chosen_logps": logps.gather(1, best)[:, 0], "rejected_logps": logps.gather(1, worst)[:, 0],
                  "chosen_lengths": lengths.gather(1, best)[:, 0],
-                 "rejected_lengths": lengths.gather(1, worst)[:, 0]}
+                 "rejected_lengths": lengths.gather(1, worst)[:, 0],
+                 "chosen_logit_sums": g.logit_sums.gather(1, best)[:, 0],
+                 "rejected_logit_sums": g.logit_sums.gather(1, worst)[:, 0]}
         if ref is not None:
             stats["ref_chosen_logps"] = avail["ref_logps"].gather(1, best)[:, 0]
             stats["ref_rejected_logps"] = avail["ref_logps"].gather(1, worst)[:, 0]
     else:
         stats = {k_: avail[k_] for k_ in ("chosen_logps", "rejected_logps", "chosen_lengths",
                                             "rejected_lengths")}
+        stats["chosen_logit_sums"], stats["rejected_logit_sums"] = g.logit_sums[:, 0], g.logit_sums[:, 1]
         if ref is not None:
             stats["ref_chosen_logps"] = avail["ref_chosen_logps"]
             stats["ref_rejected_logps"] = avail["ref_rejected_logps"]
     stats["chosen_rewards"] = out.chosen_rewards
     stats["rejected_rewards"] = out.rejected_rewards
     stats["losses"] = losses
-    stats = {k_: v.detach().float().cpu() for k_, v in stats.items()}
-    return losses, stats, batch.num_tokens
+    # token accounting per example, so that windows and processes sum them: useful = each prompt once plus
+    # its responses; processed = the positions the forward ran over (padding, repeated prompts), shared evenly
+    stats["useful_tokens"] = torch.tensor([len(ex["prompt_input_ids"]) + sum(len(r) for r in grp)
+                                           for ex, grp in zip(examples, groups)], dtype=torch.float64)
+    stats["processed_tokens"] = torch.full((len(examples),), g.processed_tokens / len(examples),
+                                           dtype=torch.float64)
+    stats = {k_: v.detach().cpu() if v.dtype == torch.float64 else v.detach().float().cpu()
+             for k_, v in stats.items()}
+    return losses, stats, g.sequence_tokens
 
 
 
@@ -686,12 +688,12 @@ def probe(run: Run, step: int) -> dict[str, float]:
         with torch.no_grad():
             for idx, real in rank_batches(mine, batch_size=bs, n_batches=n_batches, filler=0):
                 prompts, chosen, rejected = probe_pairs([run.probe_ex[i] for i in idx])
-                logps, lengths = sequence_logps(run.model, collate_sequences(prompts * 2, chosen + rejected,
-                                                                             run.pad_id), trim=run.trim)
+                g = group_logps(run.model, prompts, [list(cr) for cr in zip(chosen, rejected)], run.pad_id,
+                                trim=run.trim)
                 if not real:  # a filler batch only keeps the processes' forwards in step
                     continue
-                b = len(prompts)
-                for key, value in zip(keys, (logps[:b], logps[b:], lengths[:b], lengths[b:])):
+                logps, lengths = g.logps, g.lengths
+                for key, value in zip(keys, (logps[:, 0], logps[:, 1], lengths[:, 0], lengths[:, 1])):
                     parts[key].append(value.detach().float().cpu())
     finally:
         run.model.train()
