@@ -1,6 +1,6 @@
 """Benchmark our own code paths against each other, in one process, interleaved: the speedups that carry to GPUs.
 
-Compared, on the tiny Llama of ``alphapo.testing`` and the synthetic pairs of ``bench_vs_trl.py``
+Compared, on the tiny Llama of ``alphapo.tiny_models`` and the synthetic pairs of ``bench_vs_trl.py``
 (same ``--shape`` presets):
 
 - **train**: one training step (forward, backward, fused AdamW) of a SimPO loss on a length-grouped
@@ -267,7 +267,7 @@ def bench_bf16(args, model, tok) -> dict:
 def generation_cases(args, model_dir: Path, work: Path) -> list[dict]:
     """The quickstart's sampling (its policy size and toy prompts, k = 5, 24 new tokens, 64 prompts per
     call; random weights, so samples run to the token limit) and the shape's model with its prompts."""
-    from alphapo.testing import save_tiny_model
+    from alphapo.tiny_models import save_tiny_model
     from alphapo.toyworld.sft import ToySFTConfig
     from alphapo.toyworld.tasks import split_tasks
 
@@ -351,7 +351,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from alphapo.testing import build_tokenizer, save_tiny_model
+    from alphapo.tiny_models import build_tokenizer, save_tiny_model
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -277,9 +277,9 @@ def test_clearing_a_previous_run_killed_midway_leaves_nothing_that_looks_finishe
     assert visible == []
     assert outputs.output_dir_problem(out, resume=False, overwrite=False, has_checkpoint=False) is None
     leftovers = sorted(p.name for p in out.iterdir())
-    assert [re.sub(r"\.tmp-\d+-[0-9a-f]+$", "", n) for n in leftovers] == [
+    assert [re.sub(r"\.tmp-[A-Za-z0-9]+-\d+-[0-9a-f]+$", "", n) for n in leftovers] == [
         ".adapter", ".best", ".checkpoints", ".final", ".metrics.jsonl"]
-    assert all(f".tmp-{os.getpid()}-" in n for n in leftovers)
+    assert all(n.startswith(io.temp_prefix(n[1:].split(".tmp-")[0])) for n in leftovers)
     dead = 2**22 + 12345  # above the default pid_max: no running process has it
     for p in list(out.iterdir()):
         p.rename(out / p.name.replace(f"-{os.getpid()}-", f"-{dead}-"))

@@ -250,7 +250,7 @@ def clear_previous_run(out: Path) -> None:
     right after). A LoRA run with ``model.lora.merge=false`` writes no ``final/``, so an old ``final/``
     left behind would pass for this run's model.
 
-    Each entry is first renamed aside under ``alphapo.io``'s temporary name (``.NAME.tmp-PID-...``), the
+    Each entry is first renamed aside under ``alphapo.io``'s temporary name (``.NAME.tmp-HOST-PID-...``), the
     saved models first, and the folder fsync'ed; only then are they deleted. A crash at any point leaves
     no half-deleted ``final/`` that looks finished: an entry is there whole or under a temporary name,
     which ``io.clean_stale_temps`` removes at the next save into ``out``."""
