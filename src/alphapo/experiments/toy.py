@@ -41,8 +41,10 @@ Diagnostics (``alphapo.training.DiagnosticsConfig``; they never change what is t
   run reports the last logged batch's ``train/kl_seq_k1``, ``train/kl_seq_k3`` and ``train/kl_token_k1``
   (DPO-style losses always log them). The curve over training is in ``work/train/metrics.jsonl``.
 
-The loss hyper-parameters ``beta``, ``gamma``, ``alpha`` default to "unset": an unset one is not passed,
-so the loss uses its own default; a set one that the loss does not take is an error.
+The loss hyper-parameters ``beta``, ``gamma``, ``alpha``, ``eta`` default to "unset": an unset one is not
+passed, so the loss uses its own default; a set one that the loss does not take is an error. The RPO
+losses (``rpo_bwd``, ``rpo_fwd``, ``rpo_sqr``) take the pairs' judge scores as their explicit reward: the
+gold judge's with ``pair_judge: gold``, the proxy judge's with ``pair_judge: proxy``.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ PARAMS = {
     # preference training
     "loss": Param("alphapo", str),
     "beta": Param(None, float, low=0.0), "gamma": Param(None, float), "alpha": Param(None, float),
+    "eta": Param(None, float, low=0.0),
     "learning_rate": Param(5e-4, float, low=0.0, high=1.0), "epochs": Param(1, int, low=1),
     "batch_size": Param(32, int, low=1), "warmup_ratio": Param(0.1, float, low=0.0, high=1.0),
     "max_length": Param(128, int, low=8),
@@ -86,7 +89,7 @@ PARAMS = {
     "probe_size": Param(None, int, low=1), "probe_steps": Param(None, int, low=1),
     "reference_kl": Param(False, bool),
 }
-LOSS_PARAMS = ("beta", "gamma", "alpha")
+LOSS_PARAMS = ("beta", "gamma", "alpha", "eta")
 
 
 def _torch_threads(params: dict) -> None:
