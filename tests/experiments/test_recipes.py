@@ -82,3 +82,40 @@ def test_alpha_sweep_covers_the_papers_alpha_grid():
     # everything but alpha is the same in every configuration
     rest = [{k: v for k, v in p.items() if k != "alpha"} for p in configs.values()]
     assert all(r == rest[0] for r in rest)
+
+
+RESULTS = (ROOT / "docs" / "RESULTS.md").read_text()
+
+
+def test_results_commands_name_shipped_recipes():
+    import re
+
+    commands = re.findall(r"`alphapo experiment (\S+) --out (\S+) --jobs 1`", RESULTS)
+    assert {Path(p).name for p, _ in commands} >= {"method_comparison.yaml", "alpha_sweep.yaml"}
+    for recipe, out in commands:
+        load_recipe(ROOT / recipe)
+        assert out.startswith("runs/")  # under the ignored runs/ folder
+    # every shipped recipe is in RESULTS.md, run or "not yet run"
+    for path in RECIPES:
+        assert str(path.relative_to(ROOT)) in RESULTS
+
+
+def test_results_snippet_computes_per_seed_paired_differences(tmp_path, monkeypatch, capsys):
+    """The snippet of RESULTS.md on hand-made result files: per-seed differences 1, 2, 3 give mean 2 and
+    the t-interval 2 +- t(0.975, 2) / sqrt(3) with t(0.975, 2) = 4.302653 (printed t-tables)."""
+    import json
+    import re
+
+    code = re.search(r"```python\n(.*?)```", RESULTS, flags=re.S).group(1)
+    out = tmp_path / "runs" / "quick" / "alpha_sweep" / "runs"
+    for seed, (a, b) in enumerate([(1.5, 0.5), (2.0, 0.0), (4.0, 1.0)]):
+        for config, value in (("alphapo/alpha=2-0123456789", a), ("alpha0/default-0123456789", b)):
+            d = out / config / f"seed{seed}"
+            d.mkdir(parents=True)
+            (d / "result.json").write_text(json.dumps({"spec": {"seed": seed},
+                                                       "metrics": {"probe/margin_lnorm/median": value}}))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/RESULTS.md", "exec"), {})
+    mean, lo, hi = (float(x) for x in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", capsys.readouterr().out))
+    half = 4.302653 / 3 ** 0.5
+    assert (mean, lo, hi) == pytest.approx((2.0, 2.0 - half, 2.0 + half), abs=1e-5)
