@@ -20,12 +20,31 @@ seed share is computed once:
 
 Metrics, for split ``s`` in ``val`` and ``test`` (each against the SFT policy's greedy response on the
 same prompt, judged by the gold judge): ``s/win_rate`` (ties count half), ``s/lc_win_rate``
-(length-controlled), ``s/gold_score`` (mean 1..10), ``s/correctness`` (mean 0..1), ``s/length`` (mean
-words), plus ``train/steps``. Per-prompt lists: ``s/gold_score`` and ``s/win`` (1, 0.5 or 0 per prompt),
-for paired comparisons. The run's greedy responses are kept in ``work/responses.json``.
+(length-controlled), ``s/gold_score`` (mean 1..10), ``s/correctness`` (mean 0..1),
+``s/correctness_gain`` (mean over prompts of the run's correctness minus the SFT policy's greedy
+correctness on the same prompt: the quickstart's headline), ``s/length`` (mean words), plus
+``train/steps``. Per-prompt lists: ``s/gold_score``, ``s/correctness`` and ``s/win`` (1, 0.5 or 0 per
+prompt), for paired comparisons. The run's greedy responses are kept in ``work/responses.json`` and the
+training log in ``work/train/metrics.jsonl``.
 
-The loss hyper-parameters ``beta``, ``gamma``, ``alpha`` default to "unset": an unset one is not passed,
-so the loss uses its own default; a set one that the loss does not take is an error.
+Diagnostics (``alphapo.training.DiagnosticsConfig``; they never change what is trained):
+
+- ``probe_size`` N (and ``probe_steps``): the trainer's fixed probe set, the first N training pairs of the
+  seed (the same pairs for every run of the seed), forwarded before the first step, every
+  ``probe_steps`` and at the end. The run reports the end-of-training ``probe/chosen_lnorm``,
+  ``probe/rejected_lnorm``, ``probe/margin_lnorm`` (means of ``logp(y)/|y|`` and of the per-pair margin)
+  with the margin's ``/q1``, ``/median``, ``/q3`` (AlphaPO Figure 13), and ``probe/chosen_lnorm_change``
+  and ``probe/rejected_lnorm_change``, end minus start: a negative chosen change is likelihood
+  displacement (AlphaPO Figure 2). The whole curve is in ``work/train/metrics.jsonl`` (``"split":
+  "probe"``).
+- ``reference_kl`` true: the ``kl/*`` metrics for reference-free losses too (AlphaPO Figures 10-11); the
+  run reports the last logged batch's ``train/kl_seq_k1``, ``train/kl_seq_k3`` and ``train/kl_token_k1``
+  (DPO-style losses always log them). The curve over training is in ``work/train/metrics.jsonl``.
+
+The loss hyper-parameters ``beta``, ``gamma``, ``alpha``, ``eta`` default to "unset": an unset one is not
+passed, so the loss uses its own default; a set one that the loss does not take is an error. The RPO
+losses (``rpo_bwd``, ``rpo_fwd``, ``rpo_sqr``) take the pairs' judge scores as their explicit reward: the
+gold judge's with ``pair_judge: gold``, the proxy judge's with ``pair_judge: proxy``.
 """
 
 from __future__ import annotations
@@ -47,7 +66,7 @@ PAIR_KEYS = ("n_train", "n_heldout", "n_pair_prompts", "k", "pair_temperature", 
 PARAMS = {
     # SFT (defaults: the quickstart's)
     "n_train": Param(4000, int, low=1), "n_heldout": Param(500, int, low=2),
-    "p_error": Param(0.6, float, low=0.0, high=1.0), "p_verbose": Param(0.5, float, low=0.0, high=1.0),
+    "p_error": Param(0.55, float, low=0.0, high=1.0), "p_verbose": Param(0.5, float, low=0.0, high=1.0),
     "sft_steps": Param(2000, int, low=1), "sft_hidden_size": Param(96, int, low=2),
     "sft_layers": Param(2, int, low=1), "sft_heads": Param(4, int, low=1), "sft_kv_heads": Param(2, int, low=1),
     "sft_intermediate_size": Param(256, int, low=1), "sft_batch_size": Param(32, int, low=1),
@@ -62,11 +81,15 @@ PARAMS = {
     # preference training
     "loss": Param("alphapo", str),
     "beta": Param(None, float, low=0.0), "gamma": Param(None, float), "alpha": Param(None, float),
+    "eta": Param(None, float, low=0.0),
     "learning_rate": Param(5e-4, float, low=0.0, high=1.0), "epochs": Param(1, int, low=1),
     "batch_size": Param(32, int, low=1), "warmup_ratio": Param(0.1, float, low=0.0, high=1.0),
     "max_length": Param(128, int, low=8),
+    # diagnostics (never change training)
+    "probe_size": Param(None, int, low=1), "probe_steps": Param(None, int, low=1),
+    "reference_kl": Param(False, bool),
 }
-LOSS_PARAMS = ("beta", "gamma", "alpha")
+LOSS_PARAMS = ("beta", "gamma", "alpha", "eta")
 
 
 def _torch_threads(params: dict) -> None:
@@ -168,6 +191,28 @@ def _loss_params(params: dict) -> tuple[dict, bool]:
     return out, bool(getattr(loss, "requires", ()))
 
 
+PROBE_REPORTED = ("probe/chosen_lnorm", "probe/rejected_lnorm", "probe/margin_lnorm", "probe/margin_lnorm/q1",
+                  "probe/margin_lnorm/median", "probe/margin_lnorm/q3")
+KL_REPORTED = ("kl/seq_k1", "kl/seq_k3", "kl/token_k1")
+
+
+def _diagnostics(result) -> dict[str, float]:
+    """The run's diagnostic metrics from a ``TrainResult``: the end-of-training probe record (and its change
+    since the first probe, read from ``metrics.jsonl``) and the last logged batch's ``kl/*``, when present."""
+    from alphapo.training.plotting import read_metrics
+
+    out: dict[str, float] = {}
+    end = result.probe_metrics
+    if end:
+        start = next(r for r in read_metrics(result.output_dir) if r.get("split") == "probe")
+        out.update({k: float(end[k]) for k in PROBE_REPORTED})
+        for k in ("probe/chosen_lnorm", "probe/rejected_lnorm"):
+            out[f"{k}_change"] = float(end[k]) - float(start[k])
+    out.update({f"train/{k.replace('/', '_')}": float(result.train_metrics[k]) for k in KL_REPORTED
+                if k in result.train_metrics})
+    return out
+
+
 @register_job("toy", params=PARAMS, stages=("toy_sft", "toy_pairs"),
               help="toy world: shared SFT and pairs per seed, train one loss, gold-judge val/test metrics")
 def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
@@ -185,9 +230,11 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
         TrainConfig,
         train,
     )
+    from alphapo.training.config import DiagnosticsConfig
 
     _torch_threads(params)
     loss_params, needs_reference = _loss_params(params)
+    needs_reference = needs_reference or params["reference_kl"]
     _, evals = _eval_tasks(params)
     pairs = shared["toy_pairs"]
     cache = Path(pairs["reference_cache"])
@@ -200,6 +247,8 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
                           global_batch_size=params["batch_size"], learning_rate=params["learning_rate"],
                           warmup_ratio=params["warmup_ratio"], lr_scheduler="cosine", seed=params["seed"]),
         logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=False),
+        diagnostics=DiagnosticsConfig(reference_kl=params["reference_kl"], probe_size=params["probe_size"],
+                                      probe_steps=params["probe_steps"]),
         output_dir=str(Path(out_dir) / "train"))
     computed_reference = False
     if needs_reference and not any(cache.glob("*.safetensors")):
@@ -213,7 +262,8 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
     judge = GoldJudge()
     sft_eval = json.loads(Path(pairs["sft_eval"]).read_text(encoding="utf-8"))
     metrics: dict[str, float] = {"train/steps": float(result.global_step),
-                                 "train/reference_computed": float(computed_reference)}
+                                 "train/reference_computed": float(computed_reference),
+                                 **_diagnostics(result)}
     per_prompt: dict[str, list[float]] = {}
     saved: dict[str, list[str]] = {}
     for split, tasks in evals.items():
@@ -224,12 +274,15 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
                                 seed=params["seed"])
         s = ev.summary()
         correctness = [a["correctness"] for a in judge.score_attributes(prompts, responses)]
+        sft_correctness = [a["correctness"] for a in judge.score_attributes(prompts, ref["responses"])]
         metrics.update({f"{split}/win_rate": s["win_rate"], f"{split}/lc_win_rate": s["lc_win_rate"],
                         f"{split}/gold_score": s["mean_score"],
                         f"{split}/correctness": sum(correctness) / len(correctness),
+                        f"{split}/correctness_gain": (sum(correctness) - sum(sft_correctness)) / len(correctness),
                         f"{split}/length": sum(len(r.split()) for r in responses) / len(responses)})
         per_prompt[f"{split}/gold_score"] = list(ev.scores)
         per_prompt[f"{split}/win"] = list(ev.preferences)
+        per_prompt[f"{split}/correctness"] = [float(c) for c in correctness]
         saved[split] = responses
     (Path(out_dir) / "responses.json").write_text(json.dumps(saved), encoding="utf-8")
     return {"metrics": metrics, "per_prompt": per_prompt}
