@@ -56,12 +56,13 @@ from pathlib import Path
 from alphapo.errors import UserError
 from alphapo.experiments.registry import Param, register_job, register_stage
 
-__all__ = ["SFT_KEYS", "PAIR_KEYS"]
+__all__ = ["SFT_KEYS", "PAIR_KEYS", "RM_KEYS", "round_plan"]
 
 SFT_KEYS = ("n_train", "n_heldout", "p_error", "p_verbose", "sft_steps", "sft_hidden_size", "sft_layers",
             "sft_heads", "sft_kv_heads", "sft_intermediate_size", "sft_batch_size", "sft_lr", "sft_warmup_steps")
 PAIR_KEYS = ("n_train", "n_heldout", "n_pair_prompts", "k", "pair_temperature", "max_new_tokens", "pair_judge",
              "proxy_length_bias", "proxy_noise_std", "n_val", "n_test")
+RM_KEYS = ("pair_judge", "p_error", "p_verbose", "rm_n_train", "rm_n_heldout", "rm_steps", "rm_hidden_size")
 
 PARAMS = {
     # SFT (defaults: the quickstart's)
@@ -74,7 +75,7 @@ PARAMS = {
     # on-policy pairs
     "n_pair_prompts": Param(3000, int, low=1), "k": Param(5, int, low=2),
     "pair_temperature": Param(0.8, float, low=0.0), "max_new_tokens": Param(24, int, low=1),
-    "pair_judge": Param("gold", str, choices=("gold", "proxy")),
+    "pair_judge": Param("gold", str, choices=("gold", "proxy", "rm")),
     "proxy_length_bias": Param(0.2, float), "proxy_noise_std": Param(0.5, float, low=0.0),
     # evaluation slices of the held-out prompts
     "n_val": Param(200, int, low=1), "n_test": Param(300, int, low=1),
@@ -85,6 +86,11 @@ PARAMS = {
     "learning_rate": Param(5e-4, float, low=0.0, high=1.0), "epochs": Param(1, int, low=1),
     "batch_size": Param(32, int, low=1), "warmup_ratio": Param(0.1, float, low=0.0, high=1.0),
     "max_length": Param(128, int, low=8),
+    # the learned reward model (stage toy_rm, used with pair_judge: rm)
+    "rm_n_train": Param(2000, int, low=1), "rm_n_heldout": Param(400, int, low=2),
+    "rm_steps": Param(300, int, low=1), "rm_hidden_size": Param(64, int, low=2),
+    # responses per prompt for the loss, and online rounds (defaults: best-vs-worst pairs, one offline round)
+    "train_responses": Param(2, int, low=2), "rounds": Param(1, int, low=1),
     # diagnostics (never change training)
     "probe_size": Param(None, int, low=1), "probe_steps": Param(None, int, low=1),
     "reference_kl": Param(False, bool),
@@ -135,38 +141,114 @@ def _greedy(model, tokenizer, prompts, params: dict) -> list[str]:
     return [r[0] for r in gen.responses]
 
 
+def _pair_judge(params: dict):
+    """The judge that ranks the samples of the ``toy_pairs`` stage: gold, or the proxy judge; with
+    ``pair_judge: rm`` the stage gold-scores the samples and ``toy_rm`` re-ranks them with the reward model."""
+    from alphapo.toyworld import GoldJudge, ProxyJudge
+
+    if params["pair_judge"] == "proxy":
+        return ProxyJudge(noise_std=params["proxy_noise_std"], length_bias=params["proxy_length_bias"],
+                          seed=params["seed"])
+    return GoldJudge()
+
+
+def _write_records(out: Path, ids, prompts, responses, scores) -> dict:
+    """``pairs.jsonl`` (best vs worst) and ``responses.jsonl`` (all k with their scores) of judged samples;
+    returns their paths and counts."""
+    from alphapo.data.pairs import select_pairs
+    from alphapo.io import write_jsonl_atomic
+
+    out_paths: dict = {}
+    for mode, name in (("pairs", "pairs"), ("all", "responses")):
+        records, stats = select_pairs(ids, prompts, responses, scores, mode=mode)
+        if not records:
+            raise UserError(f"toy job: no {name} from {len(ids)} prompts (every prompt's samples tied or "
+                            "empty); raise n_pair_prompts or k")
+        write_jsonl_atomic(out / f"{name}.jsonl", records)
+        out_paths[name] = str(out / f"{name}.jsonl")
+        out_paths[f"n_{name}"] = len(records)
+    return out_paths
+
+
 @register_stage("toy_pairs", keys=PAIR_KEYS)
 def pairs_stage(params: dict, shared: dict, out_dir: Path) -> dict:
     from alphapo.generation.pairs import generate_pairs
     from alphapo.generation.sampling import load_policy
-    from alphapo.io import write_jsonl_atomic
-    from alphapo.toyworld import GoldJudge, ProxyJudge
+    from alphapo.io import write_jsonl_atomic, write_text_atomic
+    from alphapo.toyworld import GoldJudge
 
     _torch_threads(params)
     out = Path(out_dir)
     train_tasks, evals = _eval_tasks(params)
     tasks = train_tasks[:params["n_pair_prompts"]]
-    judge = GoldJudge() if params["pair_judge"] == "gold" else ProxyJudge(
-        noise_std=params["proxy_noise_std"], length_bias=params["proxy_length_bias"], seed=params["seed"])
+    judge = _pair_judge(params)
     policy, tokenizer = load_policy(shared["toy_sft"]["model"], device="cpu")
-    gen = generate_pairs(policy, tokenizer, [t.messages() for t in tasks], judge,
-                         ids=[f"toy-train-{i}" for i in range(len(tasks))], k=params["k"],
+    ids = [f"toy-train-{i}" for i in range(len(tasks))]
+    prompts = [t.messages() for t in tasks]
+    gen = generate_pairs(policy, tokenizer, prompts, judge, ids=ids, k=params["k"],
                          temperature=params["pair_temperature"], max_new_tokens=params["max_new_tokens"],
                          batch_size=64, seed=params["seed"], progress=False)
     if not gen.records:
         raise UserError(f"toy job: no pairs from {len(tasks)} prompts (every prompt's samples tied); raise "
                         "n_pair_prompts or k")
-    write_jsonl_atomic(out / "pairs.jsonl", gen.records)
+    # every sample with its score (gold with pair_judge: rm): what toy_rm re-ranks, and the k-response records
+    write_text_atomic(out / "samples.json", json.dumps({"ids": ids, "prompts": prompts,
+                                                        "responses": gen.generation.responses,
+                                                        "scores": gen.scores}))
+    result = {"samples": str(out / "samples.json")}
+    if params["pair_judge"] != "rm":  # with rm, nothing here is ranked by the judge the runs train on
+        write_jsonl_atomic(out / "pairs.jsonl", gen.records)
+        multi = _write_records(out, ids, prompts, gen.generation.responses, gen.scores)
+        result.update({"pairs": str(out / "pairs.jsonl"), "responses": multi["responses"],
+                       "n_responses_records": multi["n_responses"],
+                       "reference_cache_responses": str(out / "reference_cache_responses")})
     gold = GoldJudge()
     sft_eval = {}
     for split, split_tasks_ in evals.items():
-        prompts = [t.messages() for t in split_tasks_]
-        responses = _greedy(policy, tokenizer, prompts, params)
-        sft_eval[split] = {"responses": responses, "scores": gold.score(prompts, responses)}
+        split_prompts = [t.messages() for t in split_tasks_]
+        responses = _greedy(policy, tokenizer, split_prompts, params)
+        sft_eval[split] = {"responses": responses, "scores": gold.score(split_prompts, responses)}
     (out / "sft_eval.json").write_text(json.dumps(sft_eval), encoding="utf-8")
-    return {"pairs": str(out / "pairs.jsonl"), "sft_eval": str(out / "sft_eval.json"),
-            "reference_cache": str(out / "reference_cache"), "stats": {**gen.stats.to_dict(),
-                                                                      "n_pairs": len(gen.records)}}
+    return {**result, "sft_eval": str(out / "sft_eval.json"), "reference_cache": str(out / "reference_cache"),
+            "stats": {**gen.stats.to_dict(), "n_pairs": len(gen.records)}}
+
+
+@register_stage("toy_rm", keys=RM_KEYS)
+def rm_stage(params: dict, shared: dict, out_dir: Path) -> dict:
+    """With ``pair_judge: rm``: train the toy Bradley-Terry reward model (``toyworld.reward_model``), rank the
+    ``toy_pairs`` samples by its scores; otherwise nothing (``{"used": False}``)."""
+    if params["pair_judge"] != "rm":
+        return {"used": False}
+    from alphapo.generation.hf_judge import HFRewardJudge
+    from alphapo.toyworld.reward_model import RewardModelConfig, pair_accuracy, train_reward_model
+
+    _torch_threads(params)
+    out = Path(out_dir)
+    cfg = RewardModelConfig(seed=params["seed"], n_train=params["rm_n_train"], n_heldout=params["rm_n_heldout"],
+                            p_error=params["p_error"], p_verbose=params["p_verbose"], steps=params["rm_steps"],
+                            hidden_size=params["rm_hidden_size"], threads=params["threads"])
+    summary = train_reward_model(cfg, out / "model", progress=False)
+    samples = json.loads(Path(shared["toy_pairs"]["samples"]).read_text(encoding="utf-8"))
+    judge = HFRewardJudge(out / "model", batch_size=256, device="cpu", progress=False)
+    flat_prompts = [p for p, rs in zip(samples["prompts"], samples["responses"]) for _ in rs]
+    flat = judge.score(flat_prompts, [r for rs in samples["responses"] for r in rs])
+    scores, i = [], 0
+    for rs in samples["responses"]:
+        scores.append(flat[i:i + len(rs)])
+        i += len(rs)
+    written = _write_records(out, samples["ids"], samples["prompts"], samples["responses"], scores)
+    # how often the reward model's chosen response is the gold judge's better one (ties half)
+    gold = {(sid, r): g for sid, rs, gs in zip(samples["ids"], samples["responses"], samples["scores"])
+            for r, g in zip(rs, gs)}
+    pairs = [json.loads(line) for line in Path(written["pairs"]).read_text(encoding="utf-8").splitlines()]
+    agree = pair_accuracy([gold[(p["id"], p["chosen"][0]["content"])] for p in pairs],
+                          [gold[(p["id"], p["rejected"][0]["content"])] for p in pairs])
+    return {"used": True, "model": str(out / "model"), **written,
+            "reference_cache": str(out / "reference_cache"),
+            "reference_cache_responses": str(out / "reference_cache_responses"),
+            "heldout_accuracy": summary["heldout_accuracy"],
+            "heldout_pearson_with_gold": summary["heldout_pearson_with_gold"],
+            "pairs_gold_agreement": agree, "seconds": summary["wall_time_s"]}
 
 
 def _loss_params(params: dict) -> tuple[dict, bool]:
@@ -176,9 +258,17 @@ def _loss_params(params: dict) -> tuple[dict, bool]:
         loss = get_loss(params["loss"])
     except Exception as err:
         raise UserError(f"toy job: loss: {err}") from err
-    if getattr(loss, "multi_response", False):
-        raise UserError(f"toy job: loss {params['loss']!r} takes k responses per prompt; the toy job trains "
-                        "on pairs")
+    multi = bool(getattr(loss, "multi_response", False))
+    if multi and params["train_responses"] == 2:
+        raise UserError(f"toy job: loss {params['loss']!r} takes k responses per prompt; with train_responses: 2 "
+                        "the toy job trains on pairs (set train_responses to k for k-response losses)")
+    if not multi and params["train_responses"] > 2:
+        raise UserError(f"toy job: train_responses = {params['train_responses']} needs a k-response loss "
+                        f"(rpo_multi, rpo_bwd_all_pairs, rpo_fwd_all_pairs, rpo_sqr_all_pairs, rloo); loss "
+                        f"{params['loss']!r} takes pairs")
+    if params["train_responses"] > 2 and params["train_responses"] != params["k"]:
+        raise UserError(f"toy job: train_responses = {params['train_responses']} trains on all k sampled "
+                        f"responses of a prompt, but k = {params['k']}; set k: {params['train_responses']}")
     accepted = inspect.signature(loss).parameters
     out = {}
     for key in LOSS_PARAMS:
@@ -188,7 +278,10 @@ def _loss_params(params: dict) -> tuple[dict, bool]:
             raise UserError(f"toy job: loss {params['loss']!r} takes no {key!r} (it takes "
                             f"{[k for k in accepted if k in LOSS_PARAMS]})")
         out[key] = params[key]
-    return out, bool(getattr(loss, "requires", ()))
+    requires = getattr(loss, "requires", ())
+    if multi:
+        return out, "ref_logps" in requires
+    return out, bool(requires)
 
 
 PROBE_REPORTED = ("probe/chosen_lnorm", "probe/rejected_lnorm", "probe/margin_lnorm", "probe/margin_lnorm/q1",
@@ -213,7 +306,106 @@ def _diagnostics(result) -> dict[str, float]:
     return out
 
 
-@register_job("toy", params=PARAMS, stages=("toy_sft", "toy_pairs"),
+def _training_data(params: dict, shared: dict) -> tuple[str, Path]:
+    """The seed's shared training records and their reference cache folder: ranked by the pair judge
+    (``toy_pairs``) or by the learned reward model (``toy_rm``); best-vs-worst pairs or all k responses."""
+    source = shared["toy_rm"] if params["pair_judge"] == "rm" else shared["toy_pairs"]
+    if params["train_responses"] == 2:
+        return source["pairs"], Path(source["reference_cache"])
+    return source["responses"], Path(source["reference_cache_responses"])
+
+
+def round_plan(n_prompts: int, rounds: int, n_records: int, epochs: int, batch_size: int) -> list[tuple[int, int, int]]:
+    """``(first prompt, end prompt, optimizer steps)`` of each online round (pure function).
+
+    Round ``r`` (from 0) takes the pair prompts ``[r * n_prompts // rounds, (r + 1) * n_prompts // rounds)``,
+    so the rounds partition the offline run's prompts. The step budget is the offline run's,
+    ``epochs * ceil(n_records / batch_size)`` (``n_records``: the offline records of the seed), split as
+    evenly as it goes, earlier rounds taking the remainder: offline and online take the same number of
+    optimizer steps of ``batch_size`` records each.
+    """
+    if rounds > n_prompts:
+        raise UserError(f"toy job: rounds = {rounds} exceeds n_pair_prompts = {n_prompts} (each round needs a "
+                        "fresh slice of the pair prompts)")
+    total = epochs * -(-n_records // batch_size)
+    if total < rounds:
+        raise UserError(f"toy job: the offline step budget ({total} steps) is smaller than rounds = {rounds}; "
+                        "raise n_pair_prompts or epochs, or lower rounds")
+    return [(r * n_prompts // rounds, (r + 1) * n_prompts // rounds, total // rounds + (r < total % rounds))
+            for r in range(rounds)]
+
+
+def _val_win_rate(model_dir: str, params: dict, tasks, sft_val: dict) -> float:
+    """Greedy responses of ``model_dir`` on the val prompts against the SFT policy's, by the gold judge
+    (ties half): the ``val/win_rate`` of an intermediate policy."""
+    from alphapo.generation.sampling import load_policy
+    from alphapo.toyworld import GoldJudge
+
+    model, tokenizer = load_policy(model_dir, device="cpu")
+    prompts = [t.messages() for t in tasks]
+    scores = GoldJudge().score(prompts, _greedy(model, tokenizer, prompts, params))
+    wins = [1.0 if s > q else 0.5 if s == q else 0.0 for s, q in zip(scores, sft_val["scores"])]
+    return sum(wins) / len(wins)
+
+
+def _online_rounds(params: dict, shared: dict, data_path: str, config, out_dir: Path):
+    """``rounds`` online rounds (see ``round_plan`` for the prompt and step split); returns the last round's
+    ``TrainResult`` and the per-round metrics.
+
+    Round 1 trains on the seed's shared records of its prompt slice (SFT samples, as offline); round r > 1
+    samples ``k`` responses at ``pair_temperature`` from round r-1's policy on its slice (sampling seed
+    ``seed + 1000 (r - 1)``), ranks them with the run's judge (gold, proxy, or the seed's reward model) and
+    keeps pairs or all k as offline. Each round trains from the previous round's policy, with that policy
+    as the reference model (SFT in round 1), a fresh AdamW and its own warmup + cosine schedule, and a
+    reference cache of its own (``round<r>/reference_cache``).
+    """
+    from alphapo.generation.hf_judge import HFRewardJudge
+    from alphapo.generation.pairs import generate_pairs
+    from alphapo.generation.sampling import load_policy
+    from alphapo.io import write_jsonl_atomic
+    from alphapo.training import train
+
+    records_all = [json.loads(line) for line in Path(data_path).read_text(encoding="utf-8").splitlines() if line]
+    plan = round_plan(params["n_pair_prompts"], params["rounds"], len(records_all), params["epochs"],
+                      params["batch_size"])
+    train_tasks, evals = _eval_tasks(params)
+    sft_val = json.loads(Path(shared["toy_pairs"]["sft_eval"]).read_text(encoding="utf-8"))["val"]
+    judge = None
+    policy_dir = shared["toy_sft"]["model"]
+    metrics: dict[str, float] = {}
+    total = 0
+    for r, (lo, hi, steps) in enumerate(plan, 1):
+        folder = out_dir / f"round{r}"
+        if r == 1:
+            records = [x for x in records_all if lo <= int(x["id"].rsplit("-", 1)[1]) < hi]
+        else:
+            if judge is None:
+                judge = (HFRewardJudge(shared["toy_rm"]["model"], batch_size=256, device="cpu", progress=False)
+                         if params["pair_judge"] == "rm" else _pair_judge(params))
+            policy, tokenizer = load_policy(policy_dir, device="cpu")
+            tasks = train_tasks[lo:hi]
+            records = generate_pairs(
+                policy, tokenizer, [t.messages() for t in tasks], judge,
+                ids=[f"toy-train-{i}" for i in range(lo, hi)], k=params["k"],
+                temperature=params["pair_temperature"], max_new_tokens=params["max_new_tokens"], batch_size=64,
+                seed=params["seed"] + 1000 * (r - 1), mode="pairs" if params["train_responses"] == 2 else "all",
+                progress=False).records
+        if not records:
+            raise UserError(f"toy job: round {r} has no training records from prompts {lo}..{hi - 1} (every "
+                            "prompt's samples tied or empty); raise n_pair_prompts or k, or lower rounds")
+        write_jsonl_atomic(folder / "data.jsonl", records)
+        result = train(config(str(folder / "data.jsonl"), policy_dir, folder / "reference_cache", folder / "train",
+                              steps))
+        policy_dir = str(result.final_dir)
+        total += result.global_step
+        metrics.update({f"round{r}/records": float(len(records)), f"round{r}/steps": float(result.global_step)})
+        if r < len(plan):
+            metrics[f"round{r}/val_win_rate"] = _val_win_rate(policy_dir, params, evals["val"], sft_val)
+    metrics["train/steps"] = float(total)
+    return result, metrics
+
+
+@register_job("toy", params=PARAMS, stages=("toy_sft", "toy_pairs", "toy_rm"),
               help="toy world: shared SFT and pairs per seed, train one loss, gold-judge val/test metrics")
 def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
     from alphapo.evaluation.evaluate import judge_head_to_head
@@ -237,31 +429,41 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
     needs_reference = needs_reference or params["reference_kl"]
     _, evals = _eval_tasks(params)
     pairs = shared["toy_pairs"]
-    cache = Path(pairs["reference_cache"])
-    tc = TrainConfig(
-        model=ModelConfig(shared["toy_sft"]["model"]),
-        data=DataConfig(train_path=pairs["pairs"], max_length=params["max_length"]),
-        loss=LossConfig(params["loss"], loss_params),
-        reference=ReferenceConfig(cache_dir=str(cache)),
-        train=OptimConfig(epochs=params["epochs"], per_device_batch_size=params["batch_size"],
-                          global_batch_size=params["batch_size"], learning_rate=params["learning_rate"],
-                          warmup_ratio=params["warmup_ratio"], lr_scheduler="cosine", seed=params["seed"]),
-        logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=False),
-        diagnostics=DiagnosticsConfig(reference_kl=params["reference_kl"], probe_size=params["probe_size"],
-                                      probe_steps=params["probe_steps"]),
-        output_dir=str(Path(out_dir) / "train"))
+    data_path, cache = _training_data(params, shared)
+
+    def config(data: str, model: str, cache_dir: Path, output_dir: Path, max_steps: int | None) -> TrainConfig:
+        return TrainConfig(
+            model=ModelConfig(model),
+            data=DataConfig(train_path=data, max_length=params["max_length"]),
+            loss=LossConfig(params["loss"], loss_params),
+            reference=ReferenceConfig(cache_dir=str(cache_dir)),
+            train=OptimConfig(epochs=params["epochs"], max_steps=max_steps,
+                              per_device_batch_size=params["batch_size"],
+                              global_batch_size=params["batch_size"], learning_rate=params["learning_rate"],
+                              warmup_ratio=params["warmup_ratio"], lr_scheduler="cosine", seed=params["seed"]),
+            logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=False),
+            diagnostics=DiagnosticsConfig(reference_kl=params["reference_kl"], probe_size=params["probe_size"],
+                                          probe_steps=params["probe_steps"]),
+            output_dir=str(output_dir))
+
     computed_reference = False
-    if needs_reference and not any(cache.glob("*.safetensors")):
-        with file_lock(cache.parent / "reference_cache.lock"):  # the first run of the seed fills the cache
-            computed_reference = not any(cache.glob("*.safetensors"))  # not filled while we waited
+    round_metrics: dict[str, float] = {}
+    if params["rounds"] == 1:  # offline: one round on the seed's shared data (today's run)
+        tc = config(data_path, shared["toy_sft"]["model"], cache, Path(out_dir) / "train", None)
+        if needs_reference and not any(cache.glob("*.safetensors")):
+            with file_lock(cache.parent / f"{cache.name}.lock"):  # the first run of the seed fills the cache
+                computed_reference = not any(cache.glob("*.safetensors"))  # not filled while we waited
+                result = train(tc)
+        else:
             result = train(tc)
     else:
-        result = train(tc)
+        result, round_metrics = _online_rounds(params, shared, data_path, config, Path(out_dir))
 
     model, tokenizer = load_policy(result.final_dir, device="cpu")
     judge = GoldJudge()
     sft_eval = json.loads(Path(pairs["sft_eval"]).read_text(encoding="utf-8"))
-    metrics: dict[str, float] = {"train/steps": float(result.global_step),
+    metrics: dict[str, float] = {"train/steps": float(round_metrics.pop("train/steps", result.global_step)),
+                                 **round_metrics,
                                  "train/reference_computed": float(computed_reference),
                                  **_diagnostics(result)}
     per_prompt: dict[str, list[float]] = {}
@@ -284,5 +486,7 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
         per_prompt[f"{split}/win"] = list(ev.preferences)
         per_prompt[f"{split}/correctness"] = [float(c) for c in correctness]
         saved[split] = responses
+    if params["rounds"] > 1:  # the last round's policy is the final one
+        metrics[f"round{params['rounds']}/val_win_rate"] = metrics["val/win_rate"]
     (Path(out_dir) / "responses.json").write_text(json.dumps(saved), encoding="utf-8")
     return {"metrics": metrics, "per_prompt": per_prompt}
