@@ -13,7 +13,20 @@ seed share is computed once:
   judge), best vs worst; and the SFT policy's greedy responses on the evaluation prompts, gold-scored.
   Its folder also holds the seed's reference log-prob cache (``reference_cache/``), shared by every run
   of the seed whose loss needs a reference model: the first such run computes it under a file lock, the
-  others wait and read it, so it is computed once per seed;
+  others wait and read it, so it is computed once per seed. It also keeps every sample with its judge
+  score (``samples.json``) and the k-response records (``responses.jsonl``: the k samples of each prompt
+  in sampling order with their judge scores, ``alphapo.data.pairs.select_pairs`` mode ``all``; prompts
+  whose scores all tie or with an empty sample are dropped), with their own cache
+  (``reference_cache_responses/``). With ``pair_judge: rm`` the samples are gold-scored and no pairs are
+  written here: ``toy_rm`` ranks them;
+- stage ``toy_rm`` (per seed, world and reward-model sizes; a no-op unless ``pair_judge: rm``): the toy
+  Bradley-Terry reward model (``alphapo.toyworld.reward_model``: ``rm_n_train`` gold-labelled teacher
+  pairs of the world's ``p_error`` / ``p_verbose``, ``rm_steps`` steps, hidden size ``rm_hidden_size``;
+  about half a minute on one core at the defaults), which scores every ``toy_pairs`` sample
+  (``HFRewardJudge``); its ``pairs.jsonl`` / ``responses.jsonl`` are ranked by, and carry, those scores,
+  so the RPO losses' explicit reward is the learned one. The stage reports ``heldout_accuracy`` (pairs of
+  tasks it never trained on), ``heldout_pearson_with_gold`` and ``pairs_gold_agreement`` (the fraction
+  of its on-policy pairs whose chosen response the gold judge also scores higher, ties half);
 - the job: train ``loss`` from the SFT policy on the pairs (AdamW, cosine schedule, warmup 0.1, one
   epoch by default), then evaluate greedy responses on two disjoint slices of the held-out prompts:
   ``val`` (the first ``n_val``) and ``test`` (the next ``n_test``), never seen in SFT or pairs.
@@ -44,7 +57,35 @@ Diagnostics (``alphapo.training.DiagnosticsConfig``; they never change what is t
 The loss hyper-parameters ``beta``, ``gamma``, ``alpha``, ``eta`` default to "unset": an unset one is not
 passed, so the loss uses its own default; a set one that the loss does not take is an error. The RPO
 losses (``rpo_bwd``, ``rpo_fwd``, ``rpo_sqr``) take the pairs' judge scores as their explicit reward: the
-gold judge's with ``pair_judge: gold``, the proxy judge's with ``pair_judge: proxy``.
+gold judge's with ``pair_judge: gold``, the proxy judge's with ``pair_judge: proxy``, the learned reward
+model's with ``pair_judge: rm``.
+
+The RPO paper's ablation axes (Reward-aware Preference Optimization, NVIDIA 2025):
+
+- ``train_responses`` (default 2): 2 trains a pairwise loss on the best-vs-worst pair of the ``k``
+  samples (the run as it always was); n > 2 trains a k-response loss on all ``k = n`` samples of each
+  prompt (``responses.jsonl``; ``k`` must equal n). Which k-response loss is the recipe's ``loss``; the
+  RPO ablation recipes use the all-pairs forms (``rpo_bwd_all_pairs``, ``rpo_fwd_all_pairs``,
+  ``rpo_sqr_all_pairs``) rather than ``rpo_multi``, because at k = 2 each equals its pairwise distance
+  exactly, so k = 2 against k = 4 changes the number of responses and nothing else (``rpo_multi``'s
+  softmax KL equals only ``rpo_bwd`` at k = 2). A pairwise loss with n > 2, or a k-response loss with 2,
+  is an error.
+- ``rounds`` R (default 1: offline, the run as it always was): online iterative training. The pair
+  prompts are cut into R consecutive slices (``round_plan``), one per round: round 1 trains on the
+  seed's shared records of slice 1 (SFT samples, as offline), round r > 1 samples ``k`` responses from
+  round r-1's policy on slice r, ranks them with the run's judge (gold, proxy or the seed's reward
+  model) and keeps pairs or all k as offline. Each round trains from the previous round's policy, and
+  that policy is the reference model of DPO/RPO (SFT in round 1), as in iterative DPO (Self-Rewarding
+  Language Models, Yuan et al. 2024: each iteration is initialised from, and regularised towards, the
+  previous one). The step budget is the offline run's, ``epochs * ceil(n_records / batch_size)`` over
+  the seed's offline records, split evenly over the rounds (``max_steps`` per round), so offline and
+  online take the same number of optimizer steps on the same number of batches of ``batch_size``. The
+  final policy is evaluated as offline; ``round<r>/val_win_rate`` is each round's policy's val win rate
+  against SFT (the last one is ``val/win_rate``), ``round<r>/records`` and ``round<r>/steps`` its data
+  and steps. Deviations: every round restarts AdamW and its warmup + cosine schedule (offline has one
+  schedule over all steps); with R > 1 the probe and KL diagnostics are the last round's (its data,
+  its reference); records per round differ from offline's slice when the current policy's samples tie
+  more or less often.
 """
 
 from __future__ import annotations
