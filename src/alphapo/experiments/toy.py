@@ -22,7 +22,7 @@ seed share is computed once:
 - stage ``toy_rm`` (per seed, world and reward-model sizes; a no-op unless ``pair_judge: rm``): the toy
   Bradley-Terry reward model (``alphapo.toyworld.reward_model``: ``rm_n_train`` gold-labelled teacher
   pairs of the world's ``p_error`` / ``p_verbose``, ``rm_steps`` steps, hidden size ``rm_hidden_size``;
-  about half a minute on one core at the defaults), which scores every ``toy_pairs`` sample
+  42 s on one core of a busy 2-core machine at the defaults), which scores every ``toy_pairs`` sample
   (``HFRewardJudge``); its ``pairs.jsonl`` / ``responses.jsonl`` are ranked by, and carry, those scores,
   so the RPO losses' explicit reward is the learned one. The stage reports ``heldout_accuracy`` (pairs of
   tasks it never trained on), ``heldout_pearson_with_gold`` and ``pairs_gold_agreement`` (the fraction
@@ -79,7 +79,7 @@ The RPO paper's ablation axes (Reward-aware Preference Optimization, NVIDIA 2025
   Language Models, Yuan et al. 2024: each iteration is initialised from, and regularised towards, the
   previous one). The step budget is the offline run's, ``epochs * ceil(n_records / batch_size)`` over
   the seed's offline records, split evenly over the rounds (``max_steps`` per round), so offline and
-  online take the same number of optimizer steps on the same number of batches of ``batch_size``. The
+  online take the same number of optimizer steps (batches of ``batch_size`` records). The
   final policy is evaluated as offline; ``round<r>/val_win_rate`` is each round's policy's val win rate
   against SFT (the last one is ``val/win_rate``), ``round<r>/records`` and ``round<r>/steps`` its data
   and steps. Deviations: every round restarts AdamW and its warmup + cosine schedule (offline has one
