@@ -37,11 +37,19 @@ def test_defaults_keep_todays_shared_stages_and_offline_data():
     assert _stage_key(("toy_sft",), p, 0) == "seed0-49831cf64b"
     assert _stage_key(("toy_sft", "toy_pairs"), p, 0) == "seed0-7a3d482991"
     shared = {"toy_pairs": {"pairs": "P/pairs.jsonl", "reference_cache": "P/reference_cache",
-                            "responses": "P/responses.jsonl", "reference_cache_responses": "P/rc_responses"},
+                            "responses": "P/responses.jsonl", "reference_cache_responses": "P/rc_responses",
+                            "n_responses": 3},
               "toy_rm": {"used": False}}
     assert _training_data(p, shared) == ("P/pairs.jsonl", Path("P/reference_cache"))
-    assert _training_data({**p, "train_responses": 5, "k": 5}, shared) == ("P/responses.jsonl",
-                                                                           Path("P/rc_responses"))
+    k5 = {**p, "train_responses": 5, "k": 5}
+    assert _training_data(k5, shared) == ("P/responses.jsonl", Path("P/rc_responses"))
+    # a pair stage folder from before k-response records, or one where no prompt kept all k samples
+    old = {"toy_pairs": {"pairs": "P/pairs.jsonl", "reference_cache": "P/reference_cache"}}
+    assert _training_data(p, old) == ("P/pairs.jsonl", Path("P/reference_cache"))
+    with pytest.raises(UserError, match="shared pair stage P holds no k-response records"):
+        _training_data(k5, old)
+    with pytest.raises(UserError, match="no prompt of seed 0 has 5 non-empty samples"):
+        _training_data({**k5, "seed": 0}, {"toy_pairs": {**shared["toy_pairs"], "n_responses": 0}})
 
 
 def test_k_responses_need_a_k_response_loss_and_matching_k():
@@ -107,6 +115,7 @@ def test_k_response_records_hold_the_k_samples_with_their_judge_scores(rpo_exper
                                  if json.loads(p.read_text())["params"]["pair_judge"] == "gold").read_text())
     samples = json.loads(Path(gold_stage["result"]["samples"]).read_text())
     records = _jsonl(gold_stage["result"]["responses"])
+    assert gold_stage["result"]["n_responses"] == len(records)
     assert len(samples["responses"]) == TINY["n_pair_prompts"] and {len(r) for r in samples["responses"]} == {4}
     by_id = dict(zip(samples["ids"], samples["responses"]))
     judge = GoldJudge()

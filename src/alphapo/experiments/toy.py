@@ -201,11 +201,8 @@ def _write_records(out: Path, ids, prompts, responses, scores) -> dict:
 
     out_paths: dict = {}
     for mode, name in (("pairs", "pairs"), ("all", "responses")):
-        records, stats = select_pairs(ids, prompts, responses, scores, mode=mode)
-        if not records:
-            raise UserError(f"toy job: no {name} from {len(ids)} prompts (every prompt's samples tied or "
-                            "empty); raise n_pair_prompts or k")
-        write_jsonl_atomic(out / f"{name}.jsonl", records)
+        records, _ = select_pairs(ids, prompts, responses, scores, mode=mode)
+        write_jsonl_atomic(out / f"{name}.jsonl", records)  # may be empty: the job refuses to train on that
         out_paths[name] = str(out / f"{name}.jsonl")
         out_paths[f"n_{name}"] = len(records)
     return out_paths
@@ -241,7 +238,7 @@ def pairs_stage(params: dict, shared: dict, out_dir: Path) -> dict:
         write_jsonl_atomic(out / "pairs.jsonl", gen.records)
         multi = _write_records(out, ids, prompts, gen.generation.responses, gen.scores)
         result.update({"pairs": str(out / "pairs.jsonl"), "responses": multi["responses"],
-                       "n_responses_records": multi["n_responses"],
+                       "n_responses": multi["n_responses"],
                        "reference_cache_responses": str(out / "reference_cache_responses")})
     gold = GoldJudge()
     sft_eval = {}
@@ -278,6 +275,9 @@ def rm_stage(params: dict, shared: dict, out_dir: Path) -> dict:
         scores.append(flat[i:i + len(rs)])
         i += len(rs)
     written = _write_records(out, samples["ids"], samples["prompts"], samples["responses"], scores)
+    if not written["n_pairs"]:
+        raise UserError(f"toy job: the reward model ranks no pair among {len(scores)} prompts (every prompt's "
+                        "samples empty or scored the same); raise n_pair_prompts or k")
     # how often the reward model's chosen response is the gold judge's better one (ties half)
     gold = {(sid, r): g for sid, rs, gs in zip(samples["ids"], samples["responses"], samples["scores"])
             for r, g in zip(rs, gs)}
@@ -353,6 +353,13 @@ def _training_data(params: dict, shared: dict) -> tuple[str, Path]:
     source = shared["toy_rm"] if params["pair_judge"] == "rm" else shared["toy_pairs"]
     if params["train_responses"] == 2:
         return source["pairs"], Path(source["reference_cache"])
+    if "responses" not in source:  # a pair stage folder written before k-response records existed
+        raise UserError(f"toy job: the shared pair stage {Path(source['pairs']).parent} holds no k-response "
+                        "records (it was computed by an older alphapo); delete that folder to recompute it")
+    if source["n_responses"] == 0:
+        raise UserError(f"toy job: train_responses = {params['train_responses']}: no prompt of seed "
+                        f"{params['seed']} has {params['k']} non-empty samples that do not all score the same; "
+                        "raise n_pair_prompts, or use train_responses: 2")
     return source["responses"], Path(source["reference_cache_responses"])
 
 
