@@ -18,6 +18,8 @@ Compared, on the tiny Llama of ``alphapo.tiny_models`` and the synthetic pairs o
 - **tail** (``--modes tail``): the log-prob tail alone on ``(800, vocab)`` logits, forward + backward:
   log-softmax + gather, ``F.cross_entropy(reduction="none")`` and the chunked function of
   ``alphapo.training.logps``.
+- **tokens** (``--modes tokens``): the useful-token fraction of each layout over the planned batches,
+  without running the model (what ``tokens/useful_fraction`` reports in training).
 - **bf16** (``--modes bf16``, not run by default): the shared-layout training step in float32 against
   CPU ``torch.autocast(dtype=bfloat16)`` with float32 master weights, and the largest relative change
   of a summed log-prob. Measured only; nothing in the package uses it.
@@ -44,8 +46,9 @@ Run (one thread, as the other benchmark)::
 Flags: ``--shape`` (``uf``: hidden 256, 4 layers, vocabulary 32000, prompts of about 196 tokens,
 completions of about 50; ``default``: the TRL benchmark's default shape), ``--hidden-size`` /
 ``--layers`` / ``--vocab-size`` (override the shape's model), ``--modes`` (subset of
-train,generate,tail,bf16; default train,generate), ``--repeats``, ``--batches`` (training batches per
-repeat), ``--batch-size``, ``--k`` / ``--gen-prompts`` / ``--gen-tokens`` (generation), ``--threads``,
+train,generate,tail,bf16,tokens; default train,generate), ``--repeats``, ``--batches`` (training
+batches per repeat), ``--batch-size``, ``--length-key`` (the batch plan's length key: ``shared``, the
+trainer's, or ``plain``, the older one that counts the prompt once per response), ``--k`` / ``--gen-prompts`` / ``--gen-tokens`` (generation), ``--threads``,
 ``--seed``, ``--json``.
 """
 
@@ -83,6 +86,40 @@ def tokenised_pairs(args, tok) -> list[tuple[list[int], list[int], list[int]]]:
     return out
 
 
+def planned_batches(args, pairs) -> list[tuple[list[list[int]], list[list[list[int]]]]]:
+    """The epoch's length-grouped batches as the trainer plans them (``plan_epoch``), keyed by
+    ``layout_tokens(example, args.length_key)``: ``shared`` is the trainer's key for the prefix-shared
+    forward (prompt once), ``plain`` the older key (prompt once per response)."""
+    from alphapo.training.data import layout_tokens, plan_epoch
+
+    lengths = [layout_tokens({"prompt_input_ids": p, "chosen_input_ids": c, "rejected_input_ids": r},
+                             args.length_key) for p, c, r in pairs]
+    plan = plan_epoch(lengths, global_batch=args.batch_size, seed=args.seed, epoch=0, group_by_length=True)
+    return [([pairs[i][0] for i in b], [[pairs[i][1], pairs[i][2]] for i in b]) for b in plan]
+
+
+def layout_builders(tok):
+    from alphapo.training.logps import packed_layout, plain_layout, shared_layout
+
+    def packed_2x(prompts, responses, pad_id):
+        longest = max(len(p) + sum(len(r) for r in rs) for p, rs in zip(prompts, responses))
+        return packed_layout(prompts, responses, pad_id, row_tokens=2 * longest)
+
+    return {"plain": plain_layout, "shared": shared_layout, "packed": packed_layout, "packed_2x": packed_2x}
+
+
+def bench_tokens(args, tok) -> dict:
+    """Useful-token fraction of each layout over the planned batches (no model run)."""
+    batches = planned_batches(args, tokenised_pairs(args, tok))
+    builders = layout_builders(tok)
+    out = {}
+    for v in LAYOUT_VARIANTS:
+        lays = [builders[v](p, r, tok.pad_token_id) for p, r in batches]
+        out[v] = {"useful": sum(x.useful_tokens for x in lays), "processed": sum(x.processed_tokens for x in lays),
+                  "per_batch": [x.useful_tokens / x.processed_tokens for x in lays]}
+    return {"layouts": out, "batches": len(batches)}
+
+
 def step_flops(model, layout, n_rows_head: int) -> float:
     """FLOPs of forward + backward over ``layout`` (see the module docstring)."""
     cfg = model.config
@@ -97,29 +134,13 @@ def step_flops(model, layout, n_rows_head: int) -> float:
 def bench_train(args, model, tok) -> dict:
     import torch
 
-    from alphapo.training.data import plan_epoch
-    from alphapo.training.logps import (
-        layout_logps,
-        packed_layout,
-        plain_layout,
-        prefix_sharing_unsupported,
-        shared_layout,
-        sum_by_owner,
-    )
+    from alphapo.training.logps import layout_logps, prefix_sharing_unsupported, sum_by_owner
 
-    pairs = tokenised_pairs(args, tok)
-    lengths = [2 * len(p) + len(c) + len(r) for p, c, r in pairs]
-    plan = plan_epoch(lengths, global_batch=args.batch_size, seed=args.seed, epoch=0, group_by_length=True)
-    batches = [([pairs[i][0] for i in b], [[pairs[i][1], pairs[i][2]] for i in b]) for b in plan]
+    batches = planned_batches(args, tokenised_pairs(args, tok))
     reason = prefix_sharing_unsupported(model, 10 ** 9)
     if reason:
         raise SystemExit(f"the prefix-shared layouts cannot run: {reason}")
-
-    def packed_2x(prompts, responses, pad_id):
-        longest = max(len(p) + sum(len(r) for r in rs) for p, rs in zip(prompts, responses))
-        return packed_layout(prompts, responses, pad_id, row_tokens=2 * longest)
-
-    builders = {"plain": plain_layout, "shared": shared_layout, "packed": packed_layout, "packed_2x": packed_2x}
+    builders = layout_builders(tok)
     layouts = {v: [builders[v](p, r, tok.pad_token_id) for p, r in batches] for v in LAYOUT_VARIANTS}
     useful = {v: 0 for v in LAYOUT_VARIANTS}
     processed = {v: 0 for v in LAYOUT_VARIANTS}
@@ -222,13 +243,9 @@ def bench_bf16(args, model, tok) -> dict:
     float32 optimizer): s/step interleaved, and how far the bfloat16 log-probs and loss move."""
     import torch
 
-    from alphapo.training.data import plan_epoch
     from alphapo.training.logps import group_logps
 
-    pairs = tokenised_pairs(args, tok)
-    lengths = [2 * len(p) + len(c) + len(r) for p, c, r in pairs]
-    plan = plan_epoch(lengths, global_batch=args.batch_size, seed=args.seed, epoch=0, group_by_length=True)
-    batches = [([pairs[i][0] for i in b], [[pairs[i][1], pairs[i][2]] for i in b]) for b in plan]
+    batches = planned_batches(args, tokenised_pairs(args, tok))
     variants = ("float32", "bf16_autocast")
     models = {v: copy.deepcopy(model).train() for v in variants}
     optims = {v: torch.optim.AdamW(models[v].parameters(), lr=1e-4, fused=True) for v in variants}
@@ -322,7 +339,7 @@ def parse_args(argv=None):
     ap.add_argument("--hidden-size", type=int, help="model width (default: the shape's)")
     ap.add_argument("--layers", type=int, help="model depth (default: the shape's)")
     ap.add_argument("--vocab-size", type=int, help="output vocabulary (default: the shape's)")
-    ap.add_argument("--modes", default="train,generate", help="subset of train,generate,tail,bf16 (default train,generate)")
+    ap.add_argument("--modes", default="train,generate", help="subset of train,generate,tail,bf16,tokens (default train,generate)")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats of every variant (default 5)")
     ap.add_argument("--batches", type=int, default=3, help="training batches per repeat (default 3)")
     ap.add_argument("--batch-size", type=int, default=8, help="pairs per training batch (default 8)")
@@ -331,6 +348,8 @@ def parse_args(argv=None):
     ap.add_argument("--gen-batch-size", type=int, default=8, help="prompts per generate call (default 8)")
     ap.add_argument("--gen-tokens", type=int, default=32, help="max new tokens per sample (default 32)")
     ap.add_argument("--matmul-n", type=int, default=1024, help="matmul size for the FLOP/s ceiling")
+    ap.add_argument("--length-key", choices=("shared", "plain"), default="shared",
+                    help="batch length key (layout_tokens): shared, the trainer's (default), or plain (older)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the raw numbers to this file")
@@ -339,9 +358,9 @@ def parse_args(argv=None):
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("train", "generate", "bf16", "tail")]
+    bad = [m for m in modes if m not in ("train", "generate", "bf16", "tail", "tokens")]
     if bad:
-        ap.error(f"--modes: unknown {bad}; choose from train, generate, bf16, tail")
+        ap.error(f"--modes: unknown {bad}; choose from train, generate, bf16, tail, tokens")
     args.modes = modes
     return args
 
@@ -384,6 +403,15 @@ def main(argv=None) -> int:
         print(f"\nfloat32 matmul ({args.matmul_n}^3) in the same run: {mm / 1e9:.1f} GFLOP/CPU-s, "
               f"{statistics.median(walls):.1f} GFLOP/s wall ({min(walls):.1f}-{max(walls):.1f}); first-step losses "
               f"{', '.join(f'{v} {x:.6f}' for v, x in r['first_loss'].items())}", flush=True)
+    if "tokens" in args.modes:
+        tk = bench_tokens(args, tok)
+        result["tokens"] = tk
+        print(f"\n## useful-token fraction ({tk['batches']} length-grouped batches of {args.batch_size} pairs, "
+              f"length key {args.length_key}; no model run)\n")
+        print("| layout | useful tokens | per batch: median (min-max) |")
+        print("|---|---|---|")
+        for v, x in tk["layouts"].items():
+            print(f"| {v} | {x['useful'] / x['processed']:.1%} | {spread(x['per_batch'])} |")
     if "generate" in args.modes:
         print("\n## sampling: one prefill per prompt vs generate(num_return_sequences=k)\n")
         print("| model / prompts | k | prompts | mean prompt tokens | samples/s repeat | samples/s prefill once "

@@ -154,12 +154,12 @@ def our_examples_and_order(data_path: Path, model_dir: Path, args) -> tuple[list
     """Our tokenised examples and the order in which our trainer visits them in epoch 0."""
     from transformers import AutoTokenizer
 
-    from alphapo.training.data import example_length, load_examples, plan_epoch
+    from alphapo.training.data import layout_tokens, load_examples, plan_epoch
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     examples = load_examples(str(data_path), tok, split="train", columns=None, skip_invalid=False,
                              max_length=args.max_length, max_prompt_length=None, prompt_truncation="keep_end")
-    lengths = [example_length(e) for e in examples]
+    lengths = [layout_tokens(e, "shared") for e in examples]  # the trainer's key for the prefix-shared forward
     plan = plan_epoch(lengths, global_batch=args.batch_size, seed=args.seed, epoch=0, group_by_length=True)
     return examples, [i for batch in plan for i in batch]
 

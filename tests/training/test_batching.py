@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from alphapo.training.data import plan_epoch, split_global_batch, steps_per_epoch
+from alphapo.training.data import layout_tokens, plan_epoch, split_global_batch, steps_per_epoch
 
 
 def _padding(batches, lengths, micro):
@@ -47,6 +47,44 @@ def test_split_global_batch_covers_it_across_processes_and_micro_batches():
     # the set of examples of a step does not depend on how it is split
     one = split_global_batch(batch, lengths, micro_batch=8, process_index=0, num_processes=1)
     assert sorted(one[0]) == sorted(batch)
+
+
+def _pair(prompt: int, chosen: int, rejected: int) -> dict:
+    return {"id": "x", "prompt_input_ids": [1] * prompt, "chosen_input_ids": [2] * chosen,
+            "rejected_input_ids": [3] * rejected}
+
+
+def test_layout_tokens_are_the_tokens_each_layout_encodes():
+    """The batch length key, by hand. A pair (prompt 10, responses 4 and 6): prefix-shared 10 + 4 + 6 = 20,
+    plain (prompt once per response) 2 x 10 + 4 + 6 = 30. A k = 4 example (prompt 7, responses 3, 5, 2,
+    4): shared 7 + 14 = 21, plain 4 x 7 + 14 = 42. The shared value is the width of the example's own
+    prefix-shared row (``shared_layout``), the plain one the sum of its ``prompt + response`` rows."""
+    from alphapo.training.logps import plain_layout, shared_layout
+
+    pair = _pair(10, 4, 6)
+    multi = {"id": "m", "prompt_input_ids": [1] * 7, "responses_input_ids": [[2] * 3, [3] * 5, [4] * 2, [5] * 4],
+             "scores": [1.0, 2.0, 3.0, 4.0]}
+    assert [layout_tokens(pair, lay) for lay in ("shared", "packed", "plain")] == [20, 20, 30]
+    assert [layout_tokens(multi, lay) for lay in ("shared", "packed", "plain")] == [21, 21, 42]
+    for ex, responses in ((pair, [[2] * 4, [3] * 6]), (multi, multi["responses_input_ids"])):
+        assert shared_layout([ex["prompt_input_ids"]], [responses], 0).processed_tokens == layout_tokens(ex, "shared")
+        rows = plain_layout([ex["prompt_input_ids"]], [responses], 0)
+        assert int(rows.attention_mask.sum()) == layout_tokens(ex, "plain")  # real tokens of the plain rows
+    with pytest.raises(ValueError, match="layout must be one of shared, packed, plain, got 'pack'"):
+        layout_tokens(pair, "pack")
+
+
+def test_the_layout_key_orders_micro_batches_by_what_the_forward_costs():
+    """A long prompt with short responses (30; 2, 2) costs 34 shared but 64 plain; a short prompt with
+    long responses (5; 20, 20) costs 45 shared and 50 plain. Under prefix sharing the second is the longer
+    one, so it leads the length-sorted micro-batches; the plain key would put the first one first."""
+    examples = [_pair(30, 2, 2), _pair(5, 20, 20), _pair(3, 1, 1), _pair(4, 2, 1)]
+    shared = [layout_tokens(e, "shared") for e in examples]
+    plain = [layout_tokens(e, "plain") for e in examples]
+    assert shared == [34, 45, 5, 7] and plain == [64, 50, 8, 11]
+    split = dict(micro_batch=2, process_index=0, num_processes=1)
+    assert split_global_batch([0, 1, 2, 3], shared, **split) == [[1, 0], [3, 2]]
+    assert split_global_batch([0, 1, 2, 3], plain, **split) == [[0, 1], [3, 2]]
 
 
 def test_eval_batches_per_rank_worked_examples():

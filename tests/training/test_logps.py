@@ -339,6 +339,31 @@ def test_prefix_sharing_support_reasons():
     assert "is not a Hugging Face model" in prefix_sharing_unsupported(torch.nn.Linear(2, 2))
 
 
+def test_runnable_layout_is_the_layout_group_logps_runs():
+    """The trainer's batch length key follows the layout the forward really runs: the requested one for a
+    llama under SDPA or eager, "plain" where :func:`group_logps` would fall back (flash-attention, a
+    non-Hugging Face model, a row longer than a sliding window)."""
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig, MistralConfig
+
+    from alphapo.training.logps import runnable_layout
+
+    def model(config, impl):
+        config._attn_implementation = impl
+        return SimpleNamespace(config=config)
+
+    assert runnable_layout(model(LlamaConfig(), "sdpa")) == "shared"
+    assert runnable_layout(model(LlamaConfig(), "eager"), "packed") == "packed"
+    assert runnable_layout(model(LlamaConfig(), "sdpa"), "plain") == "plain"
+    assert runnable_layout(model(LlamaConfig(), "flash_attention_2")) == "plain"
+    assert runnable_layout(torch.nn.Linear(2, 2)) == "plain"
+    assert runnable_layout(model(MistralConfig(sliding_window=16), "sdpa"), longest_row=16) == "shared"
+    assert runnable_layout(model(MistralConfig(sliding_window=16), "sdpa"), longest_row=17) == "plain"
+    with pytest.raises(ValueError, match="layout must be one of shared, packed, plain, got 'pack'"):
+        runnable_layout(model(LlamaConfig(), "sdpa"), "pack")
+
+
 def test_sum_by_owner_is_the_correctly_rounded_sum():
     """Per-sequence sums of float32 token log-probs equal the exact sum (math.fsum) rounded once to float32.
 

@@ -227,14 +227,14 @@ def test_step_gradient_is_that_of_the_global_batch_mean(fake_losses, tiny_model_
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from alphapo.data import load_preferences, tokenize_preferences
-    from alphapo.training.data import example_length, plan_epoch
+    from alphapo.training.data import layout_tokens, plan_epoch
 
     out = tmp_path / "g"
     train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "train.max_steps=1"))
     rec = _records(out)[0]
     examples, _ = tokenize_preferences(load_preferences(str(pairs_path)),
                                        AutoTokenizer.from_pretrained(tiny_model_dir))
-    lengths = [example_length(e) for e in examples]
+    lengths = [layout_tokens(e, "shared") for e in examples]  # the tiny llama runs the prefix-shared layout
     step1 = plan_epoch(lengths, global_batch=4, seed=42, epoch=0, group_by_length=True)[0]
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
 

@@ -13,7 +13,8 @@ Batch plan (:func:`plan_epoch`): the epoch order is a permutation drawn from
 resume exact: a resumed run replays the same plan and skips the batches already done. Global batches
 (``per_device x accumulation x processes`` examples, one optimizer step) are cut from that order; with
 ``group_by_length`` the order is first split into mega-batches of 16 global batches, each sorted by
-length so that a global batch holds examples of similar length, and the global batches of a mega-batch
+length (:func:`layout_tokens`: the tokens the forward's layout really costs, the prompt once under
+prefix sharing) so that a global batch holds examples of similar length, and the global batches of a mega-batch
 are shuffled again so long batches do not always come first. Inside a global batch, examples are sorted
 by length and dealt into micro-batches, so padding is cut further. The *set* of examples of each
 optimizer step depends only on the global batch size, never on how it is split into micro-batches or
@@ -39,11 +40,34 @@ def is_multi(example: dict[str, Any]) -> bool:
 
 
 def example_length(example: dict[str, Any]) -> int:
-    """Tokens the example costs in a forward (prompt repeated for each response)."""
+    """Sequence tokens of the example: ``len(prompt) + len(response)`` summed over its responses (the
+    prompt counted once per response). This is what ``tokens_per_second`` counts, whatever the layout."""
     p = len(example["prompt_input_ids"])
     if is_multi(example):
         return sum(p + len(r) for r in example["responses_input_ids"])
     return 2 * p + len(example["chosen_input_ids"]) + len(example["rejected_input_ids"])
+
+
+def layout_tokens(example: dict[str, Any], layout: str) -> int:
+    """Tokens the example costs in a forward under ``layout`` (``alphapo.training.logps.LAYOUTS``): the
+    batch length key of :func:`plan_epoch` and :func:`split_global_batch`.
+
+    ``"shared"`` and ``"packed"`` encode the prompt once, then every response: ``len(prompt) + sum
+    len(response)``. ``"plain"`` encodes one row per response: :func:`example_length`. A pair with a
+    10-token prompt and responses of 4 and 6 tokens costs 20 shared and 30 plain.
+    """
+    if layout == "plain":
+        return example_length(example)
+    if layout not in ("shared", "packed"):
+        raise ValueError(f"layout must be one of shared, packed, plain, got {layout!r}")
+    return len(example["prompt_input_ids"]) + sum(len(r) for r in responses_of(example))
+
+
+def responses_of(example: dict[str, Any]) -> list[list[int]]:
+    """The example's response token lists: its ``k`` responses, or ``[chosen, rejected]`` for a pair."""
+    if is_multi(example):
+        return example["responses_input_ids"]
+    return [example["chosen_input_ids"], example["rejected_input_ids"]]
 
 
 def load_examples(path: str, tokenizer, *, split: str, columns, skip_invalid: bool, max_length,

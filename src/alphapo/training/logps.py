@@ -467,6 +467,17 @@ def prefix_sharing_unsupported(model, longest_row: int = 0) -> str | None:
     return None
 
 
+def runnable_layout(model, layout: str = DEFAULT_LAYOUT, longest_row: int = 0) -> str:
+    """The layout :func:`group_logps` runs for ``model`` when asked for ``layout``: ``layout`` itself, or
+    ``"plain"`` when the prefix-shared layouts are unsupported (:func:`prefix_sharing_unsupported`; rows of
+    ``longest_row`` tokens). No warning here: :func:`group_logps` warns when it falls back."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == "plain" or prefix_sharing_unsupported(model, longest_row) is not None:
+        return "plain"
+    return layout
+
+
 def _note_once(reason: str) -> None:
     if reason not in _warned:
         _warned.add(reason)

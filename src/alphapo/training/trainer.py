@@ -73,17 +73,18 @@ from alphapo.training.config import (
 )
 from alphapo.training.data import (
     check_examples,
-    example_length,
     is_multi,
+    layout_tokens,
     load_examples,
     multi_from_pair,
     pairs_from_multi,
     plan_epoch,
+    responses_of,
     split_eval,
     split_global_batch,
     steps_per_epoch,
 )
-from alphapo.training.logps import accepts_logits_to_keep, group_logps
+from alphapo.training.logps import accepts_logits_to_keep, group_logps, runnable_layout
 from alphapo.training.metrics import (
     LogpsReduction,
     MetricWindow,
@@ -528,7 +529,10 @@ class Run:
     def __post_init__(self):
         self.out = Path(self.config.output_dir)
         self.pad_id = pad_token_id(self.tokenizer)
-        self.lengths = [example_length(e) for e in self.train_ex]
+        # the batch length key: the tokens the forward's layout costs (the prompt once under prefix sharing)
+        self.layout = runnable_layout(self.model, longest_row=max(
+            (len(e["prompt_input_ids"]) + max(map(len, responses_of(e))) for e in self.train_ex), default=0))
+        self.lengths = [layout_tokens(e, self.layout) for e in self.train_ex]
         lg = self.config.logging
         self.logger = MetricsLogger(self.out, enabled=self.accelerator.is_main_process, tensorboard=lg.tensorboard,
                                     sink=self.accelerator.log if lg.report_to else None)
@@ -627,7 +631,7 @@ def evaluate(run: Run, step: int) -> dict[str, float]:
     bs = run.config.train.per_device_batch_size
     run.model.eval()
     mine = list(range(accelerator.process_index, len(eval_ex), accelerator.num_processes))
-    mine.sort(key=lambda i: -example_length(eval_ex[i]))
+    mine.sort(key=lambda i: -layout_tokens(eval_ex[i], run.layout))
     n_batches = batches_per_rank(len(eval_ex), batch_size=bs, num_processes=accelerator.num_processes)
     parts = []
     with torch.no_grad():
