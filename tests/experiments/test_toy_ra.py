@@ -77,6 +77,19 @@ def test_parse_numbers_names_the_key():
         parse_numbers("high", "control_goals", 1, 10)
 
 
+def test_sizes_are_checked_before_anything_runs():
+    from alphapo.experiments.registry import get_job
+
+    params = {k: p.default for k, p in get_job("toy_ra").params.items()}
+    toy_ra._check_sizes(params, 3300)  # defaults: 3,000 pair + 300 probe prompts, 100 of 300 test prompts
+    with pytest.raises(UserError, match="n_pair_prompts \\+ n_probe_prompts = 3300 exceeds the 3299 training"):
+        toy_ra._check_sizes(params, 3299)
+    with pytest.raises(UserError, match="n_control = 301 exceeds n_test = 300"):
+        toy_ra._check_sizes({**params, "n_control": 301}, 3300)
+    with pytest.raises(UserError, match="n_val \\+ n_test = 501 exceeds n_heldout = 500"):
+        toy_ra._check_sizes({**params, "n_val": 201}, 3300)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """The tiny SFT policy and the dataset stage, computed once (seed 0)."""

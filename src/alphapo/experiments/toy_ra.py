@@ -160,6 +160,9 @@ def _check_sizes(params: dict, n_train_tasks: int) -> None:
     if params["n_val"] + params["n_test"] > params["n_heldout"]:
         raise UserError(f"toy_ra job: n_val + n_test = {params['n_val'] + params['n_test']} exceeds "
                         f"n_heldout = {params['n_heldout']}")
+    if params.get("n_control", 0) > params["n_test"]:
+        raise UserError(f"toy_ra job: n_control = {params['n_control']} exceeds n_test = {params['n_test']} (the "
+                        "controllability table uses the first n_control test prompts)")
     need = params["n_pair_prompts"] + params["n_probe_prompts"]
     if need > n_train_tasks:
         raise UserError(f"toy_ra job: n_pair_prompts + n_probe_prompts = {need} exceeds the {n_train_tasks} "
@@ -325,13 +328,13 @@ def toy_ra_job(params: dict, shared: dict, out_dir: Path) -> dict:
 
     _torch_threads(params)
     goals = parse_numbers(params["control_goals"], "control_goals", 1.0, 10.0)
+    train_tasks, heldout = split_tasks(params["seed"], params["n_train"], params["n_heldout"])
+    _check_sizes(params, len(train_tasks))
     work = Path(out_dir)
     data = shared["toy_ra_data"]
     train_path, counts = training_data(params, data["pairs"], work)
     result = train(_train_config(params, shared, train_path, work))
 
-    train_tasks, heldout = split_tasks(params["seed"], params["n_train"], params["n_heldout"])
-    _check_sizes(params, len(train_tasks))
     n_val, n_test = params["n_val"], params["n_test"]
     evals = {"val": heldout[:n_val], "test": heldout[n_val:n_val + n_test]}
     model, tokenizer = load_policy(result.final_dir, device="cpu")
