@@ -215,6 +215,7 @@ def test_toy_ra_end_to_end(tmp_path, monkeypatch):
         for g in ("3", "10"):
             control = judge.score(test_prompts[:4], saved[f"control/g{g}"])
             assert m[f"control/g{g}/gold_score"] == pytest.approx(sum(control) / 4)
+            assert m[f"control/g{g}/length"] == pytest.approx(sum(len(a.split()) for a in saved[f"control/g{g}"]) / 4)
         assert m["control/spread"] == pytest.approx(m["control/g10/gold_score"] - m["control/g3/gold_score"])
         assert not any(k.startswith("control/g") and k.split("/")[1] not in ("g3", "g10") for k in m)
         # the unlearning curve: every probe record covers the whole probe file; steps 0, 2, ... and the end

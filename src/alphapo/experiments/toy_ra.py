@@ -42,8 +42,10 @@ inference rule, appendix A.1); a model trained on ``binarized`` data gets the pl
 
 Goal-conditioned controllability (the paper's Table 7): for each asked-for score ``g`` in
 ``control_goals``, greedy answers under the goal prompt ``g`` on the first ``n_control`` test prompts:
-``control/g<g>/gold_score`` and ``control/g<g>/correctness`` (means), and ``control/spread``, the gold
-score at the highest goal minus at the lowest. Every run reports them, ``binarized`` ones too: the
+``control/g<g>/gold_score``, ``control/g<g>/correctness`` and ``control/g<g>/length`` (means, length in
+words), and ``control/spread``, the gold score at the highest goal minus at the lowest. The default goals
+span the toy world's kinds of answer: 10 = right and concise, 9.5 = right with filler, about 8 = off by
+one, about 6 = off by two, 4 = rarer than anything in the data. Every run reports them, ``binarized`` ones too: the
 paper's check that the system prompt alone does not explain the gain.
 
 Unlearning curve (the paper's Figure 3): the trainer's probe (``diagnostics.probe_path``) on
@@ -100,7 +102,7 @@ PARAMS = {
                                   "batch_size", "warmup_ratio", "max_length", "reference_kl")},
     # diagnostics and controllability (never change training)
     "probe_size": Param(None, int, low=1), "probe_steps": Param(10, int, low=1),
-    "control_goals": Param("2,4,6,8,10", str, help="asked-for scores of the controllability table"),
+    "control_goals": Param("4,6,8,9.5,10", str, help="asked-for scores of the controllability table"),
     "n_control": Param(100, int, low=1),
 }
 
@@ -379,7 +381,7 @@ def control_key(goal: float) -> str:
 
 def controllability(model, tokenizer, tasks, goals: Sequence[float], params: dict) -> dict:
     """Greedy answers under the goal prompt for each asked-for score: ``{"metrics", "responses"}`` with
-    ``control/g<g>/gold_score`` and ``/correctness`` (means over ``tasks``) and ``control/spread``."""
+    ``control/g<g>/gold_score``, ``/correctness`` and ``/length`` (means over ``tasks``) and ``control/spread``."""
     from alphapo.toyworld import GoldJudge
 
     judge = GoldJudge()
@@ -393,6 +395,7 @@ def controllability(model, tokenizer, tasks, goals: Sequence[float], params: dic
         key = control_key(goal)
         metrics[f"{key}/gold_score"] = sum(scores) / len(scores)
         metrics[f"{key}/correctness"] = sum(a["correctness"] for a in attrs) / len(attrs)
+        metrics[f"{key}/length"] = sum(len(a.split()) for a in answers) / len(answers)
         responses[key] = answers
     metrics["control/spread"] = (metrics[f"{control_key(max(goals))}/gold_score"]
                                  - metrics[f"{control_key(min(goals))}/gold_score"])
