@@ -45,8 +45,8 @@ Goal-conditioned controllability (the paper's Table 7): for each asked-for score
 ``control/g<g>/gold_score``, ``control/g<g>/correctness`` and ``control/g<g>/length`` (means, length in
 words), and ``control/spread``, the gold score at the highest goal minus at the lowest. The default goals
 span the toy world's kinds of answer: 10 = right and concise, 9.5 = right with filler, about 8 = off by
-one, about 6 = off by two, 4 = rarer than anything in the data. Every run reports them, ``binarized`` ones too: the
-paper's check that the system prompt alone does not explain the gain.
+one, about 6 = off by two, 4 = rarer than anything in the data. Every run reports them, ``binarized``
+ones too: the paper's check that the system prompt alone does not explain the gain.
 
 Unlearning curve (the paper's Figure 3): the trainer's probe (``diagnostics.probe_path``) on
 ``probe.jsonl`` (the first ``probe_size`` pairs; ``None``: all), before the first step, every
@@ -57,9 +57,11 @@ log-likelihood of the high-scoring rejected responses; the run reports its end v
 ``work/train/metrics.jsonl``. Plus ``data/pairs`` (training pairs after relabeling),
 ``data/ties_dropped`` and ``data/not_used`` (the second half in ``half`` mode).
 
-Deviations: the probe is on prompts held out from the preference data but seen in SFT (the toy
-world's held-out prompts are the evaluation prompts); the paper's threshold on the rejected score is
-``probe_min_score`` here, on the gold scale.
+Deviations: the goal text is ``helpful : N`` in toy words, not the paper's appendix A.1 sentence; the
+probe is on prompts held out from the preference data but seen in SFT (the toy world's held-out prompts
+are the evaluation prompts); the paper's threshold on the rejected score is ``probe_min_score`` here, on
+the gold scale; the paper does not say under which prompt its RA model's probe was computed, here it is
+the plain prompt for every run.
 """
 
 from __future__ import annotations
