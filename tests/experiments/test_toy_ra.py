@@ -228,3 +228,19 @@ def test_toy_ra_end_to_end(tmp_path, monkeypatch):
             probes[-1]["probe/rejected_lnorm"] - probes[0]["probe/rejected_lnorm"])
         pairs = m["data/pairs"]
         assert m["train/steps"] == -(-pairs // TINY["batch_size"])  # one epoch: ceil(pairs / batch)
+
+
+@pytest.mark.parametrize("folder", ["recipes", "recipes/quick"])
+def test_reward_augmented_recipes_share_the_method_comparisons_sft_policy(folder):
+    """Same ``toy_sft`` stage key as the method comparison of the same size: one SFT policy serves both."""
+    from pathlib import Path
+
+    from alphapo.experiments.recipe import expand_grid, load_recipe
+    from alphapo.experiments.runner import _stage_key
+
+    root = Path(__file__).resolve().parents[2] / folder
+    ra = expand_grid(load_recipe(root / "reward_augmented.yaml"))
+    mc = expand_grid(load_recipe(root / "method_comparison.yaml"))
+    assert {r.seed for r in ra} == {r.seed for r in mc} == {0, 1, 2}
+    keys = {_stage_key(["toy_sft"], r.params, r.seed) for r in ra}
+    assert keys == {_stage_key(["toy_sft"], r.params, r.seed) for r in mc} and len(keys) == 3
