@@ -41,7 +41,7 @@ Deviations from the paper's code (``scripts/reward_augmentation.py`` in its repo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from alphapo.errors import UserError
@@ -52,6 +52,7 @@ DEFAULT_GOAL_TEMPLATE = (
     "following target score (on a scale of 1-10, where 1 is lowest and 10 is highest):\n{scores}"
 )
 SCORES_FIELD = "{scores}"
+SCORE_FIELD = "{score}"  # the single overall score's number alone, e.g. for a closed-vocabulary model
 MODES = ("ra", "ra-chosen", "half", "implicit")
 PLACEMENTS = ("system", "prefix")
 TIE_POLICIES = ("keep", "drop", "error")
@@ -74,25 +75,37 @@ def _label(name: str) -> str:
     return name.replace("_", " ").strip().capitalize() + " score"
 
 
-def goal_text(scores: float | Mapping[str, float], template: str = DEFAULT_GOAL_TEMPLATE) -> str:
+def goal_text(scores: float | Mapping[str, float], template: str = DEFAULT_GOAL_TEMPLATE,
+              number_format: Callable[[float], str] = format_score) -> str:
     """The goal instruction for ``scores`` (a number = the overall score, or ``{attribute: score}``).
 
     Example: ``goal_text(8)`` ends with ``"...highest):\\nOverall score: 8."``;
     ``goal_text({"helpfulness": 9, "honesty": 7.5})`` ends with
     ``"Helpfulness score: 9.\\nHonesty score: 7.5."``.
+
+    A template with ``{score}`` instead of ``{scores}`` receives the overall score's number alone
+    (``goal_text(8, "aim for {score}") == "aim for 8"``); it takes one score, not attributes.
+    ``number_format`` writes each number (default :func:`format_score`); a model with a closed
+    vocabulary passes one that spells numbers in its own words.
     """
     check_template(template)
     if not isinstance(scores, Mapping):
         scores = {OVERALL: scores}
     if not scores:
         raise UserError("a goal needs at least one score")
-    lines = "\n".join(f"{_label(name)}: {format_score(v)}." for name, v in scores.items())
+    if SCORE_FIELD in template:
+        if len(scores) != 1:
+            raise UserError(f"the goal template's {SCORE_FIELD} takes one overall score, got attributes "
+                            f"{sorted(scores)}; use {SCORES_FIELD} for several")
+        return template.replace(SCORE_FIELD, number_format(next(iter(scores.values()))))
+    lines = "\n".join(f"{_label(name)}: {number_format(v)}." for name, v in scores.items())
     return template.replace(SCORES_FIELD, lines)
 
 
 def check_template(template: str) -> None:
-    if not isinstance(template, str) or template.count(SCORES_FIELD) != 1:
-        raise UserError(f"the goal template must contain {SCORES_FIELD} exactly once, got {template!r}")
+    if not isinstance(template, str) or template.count(SCORES_FIELD) + template.count(SCORE_FIELD) != 1:
+        raise UserError(f"the goal template must contain {SCORES_FIELD} (or {SCORE_FIELD}) exactly once, "
+                        f"got {template!r}")
 
 
 def supports_system_role(tokenizer) -> bool:
@@ -165,15 +178,17 @@ def remove_goal(prompt: Sequence[Mapping], text: str, where: str) -> list[dict]:
 
 def goal_prompt(prompt: Sequence[Mapping], *, scores: float | Mapping[str, float] | None = None,
                 attributes: Sequence[str] = (OVERALL,), placement: str = "system", tokenizer=None,
-                template: str = DEFAULT_GOAL_TEMPLATE) -> list[dict]:
+                template: str = DEFAULT_GOAL_TEMPLATE,
+                number_format: Callable[[float], str] = format_score) -> list[dict]:
     """The inference-time prompt: ``prompt`` conditioned on the top score (appendix A.1 "Inference prompt").
 
     ``scores`` defaults to 10 for every attribute in ``attributes``; ``placement`` may be ``"auto"`` (with a
-    ``tokenizer``). Same text and placement code as :func:`relabel`, so the two cannot drift apart.
+    ``tokenizer``). Same text and placement code as :func:`relabel` (pass it the same ``template`` and
+    ``number_format``), so the two cannot drift apart.
     """
     if scores is None:
         scores = {name: SCALE[1] for name in attributes}
-    text = goal_text(scores, template)
+    text = goal_text(scores, template, number_format)
     return apply_goal(prompt, text, resolve_placement(placement, tokenizer))[0]
 
 
@@ -285,17 +300,21 @@ def _swap(record: Mapping, meta: dict, prompt: list[dict]) -> dict:
 def relabel(records: Sequence[Mapping], *, mode: str = "ra", placement: str = "system",
             template: str = DEFAULT_GOAL_TEMPLATE, attributes: Sequence[str] | None = None,
             normalize: str = "none", score_range: tuple[float, float] | None = None, ties: str = "drop",
-            scores: Sequence[tuple[float, float]] | None = None) -> tuple[list[dict], RelabelReport]:
+            scores: Sequence[tuple[float, float]] | None = None,
+            number_format: Callable[[float], str] = format_score) -> tuple[list[dict], RelabelReport]:
     """Reward-augment canonical pair records (paper section 4); returns ``(records, report)``.
 
     Args:
         mode: ``ra`` | ``ra-chosen`` | ``half`` | ``implicit`` (module docstring).
         placement: ``system`` or ``prefix`` (resolve ``auto`` first with :func:`resolve_placement`).
-        template: goal text with ``{scores}``; default is the paper's appendix A.1 text.
+        template: goal text with ``{scores}`` (or ``{score}``, :func:`goal_text`); default is the paper's
+            appendix A.1 text.
         attributes: names in ``record["attributes"]`` for multi-attribute goals; None = overall score.
         normalize / score_range: mapping to 1..10, per attribute (:func:`fit_scale`).
         ties: ``keep`` | ``drop`` | ``error`` for pairs whose two goals render to the same text.
         scores: per-record ``(chosen, rejected)`` values overriding the record scores (implicit rewards).
+        number_format: how a goal's numbers are written (:func:`goal_text`); two goals that it writes the
+            same way are a tie.
 
     Each output record is a canonical pair plus ``relabel`` metadata (source id and position, which goal,
     the goal text and where it sits), which :func:`unrelabel` uses to invert the transformation.
@@ -327,7 +346,7 @@ def relabel(records: Sequence[Mapping], *, mode: str = "ra", placement: str = "s
         record, goals = records[index], raw[index]
         g_chosen = {n: report.scales[n](c) for n, (c, _) in goals.items()}
         g_rejected = {n: report.scales[n](r) for n, (_, r) in goals.items()}
-        text_c, text_r = goal_text(g_chosen, template), goal_text(g_rejected, template)
+        text_c, text_r = goal_text(g_chosen, template, number_format), goal_text(g_rejected, template, number_format)
         if names == [OVERALL] and goals[OVERALL][0] < goals[OVERALL][1]:
             report.inverted += 1
         if text_c == text_r:

@@ -7,7 +7,8 @@
   (appendix A.6), selecting on a validation metric and reporting a test metric.
 - ``stats``: means with Student-t intervals, paired per-prompt differences.
 - ``synthetic``: a fast deterministic job (tests, demos); ``toy``: the toy-world job (SFT, on-policy pairs,
-  preference training, gold-judge evaluation), the one module that calls the toy-world pipeline.
+  preference training, gold-judge evaluation); ``toy_ra``: reward-augmented data on an offline judge-scored
+  toy dataset (it reuses ``toy``'s SFT stage and helpers). These two call the toy-world pipeline.
 
 The user manual is ``docs/experiments.md``.
 """

@@ -22,7 +22,7 @@ Register with the decorators::
     @register_job("mine", params={"lr": Param(1e-3, float, low=0.0)}, stages=("data",))
     def mine(params, shared, out_dir): ...
 
-The built-in jobs (``synthetic``, ``toy``) are registered when ``get_job`` first looks a name up.
+The built-in jobs (``synthetic``, ``toy``, ``toy_ra``) are registered when ``get_job`` first looks a name up.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def register_stage(name: str, *, keys: tuple[str, ...] = ()) -> Callable[[JobFn]
 
 def _load_builtins() -> None:
     """Import the shipped job modules, which register themselves (lazily: they import this module)."""
-    from alphapo.experiments import synthetic, toy  # noqa: F401
+    from alphapo.experiments import synthetic, toy, toy_ra  # noqa: F401
 
 
 def get_job(name: str) -> Job:

@@ -181,12 +181,16 @@ class DiagnosticsConfig:
     given to the loss. ``probe_size``: a fixed probe set of that many pairs (the first ones of the eval
     split, else of the training set) whose length-normalised log-likelihoods are logged every
     ``probe_steps`` optimizer steps (``None``: every ``logging.logging_steps``) as ``probe/*`` records
-    (AlphaPO Figure 2), and at the end of training (Figure 13's margin quartiles).
+    (AlphaPO Figure 2), and at the end of training (Figure 13's margin quartiles). ``probe_path``: take the
+    probe set from this preference file instead (read like ``data.train_path``, same tokenisation
+    settings): its first ``probe_size`` pairs, or all of them when ``probe_size`` is ``None``; e.g. the
+    high-scoring rejected responses whose unlearning the reward-augmented data paper plots (Figure 3).
     """
 
     reference_kl: bool = False
-    probe_size: int | None = None  # None: no probe set
+    probe_size: int | None = None  # None: no probe set (with probe_path: all of its pairs)
     probe_steps: int | None = None  # None: every logging.logging_steps
+    probe_path: str | None = None  # None: the probe set comes from the eval split, else the training set
 
 
 @dataclass
@@ -528,7 +532,7 @@ _FIELD_WHY = {
     "train.adam_beta2": "AdamW's moment decay rates lie in [0, 1)",
     "train.weight_decay": "a negative decay pushes the weights away from 0",
     "train.seed": "seeds are 32-bit",
-    "diagnostics.probe_size": "pairs in the probe set; null: no probe set",
+    "diagnostics.probe_size": "pairs in the probe set; null: no probe set (with probe_path: all its pairs)",
     "diagnostics.probe_steps": "optimizer steps between probe passes; null: every logging.logging_steps",
     "data.max_length": "one prompt token and one completion token at least; null: no truncation",
 }
@@ -641,6 +645,10 @@ def validate(config: TrainConfig) -> TrainConfig:
         check_model_path("reference.name_or_path", config.reference.name_or_path)
     if not config.data.train_path:
         raise ConfigError("data.train_path is required (a JSONL/JSON/Parquet file or dataset folder)")
+    probe_path = config.diagnostics.probe_path
+    if probe_path is not None and not Path(probe_path).exists():
+        raise ConfigError(f"diagnostics.probe_path={probe_path!r} does not exist (a preference file whose pairs "
+                          "form the probe set; null: probe the eval split or the training set)")
     check_output_dir(config.output_dir)
     return config
 

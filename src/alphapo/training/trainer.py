@@ -24,9 +24,9 @@
    mean; gradients are clipped, AdamW steps, the schedule steps. Every ``logging_steps``: diagnostics
    (``metrics.py``) to ``OUT/metrics.jsonl``, TensorBoard, trackers and one line on stderr
    (:func:`flush`); every ``eval_steps``: the same on the eval split (:func:`evaluate`), keeping
-   ``OUT/best/`` by ``logging.best_metric``; with ``diagnostics.probe_size``, before the first step,
-   every ``diagnostics.probe_steps`` and at the end: the fixed probe set's length-normalised
-   log-likelihoods (:func:`probe`, ``probe/*`` records); every ``save_steps``: an atomic checkpoint
+   ``OUT/best/`` by ``logging.best_metric``; with ``diagnostics.probe_size`` (or ``probe_path``), before
+   the first step, every ``diagnostics.probe_steps`` and at the end: the fixed probe set's
+   length-normalised log-likelihoods (:func:`probe`, ``probe/*`` records); every ``save_steps``: an atomic checkpoint
    (``checkpoint.py``; the engine's own under FSDP / DeepSpeed). SIGINT / SIGTERM end the current step,
    save a checkpoint and stop (:class:`TrainingInterrupted`);
 7. :func:`finish`: the final model (LoRA: the adapter, and merged) with tokenizer and a model card goes
@@ -357,9 +357,7 @@ def start_accelerator(config: TrainConfig):
 def prepare_data(config: TrainConfig, tokenizer, spec: LossSpec, accelerator):
     """(train examples, eval examples), tokenised, in the shape the loss takes (pairs or k responses)."""
     d, seed = config.data, config.train.seed
-    load_kw = dict(columns=d.columns, skip_invalid=d.skip_invalid, max_length=d.max_length,
-                   max_prompt_length=d.max_prompt_length, prompt_truncation=d.prompt_truncation,
-                   chat_template=d.chat_template, log=lambda msg: _note(accelerator, msg))
+    load_kw = _load_settings(config, accelerator)
     train_ex = load_examples(d.train_path, tokenizer, split=d.split, **load_kw)
     if d.max_examples is not None:
         train_ex = train_ex[: d.max_examples]
@@ -373,6 +371,14 @@ def prepare_data(config: TrainConfig, tokenizer, spec: LossSpec, accelerator):
     if eval_ex:
         check_examples(eval_ex, multi=spec.multi, required=spec.required, where=d.eval_path or "eval split")
     return train_ex, eval_ex
+
+
+def _load_settings(config: TrainConfig, accelerator) -> dict:
+    """``load_examples`` keyword arguments from ``config.data`` (the same for training, eval and probe files)."""
+    d = config.data
+    return dict(columns=d.columns, skip_invalid=d.skip_invalid, max_length=d.max_length,
+                max_prompt_length=d.max_prompt_length, prompt_truncation=d.prompt_truncation,
+                chat_template=d.chat_template, log=lambda msg: _note(accelerator, msg))
 
 
 def _as_loss_input(examples: list[dict], spec: LossSpec, accelerator, *, where: str) -> list[dict]:
@@ -649,13 +655,22 @@ def evaluate(run: Run, step: int) -> dict[str, float]:
     return rec
 
 
-def probe_set(config: TrainConfig, train_ex: list[dict], eval_ex: list[dict], accelerator) -> list[dict]:
+def probe_set(config: TrainConfig, train_ex: list[dict], eval_ex: list[dict], accelerator,
+              tokenizer=None) -> list[dict]:
     """The fixed probe set: the first ``diagnostics.probe_size`` examples of the eval split (else of the
-    training set), in their order there, so every run on the same data and seed probes the same pairs."""
-    size = config.diagnostics.probe_size
-    if size is None:
+    training set), in their order there, so every run on the same data and seed probes the same pairs.
+    With ``diagnostics.probe_path``: the first ``probe_size`` examples of that file (all when ``None``),
+    tokenised with ``tokenizer`` and the ``data`` settings."""
+    size, path = config.diagnostics.probe_size, config.diagnostics.probe_path
+    if path is not None:
+        source = load_examples(path, tokenizer, split="train", **_load_settings(config, accelerator))
+        if not source:
+            raise UserError(f"diagnostics.probe_path={path!r} holds no pairs")
+        size, where = (len(source) if size is None else size), path
+    elif size is None:
         return []
-    source, where = (eval_ex, "eval split") if eval_ex else (train_ex, "training set")
+    else:
+        source, where = (eval_ex, "eval split") if eval_ex else (train_ex, "training set")
     if len(source) < size:
         _note(accelerator, f"diagnostics.probe_size={size} but the {where} has {len(source)} examples; "
                            f"probing all {len(source)}")
@@ -994,7 +1009,7 @@ def train(config: TrainConfig) -> TrainResult:
         run = Run(config=config, accelerator=accelerator, spec=spec, tokenizer=tokenizer, trim=trim,
                   train_ex=train_ex, eval_ex=eval_ex, train_ref=train_ref, eval_ref=eval_ref, model=model,
                   optimizer=optimizer, scheduler=scheduler, schedule=schedule,
-                  probe_ex=probe_set(config, train_ex, eval_ex, accelerator))
+                  probe_ex=probe_set(config, train_ex, eval_ex, accelerator, tokenizer))
         resume_from_checkpoint(run)
         step = training_loop(run)
         return finish(run, step)
