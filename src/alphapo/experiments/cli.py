@@ -6,6 +6,8 @@ Examples (the recipe format is in ``docs/experiments.md``)::
     alphapo experiment recipe.yaml --out runs/exp --jobs 2   # two runs at a time
     alphapo experiment recipe.yaml --out runs/exp            # again after an interruption: finished runs are kept
     alphapo sweep sweep.yaml --out runs/sweep                # grid / greedy / a6 search, OUT/sweep.{json,md}
+    alphapo experiment a.yaml --out runs/a --shared-dir runs/shared   # SFT / pairs computed once for
+    alphapo experiment b.yaml --out runs/b --shared-dir runs/shared   # every recipe that needs them
 
 Both commands are resumable: rerun the same command with the same ``--out``. ``register(subparsers)``
 adds the two commands to the ``alphapo`` parser; ``main(argv)`` runs them standalone
@@ -22,6 +24,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
     p.add_argument("--jobs", type=int, default=None,
                    help="parallel runs (default: usable CPU cores // the recipe's threads, at least 1)")
+    p.add_argument("--shared-dir", default=None,
+                   help="folder of the shared stages (SFT policy, pair set, reference cache per seed; default "
+                        "OUT/shared); give several recipes the same one to compute each stage once")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
 
@@ -46,7 +51,8 @@ def register(subparsers) -> None:
 def run_experiment_cmd(args: argparse.Namespace) -> int:
     from alphapo.experiments.runner import run_experiment
 
-    summary = run_experiment(args.recipe, args.out, jobs=args.jobs, progress=not args.no_progress)
+    summary = run_experiment(args.recipe, args.out, jobs=args.jobs, progress=not args.no_progress,
+                             shared_dir=args.shared_dir)
     print(f"alphapo experiment: {summary['n_runs']} runs; tables in {args.out}/results.md and "
           f"{args.out}/results.csv")
     return 0
@@ -55,7 +61,8 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
 def run_sweep_cmd(args: argparse.Namespace) -> int:
     from alphapo.experiments.sweep import run_sweep
 
-    summary = run_sweep(args.recipe, args.out, jobs=args.jobs, progress=not args.no_progress)
+    summary = run_sweep(args.recipe, args.out, jobs=args.jobs, progress=not args.no_progress,
+                        shared_dir=args.shared_dir)
     for name, m in summary["methods"].items():
         rep = m["report"]
         print(f"{name}: chosen {m['chosen_overrides']} ({summary['select']} {m['select_mean']:.4g}); "

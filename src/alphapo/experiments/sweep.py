@@ -140,8 +140,8 @@ def _validate(recipe: Recipe) -> None:
 class _Evaluator:
     """Runs points (overrides) over seeds and returns their mean select score; keeps every result."""
 
-    def __init__(self, recipe: Recipe, out: Path, jobs: int, progress: bool) -> None:
-        self.recipe, self.out, self.jobs, self.progress = recipe, out, jobs, progress
+    def __init__(self, recipe: Recipe, out: Path, jobs: int, progress: bool, shared_dir: Path | None = None) -> None:
+        self.recipe, self.out, self.jobs, self.progress, self.shared_dir = recipe, out, jobs, progress, shared_dir
         self.results: dict[str, dict] = {}
         self.runs: dict[str, RunSpec] = {}
         self.select = recipe.sweep.select
@@ -154,7 +154,8 @@ class _Evaluator:
         per_point = [self.runs_of(method, p) for p in points]
         flat = [r for rs in per_point for r in rs]
         self.results.update(run_all(flat, self.out, jobs=self.jobs, threads=self.recipe.threads,
-                                    progress=self.progress, label=f"sweep {method}"))
+                                    progress=self.progress, label=f"sweep {method}",
+                                    shared_dir=self.shared_dir))
         scores = []
         for rs in per_point:
             vals = []
@@ -254,8 +255,9 @@ def render_sweep_markdown(summary: dict) -> str:
 
 
 def run_sweep(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | None = None,
-              progress: bool = True) -> dict:
-    """Search every method of the recipe into ``out``; returns the summary (also ``OUT/sweep.json``)."""
+              progress: bool = True, shared_dir: str | Path | None = None) -> dict:
+    """Search every method of the recipe into ``out``; returns the summary (also ``OUT/sweep.json``).
+    Shared stages go to ``shared_dir`` (default ``out/shared``)."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     _validate(recipe)
     jobs = default_jobs(recipe.threads) if jobs is None else jobs
@@ -270,7 +272,7 @@ def run_sweep(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | None 
 
     with file_lock(out / ".lock", blocking=False):
         start_time = time.time()
-        ev = _Evaluator(recipe, out, jobs, progress)
+        ev = _Evaluator(recipe, out, jobs, progress, None if shared_dir is None else Path(shared_dir))
         methods: dict[str, dict] = {}
         chosen_runs: list[RunSpec] = []
         for name in _methods_in_order(recipe):

@@ -38,8 +38,8 @@ Diagnostics (``alphapo.training.DiagnosticsConfig``; they never change what is t
   displacement (AlphaPO Figure 2). The whole curve is in ``work/train/metrics.jsonl`` (``"split":
   "probe"``).
 - ``reference_kl`` true: the ``kl/*`` metrics for reference-free losses too (AlphaPO Figures 10-11); the
-  run reports the last logged batch's ``train/kl_seq_k1``, ``train/kl_seq_k3`` and ``train/kl_token_k1``
-  (DPO-style losses always log them). The curve over training is in ``work/train/metrics.jsonl``.
+  run reports the last logged batch's ``train/kl_seq_k1`` and ``train/kl_token_k1`` (DPO-style losses
+  always log them): drift on the off-policy training pairs, not the KL (``alphapo.training.metrics``). The curve over training is in ``work/train/metrics.jsonl``.
 
 The loss hyper-parameters ``beta``, ``gamma``, ``alpha``, ``eta`` default to "unset": an unset one is not
 passed, so the loss uses its own default; a set one that the loss does not take is an error. The RPO
@@ -193,7 +193,7 @@ def _loss_params(params: dict) -> tuple[dict, bool]:
 
 PROBE_REPORTED = ("probe/chosen_lnorm", "probe/rejected_lnorm", "probe/margin_lnorm", "probe/margin_lnorm/q1",
                   "probe/margin_lnorm/median", "probe/margin_lnorm/q3")
-KL_REPORTED = ("kl/seq_k1", "kl/seq_k3", "kl/token_k1")
+KL_REPORTED = ("kl/seq_k1", "kl/token_k1")
 
 
 def _diagnostics(result) -> dict[str, float]:
