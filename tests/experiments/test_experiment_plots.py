@@ -93,7 +93,15 @@ def test_probe_curves_margins_and_eval_curves_are_means_over_seeds(experiment):
 
 
 def test_plot_errors_and_cli(experiment, tmp_path, capsys):
-    out = experiment[0]
+    out, _, _, data = experiment
+    # a run of an older version of the recipe (other parameters, same label) left in OUT/runs is not mixed in
+    stale = json.loads(next(out.glob("runs/alpha0/*/seed0/result.json")).read_text())
+    stale["spec"]["config_hash"] = "0" * 64
+    stale["metrics"]["test/score"] = 1e6
+    (out / "runs" / "alpha0" / "old-0000000000" / "seed0").mkdir(parents=True)
+    (out / "runs" / "alpha0" / "old-0000000000" / "seed0" / "result.json").write_text(json.dumps(stale))
+    plot_experiment(out, ["test/score", "val/score"])
+    assert json.loads((out / "plots" / "plots.json").read_text()) == data
     with pytest.raises(UserError, match=r"--metric 'test/scor' is not in .*summary.json's table.*test/score"):
         plot_experiment(out, ["test/scor"])
     with pytest.raises(UserError, match="summary.json does not exist"):

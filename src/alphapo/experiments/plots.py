@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from alphapo.errors import UserError
+from alphapo.experiments.recipe import config_hash
 from alphapo.experiments.stats import mean_ci
 from alphapo.io import write_png_atomic, write_text_atomic
 
@@ -55,13 +56,16 @@ def load_experiment(out: str | Path) -> tuple[dict, dict[str, list[dict]]]:
         raise UserError(f"{path} does not exist: plots read a finished 'alphapo experiment' folder (rerun the "
                         "experiment to the end first; a sweep's folder has sweep.json instead)")
     summary = json.loads(path.read_text(encoding="utf-8"))
-    wanted = {row["config"] for row in summary["rows"]}
-    by_config: dict[str, list[dict]] = {c: [] for c in wanted}
+    # a run belongs to a row by the hash of its parameters (runs of an older version of the recipe that
+    # are still in OUT/runs are not mixed in)
+    wanted = {config_hash(summary["job"], row["params"]): row["config"] for row in summary["rows"]}
+    by_config: dict[str, list[dict]] = {row["config"]: [] for row in summary["rows"]}
     for p in sorted((out / "runs").glob("**/result.json")):
         result = json.loads(p.read_text(encoding="utf-8"))
-        if result["spec"]["config"] in wanted and result["spec"]["seed"] in summary["seeds"]:
+        config = wanted.get(result["spec"]["config_hash"])
+        if config is not None and result["spec"]["seed"] in summary["seeds"]:
             result["_dir"] = str(p.parent)
-            by_config[result["spec"]["config"]].append(result)
+            by_config[config].append(result)
     for row in summary["rows"]:
         runs = sorted(by_config[row["config"]], key=lambda r: r["spec"]["seed"])
         if [r["spec"]["seed"] for r in runs] != sorted(row["seeds"]):
