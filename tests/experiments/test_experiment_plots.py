@@ -32,7 +32,8 @@ def experiment(tmp_path_factory):
     for path in sorted(out.glob("runs/**/result.json")):
         result = json.loads(path.read_text())
         alpha, seed = result["spec"]["params"]["alpha"], result["spec"]["seed"]
-        steps = [0, 10, 20] + ([30] if seed == 2 else [])  # seed 2 probed once more: not a common step
+        # seed 2 probed once more (step 15: not a common step); the end probe is at 25 + seed
+        steps = [0, 10] + ([15] if seed == 2 else []) + [20, 25 + seed]
         train = path.parent / "work" / "train"
         train.mkdir(parents=True)
         (train / "metrics.jsonl").write_text("".join(
@@ -77,9 +78,10 @@ def test_probe_curves_margins_and_eval_curves_are_means_over_seeds(experiment):
     probes = data["probe_lnorm_vs_step.png"]
     assert sorted(probes) == ["alpha0", "alphapo (alpha=0.1)", "alphapo (alpha=0.25)", "alphapo (alpha=1)"]
     c = probes["alphapo (alpha=1)"]
-    assert c["step"] == [0, 10, 20]  # step 30: seed 2 only
+    assert c["step"] == [0, 10, 20, 26]  # step 15: seed 2 only; the ends (25, 26, 27) at their mean
     assert c["chosen"]["mean"] == pytest.approx([statistics.mean(_chosen(1.0, s, t) for s in range(3))
-                                                 for t in (0, 10, 20)])
+                                                 for t in (0, 10, 20)]
+                                                + [statistics.mean(_chosen(1.0, s, 25 + s) for s in range(3))])
     assert c["rejected"]["mean"] == pytest.approx([2 * m for m in c["chosen"]["mean"]])
     # q1 = alpha + seed etc.: the mean over seeds 0, 1, 2 adds 1
     assert data["margin_quartiles.png"]["alphapo (alpha=0.25)"] == pytest.approx(

@@ -11,15 +11,15 @@ What is drawn, from ``OUT/summary.json`` and the runs' ``OUT/runs/**/result.json
   ``test/win_rate``, ``test/correctness_gain`` and ``test/length`` where the table has them.
 - ``probe_lnorm_vs_step.png`` (AlphaPO Figure 2, the displacement curve): per configuration, the mean
   over seeds of the probe set's ``probe/chosen_lnorm`` and ``probe/rejected_lnorm`` against the
-  optimizer step, at the steps every seed probed (runs with ``probe_size``).
+  optimizer step (runs with ``probe_size``; steps as for the KL curves below).
 - ``margin_quartiles.png`` (AlphaPO Figure 13): per configuration, the end-of-training probe margin's
   quartiles ``probe/margin_lnorm/q1``, ``/median``, ``/q3``, each a mean over seeds.
 - ``kl_vs_step.png``, ``win_rate_vs_step.png`` and ``win_rate_vs_kl.png`` (AlphaPO Figures 10-11): from
   the toy job's ``eval_steps`` curves (``extra.eval_curve``): the sampled KL(pi || pi_SFT) (k1 and k3)
   and the validation win rate against the SFT policy, per configuration, against the step and the win
-  rate against the KL. Intermediate points are at the steps every seed evaluated; a run's last point
-  (the end of training, whose step depends on the seed's number of pairs) is averaged over seeds at
-  the mean last step.
+  rate against the KL. For these curves and the probe curves, the intermediate points are at the steps
+  every seed evaluated; a run's last point (the end of training, whose step depends on the seed's
+  number of pairs) is averaged over seeds at the mean last step.
 
 Every series drawn is also written to ``OUT/plots/plots.json`` (the numbers behind each figure). A
 figure whose data the experiment does not have is skipped, and the command lists what it wrote.
@@ -129,18 +129,28 @@ def _probe_records(run_dir: str) -> list[dict]:
             if r.get("split") == "probe"]
 
 
+def _common_steps(curves: Sequence[Sequence[dict]], keys: Sequence[str]) -> dict[str, Any]:
+    """Per-seed curves (records with ``step``, by step) -> ``{"step", key: {mean, ci_low, ci_high}}``: the
+    steps every seed has before its last record, then the last records at the mean last step."""
+    middles = [{int(p["step"]): p for p in c[:-1]} for c in curves]
+    steps = sorted(set.intersection(*(set(m) for m in middles)))
+    points = [[m[t] for t in steps] + [c[-1]] for m, c in zip(middles, curves)]
+    out: dict[str, Any] = {"step": [float(t) for t in steps] + [sum(c[-1]["step"] for c in curves) / len(curves)]}
+    for k in keys:
+        out[k] = _over_seeds([[p[k] for p in ps] for ps in points])
+    return out
+
+
 def probe_curves(by_config: dict[str, list[dict]]) -> dict[str, dict]:
-    """``{config: {"step", "chosen": {mean, ci_low, ci_high}, "rejected": {...}}}`` over the steps every
-    seed of the configuration probed; configurations without probe records are left out."""
+    """``{config: {"step", "chosen": {mean, ci_low, ci_high}, "rejected": {...}}}`` from the runs' probe
+    records (steps as in :func:`eval_curves`); configurations without probe records are left out."""
     out = {}
     for config, runs in by_config.items():
-        per_seed = [{int(r["step"]): r for r in _probe_records(run["_dir"])} for run in runs]
+        per_seed = [sorted(_probe_records(run["_dir"]), key=lambda r: r["step"]) for run in runs]
         if not per_seed or not all(per_seed):
             continue
-        steps = sorted(set.intersection(*(set(s) for s in per_seed)))
-        out[config] = {"step": steps}
-        for side in ("chosen", "rejected"):
-            out[config][side] = _over_seeds([[s[t][f"probe/{side}_lnorm"] for t in steps] for s in per_seed])
+        c = _common_steps(per_seed, ("probe/chosen_lnorm", "probe/rejected_lnorm"))
+        out[config] = {"step": c["step"], "chosen": c["probe/chosen_lnorm"], "rejected": c["probe/rejected_lnorm"]}
     return out
 
 
@@ -169,12 +179,7 @@ def eval_curves(by_config: dict[str, list[dict]]) -> dict[str, dict]:
         curves = [r.get("extra", {}).get("eval_curve") for r in runs]
         if not curves or not all(curves):
             continue
-        middles = [{int(p["step"]): p for p in c[:-1]} for c in curves]
-        steps = sorted(set.intersection(*(set(m) for m in middles)))
-        points = [[m[t] for t in steps] + [c[-1]] for m, c in zip(middles, curves)]
-        out[config] = {"step": [float(t) for t in steps] + [sum(c[-1]["step"] for c in curves) / len(curves)]}
-        for k in EVAL_KEYS:
-            out[config][k] = _over_seeds([[p[k] for p in ps] for ps in points])
+        out[config] = _common_steps(curves, EVAL_KEYS)
     return out
 
 
