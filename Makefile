@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint quickstart demo bench clean
+.PHONY: venv test test-fast lint quickstart demo bench results results-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_vs_trl.py
+
+# every paper recipe (recipes/*.yaml; docs/RESULTS.md) with one shared SFT/pairs folder, each recipe's
+# wall time printed; JOBS parallel runs (default 2). results-quick: the quick variants (recipes/quick).
+JOBS ?= 2
+results: $(STAMP)
+	JOBS=$(JOBS) ALPHAPO=$(BIN)/alphapo recipes/run_all.sh recipes runs
+
+results-quick: $(STAMP)
+	JOBS=$(JOBS) ALPHAPO=$(BIN)/alphapo recipes/run_all.sh recipes/quick runs/quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

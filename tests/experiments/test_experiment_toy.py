@@ -73,7 +73,7 @@ def test_toy_job_shares_stages_and_reports_what_it_measured(tmp_path):
     # where probe_size is set, and it starts from the same SFT policy on the same pairs in every run
     by = {r["spec"]["config"]: r["metrics"] for r in results}
     assert "train/kl_seq_k1" not in by["simpo"] and not any(k.startswith("probe/") for k in by["simpo"])
-    assert by["alphapo"]["train/kl_seq_k3"] >= 0.0  # the k3 estimator is non-negative per sequence
+    assert "train/kl_seq_k3" not in by["alphapo"]  # k3 is not an estimator on off-policy responses
     starts = []
     for r in results:
         m = r["metrics"]

@@ -16,6 +16,7 @@ RECIPES = sorted((ROOT / "recipes").glob("**/*.yaml"))
 FULL = sorted((ROOT / "recipes").glob("*.yaml"))
 TRAINING_KEYS = ("loss", "beta", "gamma", "alpha", "learning_rate", "epochs", "batch_size", "pair_judge",
                  "reference_kl")
+SWEEP_KEYS = ("space", "start_from", "search", "sweep")  # of a sweep recipe's methods
 
 
 def test_there_are_recipes_and_each_full_one_has_a_quick_variant():
@@ -26,16 +27,29 @@ def test_there_are_recipes_and_each_full_one_has_a_quick_variant():
 @pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(ROOT)) for p in RECIPES])
 def test_recipe_parses_and_expands(path):
     recipe = load_recipe(path)  # strict: unknown keys, types and ranges of every job parameter
-    runs = expand_grid(recipe)
-    assert len(runs) == len({r.rel_dir for r in runs}) > 0
+    if recipe.sweep is not None:  # a search: its spaces and equal budgets are checked before it runs
+        from alphapo.experiments.sweep import _validate
+
+        _validate(recipe)
+        command = "alphapo sweep"
+    else:
+        runs = expand_grid(recipe)
+        assert len(runs) == len({r.rel_dir for r in runs}) > 0
+        command = "alphapo experiment"
     # the command in the recipe's header comment names this very file
     header = [line for line in path.read_text().splitlines() if line.startswith("#   alphapo ")]
-    assert len(header) == 1 and f" {path.relative_to(ROOT)} " in header[0]
+    assert len(header) == 1 and header[0].startswith(f"#   {command} {path.relative_to(ROOT)} ")
 
 
 def _by_config(path: Path) -> dict[str, dict]:
-    """{config label: params} of one seed's runs."""
-    runs = expand_grid(load_recipe(path))
+    """{config label: params} of one seed's runs (a sweep: each method's starting point and its space)."""
+    recipe = load_recipe(path)
+    if recipe.sweep is not None:
+        from alphapo.experiments.recipe import resolve_runs
+
+        return {m: {**resolve_runs(recipe, m, {})[0].params, "space": spec.space, "start_from": spec.start_from,
+                    "search": spec.search, "sweep": recipe.sweep} for m, spec in recipe.methods.items()}
+    runs = expand_grid(recipe)
     first = runs[0].seed
     return {r.config: r.params for r in runs if r.seed == first}
 
@@ -46,6 +60,7 @@ def test_quick_variant_trains_what_the_full_recipe_trains(path):
     assert list(full) == list(quick)
     for label in full:
         assert {k: full[label][k] for k in TRAINING_KEYS} == {k: quick[label][k] for k in TRAINING_KEYS}
+        assert {k: full[label].get(k) for k in SWEEP_KEYS} == {k: quick[label].get(k) for k in SWEEP_KEYS}
     assert load_recipe(path).seeds == load_recipe(ROOT / "recipes" / "quick" / path.name).seeds
     # and it is smaller: fewer SFT steps, pair prompts and evaluation prompts
     some = next(iter(full))

@@ -27,7 +27,7 @@ DIAGNOSTICS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", 
                "logps/chosen", "logps/rejected", "logps_sum/chosen", "logps_sum/rejected", "grad_norm",
                "learning_rate", "tokens_per_second"] + [
     f"lnorm/{q}/{s}" for q in ("chosen", "rejected", "margin") for s in ("mean", "q1", "median", "q3", "min", "max")]
-KL_KEYS = ["kl/seq_k1", "kl/seq_k3", "kl/token_k1"]
+KL_KEYS = ["kl/seq_k1", "kl/token_k1"]
 # losses whose objective is not monotone on a repeated batch from a tie (noted, not silenced)
 NO_DECREASE_CHECK: set[str] = set()
 

@@ -174,7 +174,7 @@ def test_reference_kl_for_simpo_logs_kl_and_leaves_the_loss_bit_identical(tiny_m
     d = torch.cat([c_lp - rc_lp, r_lp - rr_lp])
     assert abs(d.mean().item()) > 0.1  # a distinct reference: not the trivial 0
     assert kl[0]["kl/seq_k1"] == pytest.approx(d.mean().item(), abs=1e-4)
-    assert kl[0]["kl/seq_k3"] == pytest.approx((torch.exp(-d) - 1 + d).mean().item(), rel=1e-4)
+    assert "kl/seq_k3" not in kl[0]  # k3 is not an estimator on off-policy responses
     assert kl[0]["kl/token_k1"] == pytest.approx(d.sum().item() / (c_len.sum() + r_len.sum()).item(), abs=1e-5)
     # logps/* for simpo: TRL CPOTrainer's per-token average; the sums under logps_sum/*
     assert kl[0]["logps/chosen"] == pytest.approx((c_lp / c_len).mean().item(), abs=1e-5)

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from alphapo.training.metrics import kl_estimates, preference_metrics, robust_summary, tukey_fences
+from alphapo.training.metrics import (
+    kl_estimates,
+    preference_metrics,
+    robust_summary,
+    sampled_kl_estimates,
+    tukey_fences,
+)
 from alphapo.training.optim import make_scheduler
 
 
@@ -42,11 +48,39 @@ def test_preference_metrics_hand_computed():
 
 
 def test_kl_estimates_hand_computed():
-    """d = [0, ln 2]: k1 = ln2/2; k3 = mean(0, 1/2 - 1 + ln 2); per token over 4 tokens: ln2/4."""
+    """d = [0, ln 2]: k1 = ln2/2; per token over 4 tokens: ln2/4; no k3 on an off-policy batch."""
     m = kl_estimates(torch.tensor([0.0, math.log(2.0)]), 4.0)
-    assert m["kl/seq_k1"] == pytest.approx(math.log(2) / 2)
-    assert m["kl/seq_k3"] == pytest.approx((0.5 - 1 + math.log(2)) / 2)
-    assert m["kl/token_k1"] == pytest.approx(math.log(2) / 4)
+    assert m == pytest.approx({"kl/seq_k1": math.log(2) / 2, "kl/token_k1": math.log(2) / 4})
+
+
+def test_off_policy_batch_with_a_pushed_down_rejected_response_logs_no_huge_k3():
+    """The 1e19 of the old ``kl/seq_k3``: a rejected response 45 nats below the reference gave
+    exp(45) / 2 = 1.7e19 as the batch's k3. Now only the k1 estimates are logged, and they are -22.5
+    (sequence) and -45 / 10 tokens = -4.5 (per token)."""
+    zero = torch.zeros(1)
+    m = preference_metrics(chosen_logps=torch.tensor([-5.0]), rejected_logps=torch.tensor([-50.0]),
+                           chosen_lengths=torch.tensor([4.0]), rejected_lengths=torch.tensor([6.0]),
+                           chosen_rewards=zero, rejected_rewards=zero, losses=zero,
+                           ref_chosen_logps=torch.tensor([-5.0]), ref_rejected_logps=torch.tensor([-5.0]))
+    assert {k: v for k, v in m.items() if k.startswith("kl/")} == pytest.approx(
+        {"kl/seq_k1": -22.5, "kl/token_k1": -4.5})
+
+
+def test_sampled_kl_hand_computed_and_stable():
+    """On-policy samples: d = [0, ln 2] -> k1 = ln2/2, k3 = (1/2 - 1 + ln 2)/2, per token (4) ln2/4.
+    A large log-ratio: d = [-45, 45] -> k1 = 0, k3 = (e^45 - 2 + e^-45)/2 exactly (finite, the estimator's
+    true value). A tiny one: d = 1e-6 -> k3 = d^2/2 - d^3/6 = 5e-13 (exp(-d) - 1 + d in float32 gives 0)."""
+    m = sampled_kl_estimates(torch.tensor([0.0, math.log(2.0)]), 4.0)
+    assert m == pytest.approx({"k1": math.log(2) / 2, "k3": (0.5 - 1 + math.log(2)) / 2,
+                               "token_k1": math.log(2) / 4})
+    big = sampled_kl_estimates(torch.tensor([-45.0, 45.0], dtype=torch.float64), 2.0)
+    assert big["k1"] == 0.0
+    assert big["k3"] == pytest.approx((math.exp(45) - 2 + math.exp(-45)) / 2, rel=1e-12)
+    tiny = sampled_kl_estimates(torch.tensor([1e-6], dtype=torch.float64), 1.0)
+    assert tiny["k3"] == pytest.approx(0.5e-12 - 1e-18 / 6, rel=1e-6)
+    assert sampled_kl_estimates(torch.tensor([-1.0, 2.0]), 3.0)["k3"] >= 0.0
+    with pytest.raises(ValueError, match="at least one"):
+        sampled_kl_estimates(torch.zeros(0), 0.0)
 
 
 def test_kl_zero_when_policy_is_reference():
@@ -55,7 +89,7 @@ def test_kl_zero_when_policy_is_reference():
                            rejected_lengths=torch.ones(2), chosen_rewards=torch.zeros(2),
                            rejected_rewards=torch.zeros(2), losses=torch.zeros(2),
                            ref_chosen_logps=lp, ref_rejected_logps=lp)
-    assert m["kl/seq_k1"] == 0.0 and m["kl/seq_k3"] == 0.0 and m["kl/token_k1"] == 0.0
+    assert m["kl/seq_k1"] == 0.0 and m["kl/token_k1"] == 0.0 and "kl/seq_k3" not in m
 
 
 def _factors(kind: str, total: int, warmup: int) -> list[float]:

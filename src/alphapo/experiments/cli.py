@@ -1,4 +1,5 @@
-"""Command line: ``alphapo experiment RECIPE.yaml --out OUT`` and ``alphapo sweep RECIPE.yaml --out OUT``.
+"""Command line: ``alphapo experiment RECIPE.yaml --out OUT``, ``alphapo sweep RECIPE.yaml --out OUT`` and
+``alphapo experiment-plot OUT``.
 
 Examples (the recipe format is in ``docs/experiments.md``)::
 
@@ -6,9 +7,12 @@ Examples (the recipe format is in ``docs/experiments.md``)::
     alphapo experiment recipe.yaml --out runs/exp --jobs 2   # two runs at a time
     alphapo experiment recipe.yaml --out runs/exp            # again after an interruption: finished runs are kept
     alphapo sweep sweep.yaml --out runs/sweep                # grid / greedy / a6 search, OUT/sweep.{json,md}
+    alphapo experiment-plot runs/exp                         # figures of a finished experiment, OUT/plots/
+    alphapo experiment a.yaml --out runs/a --shared-dir runs/shared   # SFT / pairs computed once for
+    alphapo experiment b.yaml --out runs/b --shared-dir runs/shared   # every recipe that needs them
 
 Both commands are resumable: rerun the same command with the same ``--out``. ``register(subparsers)``
-adds the two commands to the ``alphapo`` parser; ``main(argv)`` runs them standalone
+adds the three commands to the ``alphapo`` parser; ``main(argv)`` runs them standalone
 (``python -m alphapo.experiments.cli experiment recipe.yaml --out runs/exp``).
 """
 
@@ -22,6 +26,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
     p.add_argument("--jobs", type=int, default=None,
                    help="parallel runs (default: usable CPU cores // the recipe's threads, at least 1)")
+    p.add_argument("--shared-dir", default=None,
+                   help="folder of the shared stages (SFT policy, pair set, reference cache per seed; default "
+                        "OUT/shared); give several recipes the same one to compute each stage once")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
 
@@ -41,21 +48,41 @@ def register(subparsers) -> None:
                     "Writes OUT/sweep.json and OUT/sweep.md.")
     _common(q)
     q.set_defaults(func=run_sweep_cmd)
+    f = subparsers.add_parser(
+        "experiment-plot", help="figures of a finished experiment: metrics vs a swept parameter with 95%% CIs, "
+                                "probe displacement curves, margin quartiles, KL and win rate vs step",
+        description="Read OUT/summary.json and the runs' results of a finished 'alphapo experiment' and write "
+                    "PNGs and plots.json (the numbers drawn) to OUT/plots/ (alphapo.experiments.plots).")
+    f.add_argument("out", help="the --out folder of a finished alphapo experiment")
+    f.add_argument("--metric", action="append", default=None,
+                   help="a table metric to plot against each swept parameter (repeatable; default "
+                        "test/win_rate, test/correctness_gain, test/length where present)")
+    f.set_defaults(func=plot_cmd)
 
 
 def run_experiment_cmd(args: argparse.Namespace) -> int:
     from alphapo.experiments.runner import run_experiment
 
-    summary = run_experiment(args.recipe, args.out, jobs=args.jobs, progress=not args.no_progress)
+    summary = run_experiment(args.recipe, args.out, jobs=args.jobs, progress=not args.no_progress,
+                             shared_dir=args.shared_dir)
     print(f"alphapo experiment: {summary['n_runs']} runs; tables in {args.out}/results.md and "
           f"{args.out}/results.csv")
+    return 0
+
+
+def plot_cmd(args: argparse.Namespace) -> int:
+    from alphapo.experiments.plots import plot_experiment
+
+    for path in plot_experiment(args.out, args.metric):
+        print(path)
     return 0
 
 
 def run_sweep_cmd(args: argparse.Namespace) -> int:
     from alphapo.experiments.sweep import run_sweep
 
-    summary = run_sweep(args.recipe, args.out, jobs=args.jobs, progress=not args.no_progress)
+    summary = run_sweep(args.recipe, args.out, jobs=args.jobs, progress=not args.no_progress,
+                        shared_dir=args.shared_dir)
     for name, m in summary["methods"].items():
         rep = m["report"]
         print(f"{name}: chosen {m['chosen_overrides']} ({summary['select']} {m['select_mean']:.4g}); "

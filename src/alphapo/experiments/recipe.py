@@ -19,6 +19,8 @@ A recipe is a YAML mapping (the full format, with examples, is in ``docs/experim
       select: val/score
       report: test/score
       mode: max
+      budget: 8                     # optional: every method trains exactly 8 configurations
+      tune_seeds: [0]               # optional: search on these seeds, report the choice on all seeds
 
 Every key is checked: an unknown key is an error naming the nearest valid key; job parameters are
 checked against the job's declared ``Param`` (type and range); the run's parameters are the job's
@@ -46,7 +48,7 @@ __all__ = ["Recipe", "MethodSpec", "SweepSpec", "CompareSpec", "RunSpec", "load_
 
 TOP_KEYS = ("name", "job", "seeds", "threads", "params", "grid", "methods", "metrics", "compare", "sweep")
 METHOD_KEYS = ("params", "grid", "search", "space", "start_from")
-SWEEP_KEYS = ("select", "report", "mode")
+SWEEP_KEYS = ("select", "report", "mode", "budget", "tune_seeds")
 COMPARE_KEYS = ("metric", "pairs")
 SEARCH_STRATEGIES = ("grid", "greedy", "a6")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -67,6 +69,8 @@ class SweepSpec:
     select: str  # metric the search maximises (or minimises): a validation-split metric
     report: str  # metric reported for the chosen setting: a test-split metric
     mode: str = "max"
+    budget: int | None = None  # configurations each method's search trains (None: whatever its space gives)
+    tune_seeds: tuple[int, ...] | None = None  # seeds the search runs on (None: every seed)
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,11 @@ def parse_recipe(data: Any, path: str = "<recipe>") -> Recipe:
 
     compare = _parse_compare(data["compare"], methods, path) if data.get("compare") is not None else None
     sweep = _parse_sweep(data["sweep"], path) if data.get("sweep") is not None else None
+    if sweep is not None and sweep.tune_seeds is not None:
+        extra = [s for s in sweep.tune_seeds if s not in seeds]
+        if extra:
+            raise UserError(f"{path}: sweep.tune_seeds: {extra} not in seeds {seeds}; tune on some of the seeds "
+                            "the choice is reported on")
 
     return Recipe(path, name, job, tuple(seeds), threads, params, grid, methods, metrics, compare, sweep)
 
@@ -286,7 +295,14 @@ def _parse_sweep(raw, path: str) -> SweepSpec:
     if select == report:
         raise UserError(f"{path}: sweep: select and report are both {select!r}; select on a validation "
                         "metric and report a test metric")
-    return SweepSpec(select, report, mode)
+    budget = raw.get("budget")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise UserError(f"{path}: sweep.budget: expected an integer >= 1 (configurations per method), got {budget!r}")
+    tune = raw.get("tune_seeds")
+    if tune is not None:
+        tune, _ = _parse_seeds({"seeds": tune}, f"{path}: sweep.tune_seeds")
+        tune = tuple(tune)
+    return SweepSpec(select, report, mode, budget, tune)
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -17,10 +17,15 @@ What happens:
    A failing run writes ``error.txt`` in its folder; the others go on, and the command then fails naming
    the failed runs (rerun it to retry them; finished runs are kept).
 4. Before a run, the shared stages its job needs (for the toy job: the SFT policy and the pair set) are
-   made sure of, once per seed and per value of the parameters they read, under ``OUT/shared/<stage>/``:
+   made sure of, once per seed and per value of the parameters they read, under ``SHARED/<stage>/``
+   (``SHARED`` is ``--shared-dir``, default ``OUT/shared``):
    the first worker to need one takes a file lock (``fcntl.flock``) and computes it into a fresh folder;
    ``stage.json`` written atomically at the end marks it done; workers that wait on the lock then read it.
-   Each computation appends a line to ``OUT/shared/<stage>/computed.log`` (key, seed, pid, seconds).
+   Each computation appends a line to ``SHARED/<stage>/computed.log`` (key, seed, pid, seconds).
+   A stage's folder name is the seed and a hash of the stage names and of every parameter the stage
+   (and the stages before it) read, so one ``--shared-dir`` may serve many recipes and sweeps, also at
+   the same time: recipes whose runs need the same SFT policy and pair set of a seed compute them once
+   (``make results`` runs every recipe that way); a recipe with other values gets other folders.
 5. Progress: one line per finished run on stderr: runs done, runs to go, the ETA (elapsed time of this
    invocation per finished run x runs to go: parallel speed included).
 6. When every run has a result, the tables are written (atomically): ``OUT/results.csv`` and
@@ -109,16 +114,18 @@ def _stage_key(names: Sequence[str], params: dict, seed: int) -> str:
     return f"seed{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def ensure_stages(stages: Sequence[str], params: dict, seed: int, root: Path, threads: int = 1) -> dict[str, dict]:
-    """Compute (or read) each shared stage in order; returns ``{stage name: what it returned}``."""
+def ensure_stages(stages: Sequence[str], params: dict, seed: int, shared_dir: Path,
+                  threads: int = 1) -> dict[str, dict]:
+    """Compute (or read) each shared stage in order under ``shared_dir``; returns ``{stage name: what it
+    returned}``."""
     shared: dict[str, dict] = {}
     for i, name in enumerate(stages):
         stage = get_stage(name)
         key = _stage_key(stages[:i + 1], params, seed)
-        folder = root / "shared" / name / key
+        folder = shared_dir / name / key
         marker = folder / STAGE_FILE
         if not marker.is_file():
-            with file_lock(root / "shared" / name / f"{key}.lock"):
+            with file_lock(shared_dir / name / f"{key}.lock"):
                 if not marker.is_file():  # nobody finished it while we waited
                     if folder.exists():  # left by a killed run: start over
                         shutil.rmtree(folder)
@@ -132,7 +139,7 @@ def ensure_stages(stages: Sequence[str], params: dict, seed: int, root: Path, th
                     seconds = round(time.time() - start, 3)
                     write_text_atomic(marker, json.dumps({"stage": name, "params": sub, "result": result,
                                                      "seconds": seconds}, indent=2))
-                    with open(root / "shared" / name / "computed.log", "a", encoding="utf-8") as log:
+                    with open(shared_dir / name / "computed.log", "a", encoding="utf-8") as log:
                         log.write(json.dumps({"key": key, "seed": seed, "pid": os.getpid(), "seconds": seconds})
                                   + "\n")
         shared[name] = json.loads(marker.read_text(encoding="utf-8"))["result"]
@@ -160,8 +167,9 @@ def _check_job_result(result: Any, job: str) -> dict:
     return {"metrics": metrics, "per_prompt": per_prompt, "extra": result.get("extra", {})}
 
 
-def execute_run(spec: RunSpec, root: Path, threads: int = 1) -> dict:
-    """Run one job (its shared stages first) and write its ``result.json``; returns the result.
+def execute_run(spec: RunSpec, root: Path, threads: int = 1, shared_dir: Path | None = None) -> dict:
+    """Run one job (its shared stages first, under ``shared_dir``, default ``root/shared``) and write its
+    ``result.json``; returns the result.
 
     The job gets its parameters plus ``seed`` and ``threads`` (the recipe's CPU threads per run).
     """
@@ -172,16 +180,17 @@ def execute_run(spec: RunSpec, root: Path, threads: int = 1) -> dict:
     work = folder / "work"
     work.mkdir(parents=True)
     start = time.time()
-    shared = ensure_stages(job.stages, spec.params, spec.seed, root, threads)
+    shared = ensure_stages(job.stages, spec.params, spec.seed, root / "shared" if shared_dir is None
+                           else Path(shared_dir), threads)
     out = _check_job_result(job.fn({**spec.params, "seed": spec.seed, "threads": threads}, shared, work), spec.job)
     result = {"spec": _spec_dict(spec), **out, "seconds": round(time.time() - start, 3)}
     write_text_atomic(folder / RESULT_FILE, json.dumps(result, indent=1))
     return result
 
 
-def _worker(spec: RunSpec, root: str, threads: int) -> tuple[bool, Any]:
+def _worker(spec: RunSpec, root: str, threads: int, shared_dir: str | None = None) -> tuple[bool, Any]:
     try:
-        return True, execute_run(spec, Path(root), threads)
+        return True, execute_run(spec, Path(root), threads, None if shared_dir is None else Path(shared_dir))
     except Exception as err:  # one failing run must not stop the others
         text = "".join(traceback.format_exception(err))
         with contextlib.suppress(OSError):
@@ -236,12 +245,15 @@ def _interleave(runs: Sequence[RunSpec]) -> list[RunSpec]:
 
 
 def run_all(runs: Sequence[RunSpec], root: str | Path, *, jobs: int = 1, threads: int = 1,
-            progress: bool = True, label: str = "experiment") -> dict[str, dict]:
-    """Make sure every run in ``runs`` has a result; returns ``{run.rel_dir: result}``.
+            progress: bool = True, label: str = "experiment",
+            shared_dir: str | Path | None = None) -> dict[str, dict]:
+    """Make sure every run in ``runs`` has a result; returns ``{run.rel_dir: result}``. Shared stages go to
+    ``shared_dir`` (default ``root/shared``).
 
     Raises ``UserError`` naming the runs that failed (after the others have finished).
     """
     root = Path(root)
+    shared = str(root / "shared" if shared_dir is None else Path(shared_dir))
     results: dict[str, dict] = {}
     todo: list[RunSpec] = []
     seen = set()
@@ -282,14 +294,14 @@ def run_all(runs: Sequence[RunSpec], root: str | Path, *, jobs: int = 1, threads
     ordered = _interleave(todo)
     if jobs <= 1 or len(ordered) <= 1:
         for spec in ordered:
-            ok, payload = _worker(spec, str(root), threads)
+            ok, payload = _worker(spec, str(root), threads, shared)
             done(spec, ok, payload)
     elif ordered:
         # spawn, not fork: a forked child of a process whose torch/OpenMP threads are running can hang
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(jobs, len(ordered)), mp_context=ctx, initializer=_init_worker,
                                  initargs=(threads, _registering_modules(ordered))) as pool:
-            pending = {pool.submit(_worker, spec, str(root), threads): spec for spec in ordered}
+            pending = {pool.submit(_worker, spec, str(root), threads, shared): spec for spec in ordered}
             try:
                 while pending:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -463,8 +475,9 @@ def _json_safe(obj: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------------ command
 def run_experiment(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | None = None,
-                   progress: bool = True) -> dict:
-    """Run (or finish) every run of the recipe into ``out`` and write the tables; returns the summary."""
+                   progress: bool = True, shared_dir: str | Path | None = None) -> dict:
+    """Run (or finish) every run of the recipe into ``out`` and write the tables; returns the summary.
+    Shared stages go to ``shared_dir`` (default ``out/shared``)."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if recipe.sweep is not None:
         raise UserError(f"{recipe.path}: this recipe has a 'sweep' section; run it with 'alphapo sweep'")
@@ -476,7 +489,7 @@ def run_experiment(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | 
         raise UserError(f"--jobs must be >= 1, got {jobs}")
     with file_lock(out / ".lock", blocking=False):
         start = time.time()
-        results = run_all(runs, out, jobs=jobs, threads=recipe.threads, progress=progress)
+        results = run_all(runs, out, jobs=jobs, threads=recipe.threads, progress=progress, shared_dir=shared_dir)
         metrics = table_metrics(runs, results, recipe.metrics)
         rows = results_table(runs, results, metrics)
         comps = comparisons(runs, results, recipe.compare.pairs, recipe.compare.metric) if recipe.compare else []

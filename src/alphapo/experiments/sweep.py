@@ -29,6 +29,22 @@ Strategies:
   so far. It is ``greedy`` with the order fixed to ``alpha, gamma, learning_rate`` whatever order the
   space is written in; ``space`` may hold only those keys.
 
+Equal search budgets (AlphaPO Table 1: every method "tuned with the same search budget"):
+
+- ``sweep.budget: N``: every method's search trains exactly ``N`` configurations (distinct points; each
+  on the tuning seeds). A grid trains every combination; a greedy or a6 search trains its starting point
+  and then, per coordinate, every listed value other than the current one, so it trains
+  ``1 + sum over keys of (values listed - 1 if the starting value is listed, else values listed)``. The
+  recipe is checked before anything runs: a method whose search trains another number is an error naming
+  both numbers. With ``start_from``, a key taken over from the other method must list all of that
+  method's values for it (or none of them), so the count does not depend on what the other search
+  chooses. The configurations a ``start_from`` method inherits are not counted against its budget (the
+  paper's AlphaPO search also starts from the tuned SimPO point).
+- ``sweep.tune_seeds: [S, ...]``: the search runs on these seeds only (``select`` is the mean over them);
+  the chosen point of every method then runs on every seed of ``seeds``, and ``report`` (and the
+  ``compare`` pairs) are over all of them. Tuning on one seed and reporting on three costs a third of
+  the search.
+
 Selection reads only the ``select`` metric: the selector is handed a list of (candidate, mean select
 score) and nothing else; ``report`` is read only for the chosen point, once the search has ended (mean
 and Student-t 95% interval over seeds). With ``mode: min`` smaller ``select`` is better.
@@ -66,7 +82,7 @@ from alphapo.experiments.runner import (
 from alphapo.experiments.stats import mean_ci
 from alphapo.io import write_text_atomic
 
-__all__ = ["run_sweep", "A6_ORDER", "select_best", "coordinate_order", "render_sweep_markdown"]
+__all__ = ["run_sweep", "A6_ORDER", "select_best", "coordinate_order", "render_sweep_markdown", "planned_points"]
 
 A6_ORDER = ("alpha", "gamma", "learning_rate")
 
@@ -117,6 +133,34 @@ def _methods_in_order(recipe: Recipe) -> list[str]:
     return order
 
 
+def planned_points(recipe: Recipe, method: str) -> int:
+    """How many configurations ``method``'s search trains (see the module docstring); a ``UserError`` when
+    that depends on what a ``start_from`` search chooses."""
+    m = recipe.methods[method]
+    coords = coordinate_order(recipe, method)
+    if m.search == "grid":
+        return math.prod(len(m.space[k]) for k in coords)
+    base = resolve_runs(recipe, method, {})[0].params
+    inherited = set(recipe.methods[m.start_from].space) if m.start_from is not None else set()
+    n = 1
+    for k in coords:
+        values = m.space[k]
+        if k in inherited:
+            theirs = recipe.methods[m.start_from].space[k]
+            if all(v in values for v in theirs):
+                listed = True
+            elif not any(v in values for v in theirs):
+                listed = False
+            else:
+                raise UserError(f"{recipe.path}: methods.{method}.space.{k}: with sweep.budget, list all of "
+                                f"{m.start_from}'s values {theirs} (or none), so that the number of "
+                                f"configurations does not depend on what {m.start_from}'s search chooses")
+        else:
+            listed = base[k] in values
+        n += len(values) - (1 if listed else 0)
+    return n
+
+
 def _validate(recipe: Recipe) -> None:
     if recipe.sweep is None:
         raise UserError(f"{recipe.path}: no 'sweep' section (select, report, mode); run a recipe without one "
@@ -135,31 +179,47 @@ def _validate(recipe: Recipe) -> None:
             raise UserError(f"{recipe.path}: methods.{name}.start_from: a grid search has no starting point; "
                             "use search: greedy or a6")
         coordinate_order(recipe, name)
+    budget = recipe.sweep.budget
+    if budget is not None:
+        counts = {name: planned_points(recipe, name) for name in recipe.methods}
+        off = {name: n for name, n in counts.items() if n != budget}
+        if off:
+            raise UserError(f"{recipe.path}: sweep.budget is {budget} configurations per method, but the searches "
+                            f"train {off}; change their spaces (or the budget) so that every method gets the "
+                            "same budget")
 
 
 class _Evaluator:
     """Runs points (overrides) over seeds and returns their mean select score; keeps every result."""
 
-    def __init__(self, recipe: Recipe, out: Path, jobs: int, progress: bool) -> None:
-        self.recipe, self.out, self.jobs, self.progress = recipe, out, jobs, progress
+    def __init__(self, recipe: Recipe, out: Path, jobs: int, progress: bool, shared_dir: Path | None = None) -> None:
+        self.recipe, self.out, self.jobs, self.progress, self.shared_dir = recipe, out, jobs, progress, shared_dir
         self.results: dict[str, dict] = {}
         self.runs: dict[str, RunSpec] = {}
         self.select = recipe.sweep.select
 
-    def runs_of(self, method: str, point: dict) -> list[RunSpec]:
+    def all_seeds(self, method: str, point: dict) -> list[RunSpec]:
         return resolve_runs(self.recipe, method, point, where=f"{self.recipe.path}: methods.{method}")
+
+    def runs_of(self, method: str, point: dict) -> list[RunSpec]:
+        """The point's runs on the tuning seeds."""
+        tune = self.recipe.sweep.tune_seeds
+        return [r for r in self.all_seeds(method, point) if tune is None or r.seed in tune]
+
+    def run(self, runs: Sequence[RunSpec], label: str) -> None:
+        self.results.update(run_all(runs, self.out, jobs=self.jobs, threads=self.recipe.threads,
+                                    progress=self.progress, label=label, shared_dir=self.shared_dir))
+        for r in runs:
+            self.runs[r.rel_dir] = r
 
     def select_scores(self, method: str, points: Sequence[dict]) -> list[float]:
         """Mean over seeds of the select metric at each point (runs the missing ones in parallel)."""
         per_point = [self.runs_of(method, p) for p in points]
-        flat = [r for rs in per_point for r in rs]
-        self.results.update(run_all(flat, self.out, jobs=self.jobs, threads=self.recipe.threads,
-                                    progress=self.progress, label=f"sweep {method}"))
+        self.run([r for rs in per_point for r in rs], f"sweep {method}")
         scores = []
         for rs in per_point:
             vals = []
             for r in rs:
-                self.runs[r.rel_dir] = r
                 metrics = self.results[r.rel_dir]["metrics"]
                 if self.select not in metrics:
                     from alphapo.experiments.registry import nearest
@@ -220,8 +280,10 @@ def render_sweep_markdown(summary: dict) -> str:
         return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
 
     lines = [f"# Sweep: {summary['name']}", "",
-             f"Selected on `{sel}` ({summary['mode']}, mean over seeds {summary['seeds']}); reported on `{rep}` "
-             "(mean over seeds and Student-t 95% interval), read only for the chosen setting.", "",
+             f"Selected on `{sel}` ({summary['mode']}, mean over seeds {summary['tune_seeds']}); reported on "
+             f"`{rep}` (mean over seeds {summary['seeds']} and Student-t 95% interval), read only for the chosen "
+             "setting." + (f" Every method's search trained {summary['budget']} configurations."
+                           if summary.get("budget") else ""), "",
              f"| method | search | chosen setting | {sel} | {rep} | 95% CI | points evaluated |",
              "|---|---|---|---|---|---|---|"]
     for name, m in summary["methods"].items():
@@ -254,8 +316,9 @@ def render_sweep_markdown(summary: dict) -> str:
 
 
 def run_sweep(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | None = None,
-              progress: bool = True) -> dict:
-    """Search every method of the recipe into ``out``; returns the summary (also ``OUT/sweep.json``)."""
+              progress: bool = True, shared_dir: str | Path | None = None) -> dict:
+    """Search every method of the recipe into ``out``; returns the summary (also ``OUT/sweep.json``).
+    Shared stages go to ``shared_dir`` (default ``out/shared``)."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     _validate(recipe)
     jobs = default_jobs(recipe.threads) if jobs is None else jobs
@@ -270,7 +333,7 @@ def run_sweep(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | None 
 
     with file_lock(out / ".lock", blocking=False):
         start_time = time.time()
-        ev = _Evaluator(recipe, out, jobs, progress)
+        ev = _Evaluator(recipe, out, jobs, progress, None if shared_dir is None else Path(shared_dir))
         methods: dict[str, dict] = {}
         chosen_runs: list[RunSpec] = []
         for name in _methods_in_order(recipe):
@@ -281,7 +344,11 @@ def run_sweep(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | None 
                 start = {k: v for k, v in src["chosen_overrides"].items() if k in recipe.methods[m.start_from].space}
             n_before = len({r.config_hash for r in ev.runs.values() if r.method == name})
             point, score, trace = _search(ev, recipe, name, start, choose)
-            runs = ev.runs_of(name, point)
+            n_points = len({r.config_hash for r in ev.runs.values() if r.method == name}) - n_before
+            if spec.budget is not None and n_points != spec.budget:  # planned_points said otherwise: a bug
+                raise RuntimeError(f"sweep: {name} trained {n_points} configurations, budget {spec.budget}")
+            runs = ev.all_seeds(name, point)
+            ev.run(runs, f"sweep {name}: chosen setting on every seed")
             chosen_runs += runs
             # the search has ended: only now is the report metric read, for the chosen point only
             values = []
@@ -296,14 +363,15 @@ def run_sweep(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | None 
                 "search": m.search, "start_from": m.start_from, "order": coordinate_order(recipe, name),
                 "chosen_overrides": point, "chosen": config_label(name, point), "params": runs[0].params,
                 "select_mean": score, "report": {"mean": mean, "ci_low": lo, "ci_high": hi, "per_seed": values},
-                "n_points": len({r.config_hash for r in ev.runs.values() if r.method == name}) - n_before,
+                "n_points": n_points,
                 "trace": trace,
             }
         comps = []
         if recipe.compare is not None:
             comps = comparisons(chosen_runs, ev.results, recipe.compare.pairs, recipe.compare.metric)
         summary = {"name": recipe.name, "job": recipe.job.name, "select": spec.select, "report": spec.report,
-                   "mode": spec.mode, "seeds": list(recipe.seeds), "methods": methods, "comparisons": comps,
+                   "mode": spec.mode, "seeds": list(recipe.seeds), "budget": spec.budget,
+                   "tune_seeds": list(spec.tune_seeds or recipe.seeds), "methods": methods, "comparisons": comps,
                    "n_runs": len(ev.runs), "wall_time_s_this_invocation": round(time.time() - start_time, 2)}
         write_text_atomic(out / "sweep.json", json.dumps(_json_safe(summary), indent=1))
         write_text_atomic(out / "sweep.md", render_sweep_markdown(summary))

@@ -51,8 +51,31 @@ Diagnostics (``alphapo.training.DiagnosticsConfig``; they never change what is t
   displacement (AlphaPO Figure 2). The whole curve is in ``work/train/metrics.jsonl`` (``"split":
   "probe"``).
 - ``reference_kl`` true: the ``kl/*`` metrics for reference-free losses too (AlphaPO Figures 10-11); the
-  run reports the last logged batch's ``train/kl_seq_k1``, ``train/kl_seq_k3`` and ``train/kl_token_k1``
-  (DPO-style losses always log them). The curve over training is in ``work/train/metrics.jsonl``.
+  run reports the last logged batch's ``train/kl_seq_k1`` and ``train/kl_token_k1`` (DPO-style losses
+  always log them): drift on the off-policy training pairs, not the KL (``alphapo.training.metrics``). The curve over training is in ``work/train/metrics.jsonl``.
+
+Evaluation during training (AlphaPO Figures 10-11), with ``eval_steps`` N (default unset: only the
+final policy is evaluated, as before): the trainer saves a checkpoint every N optimizer steps (its
+``logging.save_steps``; saving reads the weights and never changes them, so the trained weights are
+bit-identical with and without), and after training :func:`evaluate_over_training` evaluates the SFT
+policy (step 0), every checkpoint and the final policy on the ``val`` prompts:
+
+- ``win_rate``: gold win rate of the greedy responses against the SFT policy's (as ``val/win_rate``; the
+  last point is the run's ``val/win_rate``);
+- ``kl_k1``, ``kl_k3``, ``kl_token_k1``: KL(pi || pi_SFT) from ``eval_samples`` responses per ``val`` prompt
+  sampled from the policy itself at temperature 1 (plain sampling, ``max_new_tokens``), each scored under
+  pi and pi_SFT: ``d = log pi(y|x) - log pi_SFT(y|x)``; k1 = mean(d) is unbiased for the KL of the
+  policy's response distribution, k3 = mean(expm1(-d) + d) is Schulman's lower-variance estimator
+  (``alphapo.training.metrics.sampled_kl_estimates``). With 500 ``val`` prompts and 4 samples each the
+  estimate averages 2,000 sequences.
+
+The curve is the result's ``extra.eval_curve`` (one record per point: ``step``, those metrics,
+``n_samples``, ``truncated_fraction``), and the run reports the final point's ``val/kl_sft_k1``,
+``val/kl_sft_k3`` and ``val/kl_sft_token_k1``. The checkpoints are deleted once evaluated. Take ``eval_steps`` even: the toy job logs every 2 steps,
+and a checkpoint also closes the logging window, so an odd ``eval_steps`` splits some windows of
+``work/train/metrics.jsonl`` (the logged averages, never the training).
+Deviations: responses are scored as the trainer tokenises them (decoded text re-encoded, EOS appended);
+a sample cut at ``max_new_tokens`` (``truncated_fraction``) is scored with an EOS it did not sample.
 
 The loss hyper-parameters ``beta``, ``gamma``, ``alpha``, ``eta`` default to "unset": an unset one is not
 passed, so the loss uses its own default; a set one that the loss does not take is an error. The RPO
@@ -135,6 +158,8 @@ PARAMS = {
     # diagnostics (never change training)
     "probe_size": Param(None, int, low=1), "probe_steps": Param(None, int, low=1),
     "reference_kl": Param(False, bool),
+    # evaluation during training: every eval_steps optimizer steps (None: the final policy only)
+    "eval_steps": Param(None, int, low=1), "eval_samples": Param(4, int, low=1),
 }
 LOSS_PARAMS = ("beta", "gamma", "alpha", "eta")
 
@@ -327,7 +352,7 @@ def _loss_params(params: dict) -> tuple[dict, bool]:
 
 PROBE_REPORTED = ("probe/chosen_lnorm", "probe/rejected_lnorm", "probe/margin_lnorm", "probe/margin_lnorm/q1",
                   "probe/margin_lnorm/median", "probe/margin_lnorm/q3")
-KL_REPORTED = ("kl/seq_k1", "kl/seq_k3", "kl/token_k1")
+KL_REPORTED = ("kl/seq_k1", "kl/token_k1")
 
 
 def _diagnostics(result) -> dict[str, float]:
@@ -475,6 +500,9 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
     _torch_threads(params)
     loss_params, needs_reference = _loss_params(params)
     needs_reference = needs_reference or params["reference_kl"]
+    if params["eval_steps"] is not None and params["rounds"] > 1:
+        raise UserError("toy job: eval_steps evaluates one training run's checkpoints; it cannot be combined with "
+                        f"rounds = {params['rounds']} (drop one of them)")
     _, evals = _eval_tasks(params)
     pairs = shared["toy_pairs"]
     data_path, cache = _training_data(params, shared)
@@ -489,7 +517,8 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
                               per_device_batch_size=params["batch_size"],
                               global_batch_size=params["batch_size"], learning_rate=params["learning_rate"],
                               warmup_ratio=params["warmup_ratio"], lr_scheduler="cosine", seed=params["seed"]),
-            logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=False),
+            logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=False,
+                                  **_checkpoints_for_eval(params)),
             diagnostics=DiagnosticsConfig(reference_kl=params["reference_kl"], probe_size=params["probe_size"],
                                           probe_steps=params["probe_steps"]),
             output_dir=str(output_dir))
@@ -537,4 +566,79 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
     if params["rounds"] > 1:  # the last round's policy is the final one
         metrics[f"round{params['rounds']}/val_win_rate"] = metrics["val/win_rate"]
     (Path(out_dir) / "responses.json").write_text(json.dumps(saved), encoding="utf-8")
-    return {"metrics": metrics, "per_prompt": per_prompt}
+    if params["eval_steps"] is None:
+        return {"metrics": metrics, "per_prompt": per_prompt}
+    curve = evaluate_over_training(params, shared["toy_sft"]["model"], result.output_dir, result.final_dir,
+                                   result.global_step, evals["val"], sft_eval["val"])
+    metrics.update({f"val/kl_sft_{k}": curve[-1][f"kl_{k}"] for k in ("k1", "k3", "token_k1")})
+    return {"metrics": metrics, "per_prompt": per_prompt, "extra": {"eval_curve": curve}}
+
+
+# ------------------------------------------------------------------------- evaluation during training
+def _checkpoints_for_eval(params: dict) -> dict:
+    """The trainer's ``logging`` settings that keep a checkpoint every ``eval_steps`` (all of them)."""
+    if params["eval_steps"] is None:
+        return {}
+    return {"save_steps": params["eval_steps"], "save_total_limit": 1_000_000}
+
+
+def _load_weights(model, checkpoint: Path) -> None:
+    """The trained weights of a trainer checkpoint (``model.safetensors``: every trainable parameter)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(checkpoint / "model.safetensors"))
+    names = {n for n, _ in model.named_parameters()}
+    if set(state) != names:
+        raise UserError(f"{checkpoint}: its weights do not match the SFT policy's parameters "
+                        f"(differ in {sorted(set(state) ^ names)[:3]})")
+    model.load_state_dict(state, strict=False)
+
+
+def evaluate_over_training(params: dict, sft_model: str | Path, train_dir: str | Path, final_dir: str | Path,
+                           final_step: int, tasks, sft_val: dict) -> list[dict]:
+    """Win rate against the SFT policy and sampled KL(pi || pi_SFT) at step 0, at every checkpoint the
+    trainer kept in ``train_dir/checkpoints`` and at the end (``final_dir``, step ``final_step``); see
+    the module docstring. Deletes the checkpoints once evaluated. One record per point, by step.
+
+    ``sft_val``: the SFT policy's greedy ``responses`` on ``tasks`` and their gold ``scores``."""
+    import shutil
+
+    import torch
+
+    from alphapo.evaluation.evaluate import judge_head_to_head
+    from alphapo.evaluation.logprobs import completion_logps_from_text
+    from alphapo.generation.sampling import generate_responses, load_policy
+    from alphapo.toyworld import GoldJudge
+    from alphapo.training.metrics import sampled_kl_estimates
+
+    train_dir = Path(train_dir)
+    reference, tokenizer = load_policy(sft_model, device="cpu")
+    policy, _ = load_policy(sft_model, device="cpu")
+    prompts = [t.messages() for t in tasks]
+    judge = GoldJudge()
+    steps = sorted(int(p.name.split("-")[1]) for p in (train_dir / "checkpoints").glob("step-*"))
+    points = [(0, None)] + [(s, train_dir / "checkpoints" / f"step-{s:06d}") for s in steps if s < final_step]
+    curve = []
+    for step, ckpt in [*points, (final_step, None)]:
+        if step == final_step:
+            policy, _ = load_policy(final_dir, device="cpu")
+        elif ckpt is not None:
+            _load_weights(policy, ckpt)
+        responses = _greedy(policy, tokenizer, prompts, params)
+        ev = judge_head_to_head(judge, prompts, responses, sft_val["responses"], reference_scores=sft_val["scores"],
+                                seed=params["seed"])
+        k = params["eval_samples"]
+        gen = generate_responses(policy, tokenizer, prompts, k=k, temperature=1.0,
+                                 max_new_tokens=params["max_new_tokens"], batch_size=max(1, 400 // k),
+                                 seed=params["seed"] + 2, progress=False)
+        flat_prompts = [p for p in prompts for _ in range(k)]
+        flat = [r for rs in gen.responses for r in rs]
+        with torch.inference_mode():
+            lp, n_tok = completion_logps_from_text(policy, tokenizer, flat_prompts, flat, batch_size=64)
+            lp_ref, _ = completion_logps_from_text(reference, tokenizer, flat_prompts, flat, batch_size=64)
+        kl = sampled_kl_estimates(torch.as_tensor(lp - lp_ref), float(n_tok.sum()))
+        curve.append({"step": step, "win_rate": ev.summary()["win_rate"], "kl_k1": kl["k1"], "kl_k3": kl["k3"],
+                      "kl_token_k1": kl["token_k1"], "n_samples": len(flat),
+                      "truncated_fraction": gen.truncated_fraction})
+    shutil.rmtree(train_dir / "checkpoints", ignore_errors=True)
+    return curve

@@ -32,15 +32,20 @@ last probe pass are AlphaPO Figure 13's end-of-training box plot.
 
 KL(policy || reference) on the batch's responses (``kl/...``, only when reference log-probs exist: for
 losses that use them, or with the trainer's ``diagnostics.reference_kl``),
-with ``d = logp(y) - logp_ref(y)`` per response (chosen and rejected pooled):
+with ``d = logp(y) - logp_ref(y)`` per response (chosen and rejected pooled), by :func:`kl_estimates`:
 
 - ``kl/seq_k1`` = ``mean(d)``: the k1 estimator, unbiased for KL(pi || pi_ref) when ``y ~ pi``;
-- ``kl/seq_k3`` = ``mean(exp(-d) - 1 + d)``: Schulman's k3 estimator, >= 0 per sample, lower variance;
 - ``kl/token_k1`` = ``sum(d) / sum(|y|)``: the k1 estimate per completion token.
 
 Deviations: the responses come from the preference data, not from the current policy, so these are
 importance-free estimates on an off-policy sample; they track drift from the reference, not the exact
-KL. k3 uses ``exp(-d)`` with ``d`` clamped to ``>= -50`` to stay finite.
+KL. Schulman's k3 estimator (``r - 1 - log r`` with ``r = pi_ref(y) / pi(y) = exp(-d)``) is *not* logged
+on these batches: it is unbiased only because ``E_{y~pi}[r] = 1``, which fails off-policy, and its
+``exp(-d)`` is dominated by the one response the policy has pushed down most. Preference training pushes
+rejected responses down by tens of nats (``d = -45`` gives ``exp(45) = 3.5e19``), so the batch mean was a
+meaningless number of order 1e19. k3 is computed only where it is a valid estimator, on responses
+sampled from the policy itself: :func:`sampled_kl_estimates` (the toy job's ``eval_steps``,
+``alphapo.experiments.toy``).
 """
 
 from __future__ import annotations
@@ -128,15 +133,34 @@ def preference_metrics(*, chosen_logps: torch.Tensor, rejected_logps: torch.Tens
 
 
 def kl_estimates(log_ratios: torch.Tensor, num_tokens: float) -> dict[str, float]:
-    """k1 / k3 / per-token k1 estimates of KL(pi || pi_ref) from per-response log-ratios ``d`` (N,).
+    """k1 / per-token k1 estimates of KL(pi || pi_ref) from the per-response log-ratios ``d`` (N,) of an
+    off-policy batch (no k3 here: see the module docstring).
 
-    Example: d = [0, ln 2] -> k1 = ln(2)/2 = 0.34657; k3 = mean(0, 1/2 - 1 + ln 2) = 0.09657;
-    with 4 tokens, token_k1 = ln(2)/4 = 0.17329.
+    Example: d = [0, ln 2] -> k1 = ln(2)/2 = 0.34657; with 4 tokens, token_k1 = ln(2)/4 = 0.17329.
     """
     d = log_ratios.detach().double()
-    k3 = torch.exp(-d.clamp(min=-50.0)) - 1.0 + d
-    return {"kl/seq_k1": d.mean().item(), "kl/seq_k3": k3.mean().item(),
-            "kl/token_k1": d.sum().item() / max(num_tokens, 1.0)}
+    return {"kl/seq_k1": d.mean().item(), "kl/token_k1": d.sum().item() / max(num_tokens, 1.0)}
+
+
+def sampled_kl_estimates(log_ratios: torch.Tensor, num_tokens: float) -> dict[str, float]:
+    """KL(pi || pi_ref) from ``d = log pi(y) - log pi_ref(y)`` (N,) of responses **sampled from pi**.
+
+    - ``k1`` = ``mean(d)``: unbiased (``E_pi[log pi/pi_ref]`` is the KL by definition), any sign per sample;
+    - ``k3`` = ``mean(r - 1 - log r)`` with ``r = exp(-d)``: Schulman's estimator ("Approximating KL
+      divergence", 2020), unbiased because ``E_pi[r] = 1``, >= 0 per sample, lower variance when pi is
+      close to pi_ref. Computed as ``expm1(-d) + d`` in float64: exact near ``d = 0`` (where
+      ``exp(-d) - 1 + d`` cancels to 0 in float32) and finite up to ``-d = 709``; beyond that it is
+      ``inf``, the honest value of a sample whose reference likelihood is that much larger;
+    - ``token_k1`` = ``sum(d) / num_tokens``: the k1 estimate per sampled token.
+
+    Example (hand-computed): d = [0, ln 2] -> k1 = ln(2)/2, k3 = mean(0, 1/2 - 1 + ln 2) = 0.09657;
+    d = [-45, 45] -> k1 = 0, k3 = (expm1(45) - 45 + expm1(-45) + 45) / 2 = (e^45 - 2 + e^-45) / 2.
+    """
+    d = log_ratios.detach().double()
+    if d.numel() == 0:
+        raise ValueError("sampled_kl_estimates needs at least one sampled response")
+    return {"k1": d.mean().item(), "k3": (torch.expm1(-d) + d).mean().item(),
+            "token_k1": d.sum().item() / max(num_tokens, 1.0)}
 
 
 def logps_reduction(*, length_normalized: bool, uses_reference: bool) -> LogpsReduction:
