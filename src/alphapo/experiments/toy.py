@@ -325,16 +325,17 @@ def _loss_params(params: dict) -> tuple[dict, bool]:
     except Exception as err:
         raise UserError(f"toy job: loss: {err}") from err
     multi = bool(getattr(loss, "multi_response", False))
-    if multi and params["train_responses"] == 2:
+    k_train = params.get("train_responses", 2)  # jobs without k-response training (toy_ra) train on pairs
+    if multi and k_train == 2:
         raise UserError(f"toy job: loss {params['loss']!r} takes k responses per prompt; with train_responses: 2 "
                         "the toy job trains on pairs (set train_responses to k for k-response losses)")
-    if not multi and params["train_responses"] > 2:
-        raise UserError(f"toy job: train_responses = {params['train_responses']} needs a k-response loss "
+    if not multi and k_train > 2:
+        raise UserError(f"toy job: train_responses = {k_train} needs a k-response loss "
                         f"(rpo_multi, rpo_bwd_all_pairs, rpo_fwd_all_pairs, rpo_sqr_all_pairs, rloo); loss "
                         f"{params['loss']!r} takes pairs")
-    if params["train_responses"] > 2 and params["train_responses"] != params["k"]:
-        raise UserError(f"toy job: train_responses = {params['train_responses']} trains on all k sampled "
-                        f"responses of a prompt, but k = {params['k']}; set k: {params['train_responses']}")
+    if k_train > 2 and k_train != params["k"]:
+        raise UserError(f"toy job: train_responses = {k_train} trains on all k sampled "
+                        f"responses of a prompt, but k = {params['k']}; set k: {k_train}")
     accepted = inspect.signature(loss).parameters
     out = {}
     for key in LOSS_PARAMS:
