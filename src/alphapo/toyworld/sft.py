@@ -69,7 +69,7 @@ class ToySFTConfig:
         if self.precision not in PRECISIONS:
             import difflib
 
-            near = difflib.get_close_matches(str(self.precision), PRECISIONS, 1)
+            near = difflib.get_close_matches(str(self.precision), PRECISIONS, 1, cutoff=0.4)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise UserError(f"toy SFT config key 'precision': {self.precision!r} is not one of "
                             f"{', '.join(PRECISIONS)}{hint}")
