@@ -147,11 +147,8 @@ def train_sft(config: ToySFTConfig, out_dir: str | Path, *, progress: bool = Tru
         encoded = [encode_example(tokenizer, d["prompt"], d["response"]) for d in demos]
         model = build_policy(tokenizer, config)
         model.train()
-        # foreach: one kernel per operation over all tensors instead of a Python loop over parameters; the
-        # same arithmetic per element, so the weights are bitwise those of the loop (measured in
-        # docs/performance.md)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                      betas=(0.9, 0.98), foreach=True)
+                                      betas=(0.9, 0.98))
         gen = torch.Generator().manual_seed(config.seed)
         order: list[int] = []
         losses = []
@@ -175,7 +172,7 @@ def train_sft(config: ToySFTConfig, out_dir: str | Path, *, progress: bool = Tru
                     loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 losses.append(round(loss.item(), 5))
         model.eval()
