@@ -20,9 +20,12 @@ Compared, on the tiny Llama of ``alphapo.tiny_models`` and the synthetic pairs o
   ``alphapo.training.logps``.
 - **tokens** (``--modes tokens``): the useful-token fraction of each layout over the planned batches,
   without running the model (what ``tokens/useful_fraction`` reports in training).
+- **sft** (``--modes sft``): the quickstart's toy SFT step (``alphapo.toyworld.sft``) in float32, in
+  float32 with foreach AdamW and clipping (the same weights bit for bit), and under
+  ``precision="bf16-autocast"``; CPU time paired per repeat, and the loss each reaches.
 - **bf16** (``--modes bf16``, not run by default): the shared-layout training step in float32 against
   CPU ``torch.autocast(dtype=bfloat16)`` with float32 master weights, and the largest relative change
-  of a summed log-prob. Measured only; nothing in the package uses it.
+  of a summed log-prob. The trainer offers it as ``train.mixed_precision=bf16``; no default uses it.
 
 Timing on a shared machine: in training, every variant runs the same batch back to back (the order
 rotating), so each step has a partner measured at the same moment; the speedup column is the median
@@ -46,9 +49,10 @@ Run (one thread, as the other benchmark)::
 Flags: ``--shape`` (``uf``: hidden 256, 4 layers, vocabulary 32000, prompts of about 196 tokens,
 completions of about 50; ``default``: the TRL benchmark's default shape), ``--hidden-size`` /
 ``--layers`` / ``--vocab-size`` (override the shape's model), ``--modes`` (subset of
-train,generate,tail,bf16,tokens; default train,generate), ``--repeats``, ``--batches`` (training
+train,generate,tail,bf16,tokens,sft; default train,generate), ``--repeats``, ``--batches`` (training
 batches per repeat), ``--batch-size``, ``--length-key`` (the batch plan's length key: ``shared``, the
-trainer's, or ``plain``, the older one that counts the prompt once per response), ``--k`` / ``--gen-prompts`` / ``--gen-tokens`` (generation), ``--threads``,
+trainer's, or ``plain``, the older one that counts the prompt once per response), ``--sft-steps``
+(toy SFT steps per repeat), ``--k`` / ``--gen-prompts`` / ``--gen-tokens`` (generation), ``--threads``,
 ``--seed``, ``--json``.
 """
 
@@ -281,6 +285,69 @@ def bench_bf16(args, model, tok) -> dict:
     return {"times": times, "cpu": cpu, "speedup_cpu": paired, "max_rel_logp_diff": rel, "batches": len(batches)}
 
 
+def bench_sft(args) -> dict:
+    """The quickstart's toy SFT step (``alphapo.toyworld.sft``: its model, its demonstrations, batch 32) in
+    float32 and under ``precision="bf16-autocast"``: each variant trains its own copy of the same initial
+    weights on the same ``--sft-steps`` batches per repeat, variants alternating, CPU time per step paired
+    per repeat; plus each variant's mean loss over the last repeat's batches."""
+    import torch
+
+    from alphapo.toyworld.sft import ToySFTConfig, build_policy, demonstrations, encode_example
+    from alphapo.toyworld.tasks import split_tasks
+    from alphapo.toyworld.tokenizer import build_toy_tokenizer
+
+    cfg = ToySFTConfig(seed=args.seed)
+    tok = build_toy_tokenizer()
+    tasks, _ = split_tasks(cfg.seed, cfg.n_train, cfg.n_heldout)
+    demos = demonstrations(tasks, cfg.seed, p_error=cfg.p_error, p_verbose=cfg.p_verbose,
+                           p_systematic=cfg.p_systematic)
+    encoded = [encode_example(tok, d["prompt"], d["response"]) for d in demos]
+    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    batches = []
+    for n in range(args.sft_steps):
+        rows = [encoded[i] for i in order[n * cfg.batch_size:(n + 1) * cfg.batch_size]]
+        width = max(len(x) for x, _ in rows)
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (x, y) in enumerate(rows):
+            ids[r, :len(x)], labels[r, :len(y)], mask[r, :len(x)] = torch.tensor(x), torch.tensor(y), 1
+        batches.append((ids, labels, mask))
+    variants = ("float32", "float32-foreach", "bf16-autocast")
+    base = build_policy(tok, cfg)
+    models = {v: copy.deepcopy(base).train() for v in variants}
+    foreach = {v: True if v == "float32-foreach" else None for v in variants}  # None: PyTorch's default
+    optims = {v: torch.optim.AdamW(models[v].parameters(), lr=cfg.lr, betas=(0.9, 0.98), foreach=foreach[v])
+              for v in variants}
+
+    def run(v: str) -> tuple[float, float, float]:
+        m, opt = models[v], optims[v]
+        t0, c0, total = time.perf_counter(), time.process_time(), 0.0
+        for ids, labels, mask in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=v == "bf16-autocast"):
+                loss = m(input_ids=ids, attention_mask=mask, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0, foreach=foreach[v])
+            opt.step()
+            total += loss.item()
+        n = len(batches)
+        return (time.perf_counter() - t0) / n, (time.process_time() - c0) / n, total / n
+
+    for v in variants:  # warm-up, not timed
+        run(v)
+    wall: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
+    loss: dict[str, float] = {}
+    for rep in range(args.repeats):
+        for v in variants[rep % 3:] + variants[:rep % 3]:
+            w, c, loss[v] = run(v)
+            wall[v].append(w)
+            cpu[v].append(c)
+    speedup = {v: [a / b for a, b in zip(cpu["float32"], cpu[v])] for v in variants}
+    return {"wall": wall, "cpu": cpu, "speedup_cpu": speedup, "last_mean_loss": loss, "steps": len(batches)}
+
+
 def generation_cases(args, model_dir: Path, work: Path) -> list[dict]:
     """The quickstart's sampling (its policy size and toy prompts, k = 5, 24 new tokens, 64 prompts per
     call; random weights, so samples run to the token limit) and the shape's model with its prompts."""
@@ -339,7 +406,7 @@ def parse_args(argv=None):
     ap.add_argument("--hidden-size", type=int, help="model width (default: the shape's)")
     ap.add_argument("--layers", type=int, help="model depth (default: the shape's)")
     ap.add_argument("--vocab-size", type=int, help="output vocabulary (default: the shape's)")
-    ap.add_argument("--modes", default="train,generate", help="subset of train,generate,tail,bf16,tokens (default train,generate)")
+    ap.add_argument("--modes", default="train,generate", help="subset of train,generate,tail,bf16,tokens,sft (default train,generate)")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats of every variant (default 5)")
     ap.add_argument("--batches", type=int, default=3, help="training batches per repeat (default 3)")
     ap.add_argument("--batch-size", type=int, default=8, help="pairs per training batch (default 8)")
@@ -348,6 +415,7 @@ def parse_args(argv=None):
     ap.add_argument("--gen-batch-size", type=int, default=8, help="prompts per generate call (default 8)")
     ap.add_argument("--gen-tokens", type=int, default=32, help="max new tokens per sample (default 32)")
     ap.add_argument("--matmul-n", type=int, default=1024, help="matmul size for the FLOP/s ceiling")
+    ap.add_argument("--sft-steps", type=int, default=20, help="toy SFT steps per repeat in --modes sft (default 20)")
     ap.add_argument("--length-key", choices=("shared", "plain"), default="shared",
                     help="batch length key (layout_tokens): shared, the trainer's (default), or plain (older)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -358,9 +426,9 @@ def parse_args(argv=None):
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("train", "generate", "bf16", "tail", "tokens")]
+    bad = [m for m in modes if m not in ("train", "generate", "bf16", "tail", "tokens", "sft")]
     if bad:
-        ap.error(f"--modes: unknown {bad}; choose from train, generate, bf16, tail, tokens")
+        ap.error(f"--modes: unknown {bad}; choose from train, generate, bf16, tail, tokens, sft")
     args.modes = modes
     return args
 
@@ -440,7 +508,7 @@ def main(argv=None) -> int:
         b = bench_bf16(args, model, tok)
         result["bf16"] = b
         f32, bf = statistics.median(b["times"]["float32"]), statistics.median(b["times"]["bf16_autocast"])
-        print(f"\n## bfloat16 autocast on CPU (shared layout, {b['batches']} batches; measured, not adopted)\n")
+        print(f"\n## bfloat16 autocast on CPU (shared layout, {b['batches']} batches)\n")
         print("| precision | s/step (wall) | CPU-s/step | speedup (wall) | speedup (CPU, paired) |")
         print("|---|---|---|---|---|")
         print(f"| float32 | {spread(b['times']['float32'])} | {spread(b['cpu']['float32'])} | 1.00x | 1.00 |")
@@ -448,6 +516,19 @@ def main(argv=None) -> int:
               f"{spread(b['cpu']['bf16_autocast'])} | {f32 / bf:.2f}x | {spread(b['speedup_cpu'])} |")
         print(f"\nlargest relative change of a summed log-prob under bf16 (first batch): "
               f"{b['max_rel_logp_diff']:.1e}", flush=True)
+    if "sft" in args.modes:
+        f = bench_sft(args)
+        result["sft"] = f
+        print(f"\n## toy SFT step (the quickstart's model and batch 32; {f['steps']} steps per repeat, variants "
+              f"alternating)\n")
+        print("| variant | s/step (wall) | CPU-s/step | float32's CPU time over the variant's (paired) | "
+              "mean loss, last repeat |")
+        print("|---|---|---|---|---|")
+        names = {"float32": "float32 (toy SFT)", "float32-foreach": "float32, foreach AdamW and clipping",
+                 "bf16-autocast": "bf16-autocast, float32 master weights"}
+        for v, name in names.items():
+            print(f"| {name} | {spread(f['wall'][v])} | {spread(f['cpu'][v])} | {spread(f['speedup_cpu'][v])} | "
+                  f"{f['last_mean_loss'][v]:.4f} |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     greedy_ok = all(g["greedy_equal"] for g in result.get("generate", {}).values())

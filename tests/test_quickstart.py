@@ -92,3 +92,29 @@ def test_report_table_matches_summary(tiny_run):
         assert ("excludes 0" in sentence) == (lo > 0 or hi < 0)
     assert f"Wall time **{summary['wall_time_s']:.0f} s**" in report
     assert "![displacement](displacement.png)" in report and "![reward histogram](reward_histogram.png)" in report
+
+
+@pytest.mark.slow
+def test_stage_cpu_seconds_cover_the_same_stages_and_reach_the_report(tiny_run):
+    """CPU seconds per stage (the compute, whatever else runs on a shared machine) for the same four stages
+    as the wall times; each stage did work (> 0), one torch thread cannot use more CPU than wall time by
+    more than the rounding and helper threads allow (2x), and the report prints them."""
+    out, summary = tiny_run
+    cpu, wall = summary["stage_cpu_seconds"], summary["stage_seconds"]
+    assert list(cpu) == list(wall) == ["sft", "pairs", "evaluation", "training"]
+    for stage in cpu:
+        assert 0 < cpu[stage] <= 2 * wall[stage] + 0.2, stage
+    report = (out / "report.md").read_text()
+    assert "; CPU time " + ", ".join(f"{k} {v:.0f} s" for k, v in cpu.items()) + "." in report
+    assert summary["config"]["precision"] == summary["config"]["sft"]["precision"] == "float32"
+
+
+def test_precision_names_map_to_the_trainer_and_a_wrong_one_stops_before_any_work(tmp_path):
+    from alphapo.errors import UserError
+    from alphapo.quickstart import TRAINER_PRECISION
+    from alphapo.toyworld.sft import PRECISIONS
+
+    assert TRAINER_PRECISION == {"float32": "no", "bf16-autocast": "bf16"} and tuple(TRAINER_PRECISION) == PRECISIONS
+    with pytest.raises(UserError, match="precision='bf16': use one of float32, bf16-autocast"):
+        run_quickstart(tmp_path / "q", QuickstartConfig(precision="bf16", progress=False))
+    assert not (tmp_path / "q").exists()

@@ -30,12 +30,16 @@ What it does, top to bottom (each stage is a call into the package's public API)
    discusses), ``OUT/reward_histogram.png`` (gold-score distributions, AlphaPO Figure 3 right). All
    written atomically.
 
+``--precision bf16-autocast`` runs SFT and preference training under CPU bfloat16 autocast with float32
+master weights (``ToySFTConfig.precision``, the trainer's ``train.mixed_precision=bf16``); sampling and
+evaluation stay float32. The default is float32 (docs/performance.md has both).
+
 ``--seed N`` seeds everything: the task sample and split, the teacher, SFT initialisation and batch order,
 the pair sampling, the preference training and the evaluation sampling and bootstrap.
 
 ``summary.json`` layout: ``{"methods": {"dpo": {...}, "simpo": {...}, "alphapo": {...}}, "sft": {...},
 "pairs": {...}, "method_differences": {"dpo-simpo": {"diff", "ci"}, ...}, "wall_time_s": ...,
-"stage_seconds": {...}, "config": {...}}``; each method object has ``correctness_gain``,
+"stage_seconds": {...}, "stage_cpu_seconds": {...}, "config": {...}}``; each method object has ``correctness_gain``,
 ``correctness_gain_ci`` ([low, high]), ``mean_correctness``, ``per_task`` (greedy correctness per task
 type), ``win_rate``, ``win_rate_ci``, ``lc_win_rate``, ``mean_gold_score``, ``mean_length`` (words = toy
 tokens), ``mean_length_chars``, ``n_wins/n_ties/n_losses``, ``train_seconds`` and the final training
@@ -79,6 +83,8 @@ METHODS: dict[str, dict] = {
 
 
 EVAL_SPLITS = ("test", "validation")
+# the trainer's ``train.mixed_precision`` for each quickstart precision (bf16: CPU autocast, float32 weights)
+TRAINER_PRECISION = {"float32": "no", "bf16-autocast": "bf16"}
 
 
 def _default_sft():
@@ -105,6 +111,7 @@ class QuickstartConfig:
     batch_size: int = 32
     methods: dict = field(default_factory=lambda: json.loads(json.dumps(METHODS)))
     threads: int = 1  # torch threads; tiny models run faster on one (thread sync costs more than it saves)
+    precision: str = "float32"  # SFT and preference training: float32, or bf16-autocast (sft.precision is overwritten)
     progress: bool = True
 
 
@@ -287,7 +294,9 @@ def render_report(summary: dict) -> str:
         "# alphapo quickstart report",
         "",
         f"Toy world, seed {cfg['seed']}. Wall time **{summary['wall_time_s']:.0f} s** "
-        f"({', '.join(f'{k} {v:.0f} s' for k, v in summary['stage_seconds'].items())}).",
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in summary['stage_seconds'].items())})"
+        + (f"; CPU time {', '.join(f'{k} {v:.0f} s' for k, v in summary['stage_cpu_seconds'].items())}"
+           if "stage_cpu_seconds" in summary else "") + ".",
         "",
         f"Each trained policy vs the SFT policy on {summary['n_eval']} "
         f"{'held-out' if summary.get('eval_split', 'test') == 'test' else 'validation'} prompts (never seen "
@@ -392,10 +401,14 @@ def _run(out: Path, config: QuickstartConfig) -> dict:
     evaluate each method, then the report."""
     from alphapo.errors import UserError
     from alphapo.toyworld import GoldJudge
+    from alphapo.toyworld.sft import PRECISIONS
     from alphapo.training.plotting import read_metrics
 
     sft_cfg = config.sft
     sft_cfg.seed = config.seed
+    if config.precision not in PRECISIONS:
+        raise UserError(f"precision={config.precision!r}: use one of {', '.join(PRECISIONS)}")
+    sft_cfg.precision = config.precision
     if config.n_eval > sft_cfg.n_heldout:
         raise UserError(f"n_eval={config.n_eval} exceeds the held-out split (sft.n_heldout={sft_cfg.n_heldout})")
     if config.eval_split not in EVAL_SPLITS:
@@ -403,17 +416,18 @@ def _run(out: Path, config: QuickstartConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     stage: dict[str, float] = {}
+    cpu: dict[str, float] = {}  # process CPU seconds per stage: the compute, whatever else runs on the machine
     judge = GoldJudge()
 
-    t = time.time()
+    t, c = time.time(), time.process_time()
     sft_summary = _sft_stage(out, config)
-    stage["sft"] = time.time() - t
-    t = time.time()
+    stage["sft"], cpu["sft"] = time.time() - t, time.process_time() - c
+    t, c = time.time(), time.process_time()
     policy, tokenizer, pairs_info = _pairs_stage(out, config, judge)
-    stage["pairs"] = time.time() - t
-    t = time.time()
+    stage["pairs"], cpu["pairs"] = time.time() - t, time.process_time() - c
+    t, c = time.time(), time.process_time()
     ref = _reference_side(policy, tokenizer, config, judge)
-    stage["evaluation"] = time.time() - t
+    stage["evaluation"], cpu["evaluation"] = time.time() - t, time.process_time() - c
     del policy
 
     methods: dict[str, dict] = {}
@@ -421,18 +435,20 @@ def _run(out: Path, config: QuickstartConfig) -> dict:
     eval_scores = {"SFT": ref.scores[""]}
     eval_responses = {"SFT": ref.responses[""]}
     eval_correctness: dict[str, list[float]] = {}
-    stage["training"] = 0.0
+    stage["training"] = cpu["training"] = 0.0
     for i, (name, m) in enumerate(config.methods.items(), 1):
         _log(f"3/4 train {name} ({i}/{len(config.methods)}): {m['loss']} {m['params']} lr {m['learning_rate']:g}")
-        t = time.time()
+        t, c = time.time(), time.process_time()
         result = _train_method(out, config, name, m)
         train_seconds = time.time() - t
         stage["training"] += train_seconds
+        cpu["training"] += time.process_time() - c
         curves[name] = read_metrics(out / name)
-        t = time.time()
+        t, c = time.time(), time.process_time()
         methods[name], greedy = _evaluate_method(result, m, ref, config, judge, train_seconds)
         eval_scores[name], eval_responses[name], eval_correctness[name] = greedy
         stage["evaluation"] += time.time() - t
+        cpu["evaluation"] += time.process_time() - c
         r = methods[name]
         _log(f"4/4 {name}: correctness gain vs SFT {r['correctness_gain']:+.3f} "
              f"[{r['correctness_gain_ci'][0]:+.3f}, {r['correctness_gain_ci'][1]:+.3f}], win rate "
@@ -441,6 +457,7 @@ def _run(out: Path, config: QuickstartConfig) -> dict:
 
     summary = _summary(config, ref, methods, eval_scores, eval_responses, eval_correctness, sft_summary,
                        pairs_info, stage)
+    summary["stage_cpu_seconds"] = {k: round(v, 1) for k, v in cpu.items()}
     _write_outputs(out, summary, curves, eval_scores, start)
     return summary
 
@@ -523,7 +540,8 @@ def _train_method(out: Path, config: QuickstartConfig, name: str, m: dict):
         reference=ReferenceConfig(cache_dir=str(out / ".reference_cache")),
         train=OptimConfig(epochs=config.epochs, per_device_batch_size=config.batch_size,
                           global_batch_size=config.batch_size, learning_rate=m["learning_rate"],
-                          warmup_ratio=0.1, lr_scheduler="cosine", seed=config.seed),
+                          warmup_ratio=0.1, lr_scheduler="cosine", seed=config.seed,
+                          mixed_precision=TRAINER_PRECISION[config.precision]),
         logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=config.progress),
         output_dir=str(out / name), overwrite=True))  # a re-run of the quickstart replaces its runs
 
@@ -613,12 +631,16 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: fastest for these tiny models; 0 = torch's default)")
+    p.add_argument("--precision", choices=("float32", "bf16-autocast"), default="float32",
+                   help="SFT and preference-training compute: float32 (default) or bf16-autocast (float32 "
+                        "master weights; slower than float32 at this size on CPU, see docs/performance.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     summary = run_quickstart(args.out, QuickstartConfig(seed=args.seed, threads=args.threads,
+                                                            precision=args.precision,
                                                             progress=not args.no_progress))
     best = max(summary["methods"].items(), key=lambda kv: kv[1]["correctness_gain"])
     lo, hi = best[1]["correctness_gain_ci"]

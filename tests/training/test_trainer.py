@@ -189,6 +189,23 @@ def test_resume_refuses_a_changed_config_and_restarts_cleanly_without_checkpoint
     assert [r["step"] for r in _records(fresh)] == [1]
 
 
+def test_resume_refuses_a_checkpoint_planned_by_another_length_key(fake_losses, tiny_model_dir, pairs_path,
+                                                                  tmp_path):
+    """The tiny llama runs the prefix-shared layout, so its checkpoints record the "shared" batch length
+    key. A checkpoint without the record (written before the key followed the layout, i.e. planned by the
+    plain layout's tokens) would replay a different batch plan: refused, naming both keys."""
+    out = tmp_path / "k"
+    train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "logging.save_steps=1", "train.max_steps=2"))
+    state_path = out / "checkpoints" / "step-000001" / "state.json"  # none is written at the last step
+    state = json.loads(state_path.read_text())
+    assert state["trainer"]["batch_length_key"] == "shared"
+    del state["trainer"]["batch_length_key"]
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(UserError, match="planned by the 'plain' layout's token counts and this run plans them by "
+                                        "the 'shared' layout's"):
+        train(_config(tiny_model_dir, pairs_path, out, "loss.name=simpo", "resume=true", "train.max_steps=3"))
+
+
 def test_missing_scores_for_a_loss_that_requires_them_is_a_clear_error(tiny_model_dir, tmp_path):
     from alphapo.losses import LOSSES
 

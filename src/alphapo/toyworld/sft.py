@@ -10,6 +10,12 @@
    ``sft_summary.json`` with the config, the loss curve and the wall time, atomically (temp folder,
    then rename).
 
+``precision`` is ``"float32"`` (default) or ``"bf16-autocast"``: the forward runs under CPU
+``torch.autocast(dtype=bfloat16)``, with float32 master weights, float32 gradients and a float32
+optimizer (the mixed-precision recipe of Micikevicius et al., "Mixed Precision Training", with bfloat16,
+which needs no loss scaling). At the quickstart's size (hidden 96, vocabulary 111) it is slower than
+float32 on CPU, so it is not the default (docs/performance.md).
+
 Everything is seeded (task content, teacher noise, initialisation, batch order), so the same config
 gives the same weights on the same machine and thread count.
 
@@ -33,6 +39,8 @@ from alphapo.errors import UserError
 from alphapo.io import atomic_dir
 from alphapo.toyworld.tasks import Task, split_tasks, teacher_response
 
+PRECISIONS = ("float32", "bf16-autocast")
+
 
 @dataclass
 class ToySFTConfig:
@@ -55,6 +63,16 @@ class ToySFTConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.0
     threads: int = 1  # torch threads for this run (1 is fastest for tiny models); 0 keeps torch's default
+    precision: str = "float32"  # one of PRECISIONS: the forward's compute precision (weights stay float32)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            import difflib
+
+            near = difflib.get_close_matches(str(self.precision), PRECISIONS, 1, cutoff=0.4)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise UserError(f"toy SFT config key 'precision': {self.precision!r} is not one of "
+                            f"{', '.join(PRECISIONS)}{hint}")
 
     @classmethod
     def from_dict(cls, values: dict) -> ToySFTConfig:
@@ -150,7 +168,8 @@ def train_sft(config: ToySFTConfig, out_dir: str | Path, *, progress: bool = Tru
                         torch.tensor(x), torch.tensor(y), 1)
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(step, config)
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16-autocast"):
+                    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -583,6 +583,13 @@ def resume_from_checkpoint(run: Run) -> None:
     if changed:
         raise UserError(f"cannot resume from {latest}: the config changed in {changed}; exact resume "
                         f"needs the same data, loss, model and optimisation settings")
+    # the batch plan is keyed by the layout's tokens (data.layout_tokens); checkpoints written before the key
+    # was recorded were planned by the plain layout's tokens. Another key replays another plan.
+    saved_key = ckpt.read_trainer_state(latest).get("batch_length_key", "plain")
+    if saved_key != run.layout:
+        raise UserError(f"cannot resume from {latest}: its batches were planned by the {saved_key!r} layout's "
+                        f"token counts and this run plans them by the {run.layout!r} layout's, so the remaining "
+                        f"batches would repeat some examples and skip others; start the run again (resume=false)")
     if ckpt.is_engine_checkpoint(latest) != engine_checkpoints(accelerator):
         raise ckpt.CheckpointError(f"cannot resume from {latest}: it was written by a "
                                    f"{'sharded' if ckpt.is_engine_checkpoint(latest) else 'non-sharded'} run "
@@ -756,7 +763,8 @@ def engine_checkpoints(accelerator) -> bool:
 
 def _trainer_state(run: Run, step: int) -> dict[str, Any]:
     return {"global_step": step, "best_metric": run.best_metric, "best_step": run.best_step,
-            "config": to_dict(run.config), "scaler": _scaler_state(run.accelerator)}
+            "config": to_dict(run.config), "scaler": _scaler_state(run.accelerator),
+            "batch_length_key": run.layout}
 
 
 def save_engine_checkpoint(run: Run, step: int) -> None:
