@@ -1,6 +1,7 @@
 """The ``toy`` job: SFT -> on-policy pairs -> preference training -> gold-judge evaluation, in the toy world.
 
-This module is the only place the experiments package calls the toy-world pipeline
+This module and ``alphapo.experiments.toy_ra`` (the reward-augmented variant, which reuses this module's
+SFT stage and helpers) are the only places the experiments package calls the toy-world pipeline
 (``alphapo.toyworld``, ``alphapo.generation``, ``alphapo.training.train``, ``alphapo.evaluation``); the
 steps are those of ``alphapo quickstart`` (see ``alphapo.quickstart``), split so that what runs of a
 seed share is computed once:
