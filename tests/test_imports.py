@@ -28,7 +28,8 @@ def test_cli_help_lists_commands():
 
     help_text = build_parser().format_help()
     listed = re.findall(r"^    (\S+)", help_text, flags=re.MULTILINE)
-    assert listed == ["analyze", "data", "train", "plot-run", "toy", "generate", "eval", "quickstart", "experiment", "sweep", "demo"]
+    assert listed == ["analyze", "data", "train", "plot-run", "toy", "generate", "eval", "quickstart", "experiment", "sweep",
+                      "experiment-plot", "demo"]
 
 
 def test_tiny_model_loads_like_a_hub_model(tiny_model_dir):

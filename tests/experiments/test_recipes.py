@@ -105,11 +105,12 @@ RESULTS = (ROOT / "docs" / "RESULTS.md").read_text()
 def test_results_commands_name_shipped_recipes():
     import re
 
-    commands = re.findall(r"`alphapo experiment (\S+) --out (\S+) --jobs 1`", RESULTS)
-    assert {Path(p).name for p, _ in commands} >= {"method_comparison.yaml", "alpha_sweep.yaml"}
+    # the commands recipes/run_all.sh runs (make results): one shared stage folder, two jobs
+    commands = re.findall(r"`alphapo (?:experiment|sweep) (\S+) --out (\S+) --shared-dir runs/shared --jobs 2`", RESULTS)
+    assert {Path(p).name for p, _ in commands} == {path.name for path in RECIPES if path.parent.name == "recipes"}
     for recipe, out in commands:
         load_recipe(ROOT / recipe)
-        assert out.startswith("runs/")  # under the ignored runs/ folder
+        assert out == f"runs/{Path(recipe).stem}"  # where run_all.sh writes it, under the ignored runs/
     # every shipped recipe is in RESULTS.md, run or "not yet run"
     for path in RECIPES:
         assert str(path.relative_to(ROOT)) in RESULTS
@@ -122,7 +123,7 @@ def test_results_snippet_computes_per_seed_paired_differences(tmp_path, monkeypa
     import re
 
     code = re.search(r"```python\n(.*?)```", RESULTS, flags=re.S).group(1)
-    out = tmp_path / "runs" / "quick" / "alpha_sweep" / "runs"
+    out = tmp_path / "runs" / "alpha_sweep" / "runs"
     for seed, (a, b) in enumerate([(1.5, 0.5), (2.0, 0.0), (4.0, 1.0)]):
         for config, value in (("alphapo/alpha=2-0123456789", a), ("alpha0/default-0123456789", b)):
             d = out / config / f"seed{seed}"
