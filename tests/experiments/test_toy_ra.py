@@ -11,6 +11,7 @@ import random
 import pytest
 
 from alphapo.errors import UserError
+from alphapo.experiments import toy as toy_job_module
 from alphapo.experiments import toy_ra
 from alphapo.experiments.toy_ra import binarize, goal_messages, parse_numbers, score_words
 
@@ -180,6 +181,7 @@ def test_toy_ra_end_to_end(tmp_path, monkeypatch):
         return original(model, tokenizer, prompts, params)
 
     monkeypatch.setattr(toy_ra, "_greedy", recording)
+    monkeypatch.setattr(toy_job_module, "_greedy", recording)  # toy.evaluate_split answers val and test
     recipe = parse_recipe({
         "job": "toy_ra", "seeds": [0], "params": TINY,
         "methods": {"dpo": {"params": {"loss": "dpo", "beta": 0.3, "data": "binarized"}},

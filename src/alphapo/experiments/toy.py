@@ -480,13 +480,40 @@ def _online_rounds(params: dict, shared: dict, data_path: str, config, out_dir: 
     return result, metrics
 
 
+def evaluate_split(split: str, model, tokenizer, prompts: list, asked: list, ref: dict, params: dict,
+                   metrics: dict[str, float], per_prompt: dict[str, list[float]]) -> list[str]:
+    """Greedy answers of ``model`` to ``asked`` (what the model sees), graded by the gold judge on ``prompts``
+    (what the task is) against the SFT policy's answers ``ref`` (``responses`` and gold ``scores``).
+
+    Adds ``<split>/win_rate``, ``lc_win_rate``, ``gold_score``, ``correctness``, ``correctness_gain`` and
+    ``length`` to ``metrics`` and the per-prompt lists ``<split>/gold_score``, ``win`` and ``correctness``
+    to ``per_prompt``; returns the answers. Shared by the ``toy`` and ``toy_ra`` jobs."""
+    from alphapo.evaluation.evaluate import judge_head_to_head
+    from alphapo.toyworld import GoldJudge
+
+    judge = GoldJudge()
+    responses = _greedy(model, tokenizer, asked, params)
+    ev = judge_head_to_head(judge, prompts, responses, ref["responses"], reference_scores=ref["scores"],
+                            seed=params["seed"])
+    s = ev.summary()
+    correctness = [a["correctness"] for a in judge.score_attributes(prompts, responses)]
+    sft_correctness = [a["correctness"] for a in judge.score_attributes(prompts, ref["responses"])]
+    metrics.update({f"{split}/win_rate": s["win_rate"], f"{split}/lc_win_rate": s["lc_win_rate"],
+                    f"{split}/gold_score": s["mean_score"],
+                    f"{split}/correctness": sum(correctness) / len(correctness),
+                    f"{split}/correctness_gain": (sum(correctness) - sum(sft_correctness)) / len(correctness),
+                    f"{split}/length": sum(len(r.split()) for r in responses) / len(responses)})
+    per_prompt[f"{split}/gold_score"] = list(ev.scores)
+    per_prompt[f"{split}/win"] = list(ev.preferences)
+    per_prompt[f"{split}/correctness"] = [float(c) for c in correctness]
+    return responses
+
+
 @register_job("toy", params=PARAMS, stages=("toy_sft", "toy_pairs", "toy_rm"),
               help="toy world: shared SFT and pairs per seed, train one loss, gold-judge val/test metrics")
 def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
-    from alphapo.evaluation.evaluate import judge_head_to_head
     from alphapo.experiments.runner import file_lock
     from alphapo.generation.sampling import load_policy
-    from alphapo.toyworld import GoldJudge
     from alphapo.training import (
         DataConfig,
         LoggingConfig,
@@ -539,7 +566,6 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
         result, round_metrics = _online_rounds(params, shared, data_path, config, Path(out_dir))
 
     model, tokenizer = load_policy(result.final_dir, device="cpu")
-    judge = GoldJudge()
     sft_eval = json.loads(Path(pairs["sft_eval"]).read_text(encoding="utf-8"))
     metrics: dict[str, float] = {"train/steps": float(round_metrics.pop("train/steps", result.global_step)),
                                  **round_metrics,
@@ -549,22 +575,8 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
     saved: dict[str, list[str]] = {}
     for split, tasks in evals.items():
         prompts = [t.messages() for t in tasks]
-        responses = _greedy(model, tokenizer, prompts, params)
-        ref = sft_eval[split]
-        ev = judge_head_to_head(judge, prompts, responses, ref["responses"], reference_scores=ref["scores"],
-                                seed=params["seed"])
-        s = ev.summary()
-        correctness = [a["correctness"] for a in judge.score_attributes(prompts, responses)]
-        sft_correctness = [a["correctness"] for a in judge.score_attributes(prompts, ref["responses"])]
-        metrics.update({f"{split}/win_rate": s["win_rate"], f"{split}/lc_win_rate": s["lc_win_rate"],
-                        f"{split}/gold_score": s["mean_score"],
-                        f"{split}/correctness": sum(correctness) / len(correctness),
-                        f"{split}/correctness_gain": (sum(correctness) - sum(sft_correctness)) / len(correctness),
-                        f"{split}/length": sum(len(r.split()) for r in responses) / len(responses)})
-        per_prompt[f"{split}/gold_score"] = list(ev.scores)
-        per_prompt[f"{split}/win"] = list(ev.preferences)
-        per_prompt[f"{split}/correctness"] = [float(c) for c in correctness]
-        saved[split] = responses
+        saved[split] = evaluate_split(split, model, tokenizer, prompts, prompts, sft_eval[split], params, metrics,
+                                      per_prompt)
     if params["rounds"] > 1:  # the last round's policy is the final one
         metrics[f"round{params['rounds']}/val_win_rate"] = metrics["val/win_rate"]
     (Path(out_dir) / "responses.json").write_text(json.dumps(saved), encoding="utf-8")

@@ -75,7 +75,14 @@ from pathlib import Path
 from alphapo.errors import UserError
 from alphapo.experiments.registry import Param, register_job, register_stage
 from alphapo.experiments.toy import PARAMS as TOY_PARAMS
-from alphapo.experiments.toy import SFT_KEYS, _diagnostics, _greedy, _loss_params, _torch_threads
+from alphapo.experiments.toy import (
+    SFT_KEYS,
+    _diagnostics,
+    _greedy,
+    _loss_params,
+    _torch_threads,
+    evaluate_split,
+)
 
 __all__ = ["GOAL_TEMPLATE", "DATA_VERSIONS", "DATA_KEYS", "binarize", "score_words", "parse_numbers",
            "goal_messages"]
@@ -324,9 +331,7 @@ def _train_config(params: dict, shared: dict, train_path: str, work: Path):
               help="toy world, reward-augmented data: offline UltraFeedback-style pairs, DPO on them or on "
                    "their RA / RA-chosen / half-RA relabelings, gold-judge metrics, controllability, unlearning")
 def toy_ra_job(params: dict, shared: dict, out_dir: Path) -> dict:
-    from alphapo.evaluation.evaluate import judge_head_to_head
     from alphapo.generation.sampling import load_policy
-    from alphapo.toyworld import GoldJudge
     from alphapo.toyworld.tasks import split_tasks
     from alphapo.training import train
 
@@ -342,7 +347,6 @@ def toy_ra_job(params: dict, shared: dict, out_dir: Path) -> dict:
     n_val, n_test = params["n_val"], params["n_test"]
     evals = {"val": heldout[:n_val], "test": heldout[n_val:n_val + n_test]}
     model, tokenizer = load_policy(result.final_dir, device="cpu")
-    judge = GoldJudge()
     sft_eval = json.loads(Path(data["sft_eval"]).read_text(encoding="utf-8"))
     relabeled = params["data"] != "binarized"
     metrics: dict[str, float] = {"train/steps": float(result.global_step), **counts, **_diagnostics(result)}
@@ -351,22 +355,8 @@ def toy_ra_job(params: dict, shared: dict, out_dir: Path) -> dict:
     for split, tasks in evals.items():
         prompts = [t.messages() for t in tasks]  # what the judge grades
         asked = [goal_messages(p, TOP_GOAL) for p in prompts] if relabeled else prompts  # what the model sees
-        responses = _greedy(model, tokenizer, asked, params)
-        ref = sft_eval[split]
-        ev = judge_head_to_head(judge, prompts, responses, ref["responses"], reference_scores=ref["scores"],
-                                seed=params["seed"])
-        s = ev.summary()
-        correctness = [a["correctness"] for a in judge.score_attributes(prompts, responses)]
-        sft_correctness = [a["correctness"] for a in judge.score_attributes(prompts, ref["responses"])]
-        metrics.update({f"{split}/win_rate": s["win_rate"], f"{split}/lc_win_rate": s["lc_win_rate"],
-                        f"{split}/gold_score": s["mean_score"],
-                        f"{split}/correctness": sum(correctness) / len(correctness),
-                        f"{split}/correctness_gain": (sum(correctness) - sum(sft_correctness)) / len(correctness),
-                        f"{split}/length": sum(len(r.split()) for r in responses) / len(responses)})
-        per_prompt[f"{split}/gold_score"] = list(ev.scores)
-        per_prompt[f"{split}/win"] = list(ev.preferences)
-        per_prompt[f"{split}/correctness"] = [float(c) for c in correctness]
-        saved[split] = responses
+        saved[split] = evaluate_split(split, model, tokenizer, prompts, asked, sft_eval[split], params, metrics,
+                                      per_prompt)
     control = controllability(model, tokenizer, evals["test"][:params["n_control"]], goals, params)
     metrics.update(control["metrics"])
     saved.update(control["responses"])
