@@ -234,12 +234,26 @@ def _write_records(out: Path, ids, prompts, responses, scores) -> dict:
     return out_paths
 
 
+def write_sft_eval(policy, tokenizer, evals: dict, params: dict, path: Path) -> None:
+    """The SFT policy's greedy answers to each evaluation split's prompts and their gold scores, written to
+    ``path`` as ``{split: {"responses", "scores"}}``: the reference every run of the seed is judged
+    against. Shared by the ``toy`` and ``toy_ra`` stages."""
+    from alphapo.toyworld import GoldJudge
+
+    gold = GoldJudge()
+    sft_eval = {}
+    for split, tasks in evals.items():
+        prompts = [t.messages() for t in tasks]
+        responses = _greedy(policy, tokenizer, prompts, params)
+        sft_eval[split] = {"responses": responses, "scores": gold.score(prompts, responses)}
+    Path(path).write_text(json.dumps(sft_eval), encoding="utf-8")
+
+
 @register_stage("toy_pairs", keys=PAIR_KEYS)
 def pairs_stage(params: dict, shared: dict, out_dir: Path) -> dict:
     from alphapo.generation.pairs import generate_pairs
     from alphapo.generation.sampling import load_policy
     from alphapo.io import write_jsonl_atomic, write_text_atomic
-    from alphapo.toyworld import GoldJudge
 
     _torch_threads(params)
     out = Path(out_dir)
@@ -266,13 +280,7 @@ def pairs_stage(params: dict, shared: dict, out_dir: Path) -> dict:
         result.update({"pairs": str(out / "pairs.jsonl"), "responses": multi["responses"],
                        "n_responses": multi["n_responses"],
                        "reference_cache_responses": str(out / "reference_cache_responses")})
-    gold = GoldJudge()
-    sft_eval = {}
-    for split, split_tasks_ in evals.items():
-        split_prompts = [t.messages() for t in split_tasks_]
-        responses = _greedy(policy, tokenizer, split_prompts, params)
-        sft_eval[split] = {"responses": responses, "scores": gold.score(split_prompts, responses)}
-    (out / "sft_eval.json").write_text(json.dumps(sft_eval), encoding="utf-8")
+    write_sft_eval(policy, tokenizer, evals, params, out / "sft_eval.json")
     return {**result, "sft_eval": str(out / "sft_eval.json"), "reference_cache": str(out / "reference_cache"),
             "stats": {**gen.stats.to_dict(), "n_pairs": len(gen.records)}}
 

@@ -82,6 +82,7 @@ from alphapo.experiments.toy import (
     _loss_params,
     _torch_threads,
     evaluate_split,
+    write_sft_eval,
 )
 
 __all__ = ["GOAL_TEMPLATE", "DATA_VERSIONS", "DATA_KEYS", "binarize", "score_words", "parse_numbers",
@@ -263,13 +264,7 @@ def data_stage(params: dict, shared: dict, out_dir: Path) -> dict:
         values = [g for j, s in enumerate(sources) if s == name for g in gold[j::n]]
         per_source[f"gold/{name}"] = sum(values) / len(values)
     evals = {"val": heldout[:params["n_val"]], "test": heldout[params["n_val"]:params["n_val"] + params["n_test"]]}
-    gold_judge = GoldJudge()
-    sft_eval = {}
-    for split, tasks in evals.items():
-        prompts = [t.messages() for t in tasks]
-        responses = _greedy(policy, tokenizer, prompts, params)
-        sft_eval[split] = {"responses": responses, "scores": gold_judge.score(prompts, responses)}
-    (out / "sft_eval.json").write_text(json.dumps(sft_eval), encoding="utf-8")
+    write_sft_eval(policy, tokenizer, evals, params, out / "sft_eval.json")
     stats = {"prompts": n_pairs, "pairs": len(records), **counts, "sources": sources,
              "probe_pairs": len(probe), "probe_candidates": len(probe_all),
              "gold/chosen": sum(r["gold_scores"][0] for r in records) / len(records),
