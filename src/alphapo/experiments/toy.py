@@ -517,11 +517,13 @@ def evaluate_split(split: str, model, tokenizer, prompts: list, asked: list, ref
     return responses
 
 
-@register_job("toy", params=PARAMS, stages=("toy_sft", "toy_pairs", "toy_rm"),
-              help="toy world: shared SFT and pairs per seed, train one loss, gold-judge val/test metrics")
-def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
-    from alphapo.experiments.runner import file_lock
-    from alphapo.generation.sampling import load_policy
+def train_config(params: dict, model: str, data: str, cache_dir: str | Path, output_dir: str | Path, *,
+                 max_steps: int | None = None, probe_path: str | None = None):
+    """The toy world's preference-training config: ``params``' loss and hyper-parameters (AdamW, cosine
+    schedule, one global batch per step, logging every 2 steps), from policy ``model`` on the preference
+    file ``data``, reference log-probs cached in ``cache_dir``. Checkpoints every ``eval_steps`` when the
+    job has that parameter set; ``probe_path`` is ``diagnostics.probe_path``. Shared by the ``toy`` job
+    (offline and each online round) and the ``toy_ra`` job."""
     from alphapo.training import (
         DataConfig,
         LoggingConfig,
@@ -530,12 +532,33 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
         OptimConfig,
         ReferenceConfig,
         TrainConfig,
-        train,
     )
     from alphapo.training.config import DiagnosticsConfig
 
+    loss_params, _ = _loss_params(params)
+    return TrainConfig(
+        model=ModelConfig(model),
+        data=DataConfig(train_path=data, max_length=params["max_length"]),
+        loss=LossConfig(params["loss"], loss_params),
+        reference=ReferenceConfig(cache_dir=str(cache_dir)),
+        train=OptimConfig(epochs=params["epochs"], max_steps=max_steps, per_device_batch_size=params["batch_size"],
+                          global_batch_size=params["batch_size"], learning_rate=params["learning_rate"],
+                          warmup_ratio=params["warmup_ratio"], lr_scheduler="cosine", seed=params["seed"]),
+        logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=False, **_checkpoints_for_eval(params)),
+        diagnostics=DiagnosticsConfig(reference_kl=params["reference_kl"], probe_size=params["probe_size"],
+                                      probe_steps=params["probe_steps"], probe_path=probe_path),
+        output_dir=str(output_dir))
+
+
+@register_job("toy", params=PARAMS, stages=("toy_sft", "toy_pairs", "toy_rm"),
+              help="toy world: shared SFT and pairs per seed, train one loss, gold-judge val/test metrics")
+def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
+    from alphapo.experiments.runner import file_lock
+    from alphapo.generation.sampling import load_policy
+    from alphapo.training import train
+
     _torch_threads(params)
-    loss_params, needs_reference = _loss_params(params)
+    _, needs_reference = _loss_params(params)
     needs_reference = needs_reference or params["reference_kl"]
     if params["eval_steps"] is not None and params["rounds"] > 1:
         raise UserError("toy job: eval_steps evaluates one training run's checkpoints; it cannot be combined with "
@@ -544,21 +567,8 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
     pairs = shared["toy_pairs"]
     data_path, cache = _training_data(params, shared)
 
-    def config(data: str, model: str, cache_dir: Path, output_dir: Path, max_steps: int | None) -> TrainConfig:
-        return TrainConfig(
-            model=ModelConfig(model),
-            data=DataConfig(train_path=data, max_length=params["max_length"]),
-            loss=LossConfig(params["loss"], loss_params),
-            reference=ReferenceConfig(cache_dir=str(cache_dir)),
-            train=OptimConfig(epochs=params["epochs"], max_steps=max_steps,
-                              per_device_batch_size=params["batch_size"],
-                              global_batch_size=params["batch_size"], learning_rate=params["learning_rate"],
-                              warmup_ratio=params["warmup_ratio"], lr_scheduler="cosine", seed=params["seed"]),
-            logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=False,
-                                  **_checkpoints_for_eval(params)),
-            diagnostics=DiagnosticsConfig(reference_kl=params["reference_kl"], probe_size=params["probe_size"],
-                                          probe_steps=params["probe_steps"]),
-            output_dir=str(output_dir))
+    def config(data: str, model: str, cache_dir: Path, output_dir: Path, max_steps: int | None):
+        return train_config(params, model, data, cache_dir, output_dir, max_steps=max_steps)
 
     computed_reference = False
     round_metrics: dict[str, float] = {}
@@ -599,7 +609,7 @@ def toy_job(params: dict, shared: dict, out_dir: Path) -> dict:
 # ------------------------------------------------------------------------- evaluation during training
 def _checkpoints_for_eval(params: dict) -> dict:
     """The trainer's ``logging`` settings that keep a checkpoint every ``eval_steps`` (all of them)."""
-    if params["eval_steps"] is None:
+    if params.get("eval_steps") is None:  # toy_ra has no eval_steps
         return {}
     return {"save_steps": params["eval_steps"], "save_total_limit": 1_000_000}
 

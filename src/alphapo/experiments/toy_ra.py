@@ -79,9 +79,9 @@ from alphapo.experiments.toy import (
     SFT_KEYS,
     _diagnostics,
     _greedy,
-    _loss_params,
     _torch_threads,
     evaluate_split,
+    train_config,
     write_sft_eval,
 )
 
@@ -296,30 +296,8 @@ def training_data(params: dict, pairs_path: str, work: Path) -> tuple[str, dict[
 
 
 def _train_config(params: dict, shared: dict, train_path: str, work: Path):
-    from alphapo.training import (
-        DataConfig,
-        LoggingConfig,
-        LossConfig,
-        ModelConfig,
-        OptimConfig,
-        ReferenceConfig,
-        TrainConfig,
-    )
-    from alphapo.training.config import DiagnosticsConfig
-
-    loss_params, _ = _loss_params(params)
-    return TrainConfig(
-        model=ModelConfig(shared["toy_sft"]["model"]),
-        data=DataConfig(train_path=train_path, max_length=params["max_length"]),
-        loss=LossConfig(params["loss"], loss_params),
-        reference=ReferenceConfig(cache_dir=str(work / "reference_cache")),
-        train=OptimConfig(epochs=params["epochs"], per_device_batch_size=params["batch_size"],
-                          global_batch_size=params["batch_size"], learning_rate=params["learning_rate"],
-                          warmup_ratio=params["warmup_ratio"], lr_scheduler="cosine", seed=params["seed"]),
-        logging=LoggingConfig(logging_steps=2, tensorboard=False, progress_bar=False),
-        diagnostics=DiagnosticsConfig(reference_kl=params["reference_kl"], probe_size=params["probe_size"],
-                                      probe_steps=params["probe_steps"], probe_path=shared["toy_ra_data"]["probe"]),
-        output_dir=str(work / "train"))
+    return train_config(params, shared["toy_sft"]["model"], train_path, work / "reference_cache", work / "train",
+                        probe_path=shared["toy_ra_data"]["probe"])
 
 
 @register_job("toy_ra", params=PARAMS, stages=("toy_sft", "toy_ra_data"),
