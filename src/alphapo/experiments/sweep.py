@@ -189,6 +189,18 @@ def _validate(recipe: Recipe) -> None:
                             "same budget")
 
 
+
+def run_metric(result: dict, run, metric: str, key: str) -> float:
+    """``metric`` of a finished run's ``result``; a run that does not report it is an error naming the recipe
+    ``key`` (``sweep.select`` or ``sweep.report``), the nearest metric it does report and all of them."""
+    from alphapo.experiments.registry import nearest
+
+    metrics = result["metrics"]
+    if metric not in metrics:
+        raise UserError(f"{key}: run {run.config} seed {run.seed} reports no metric {metric!r}"
+                        f"{nearest(metric, metrics)}; it reports {sorted(metrics)}")
+    return metrics[metric]
+
 class _Evaluator:
     """Runs points (overrides) over seeds and returns their mean select score; keeps every result."""
 
@@ -218,15 +230,7 @@ class _Evaluator:
         self.run([r for rs in per_point for r in rs], f"sweep {method}")
         scores = []
         for rs in per_point:
-            vals = []
-            for r in rs:
-                metrics = self.results[r.rel_dir]["metrics"]
-                if self.select not in metrics:
-                    from alphapo.experiments.registry import nearest
-
-                    raise UserError(f"sweep.select: run {r.config} seed {r.seed} reports no metric "
-                                    f"{self.select!r}{nearest(self.select, metrics)}; it reports {sorted(metrics)}")
-                vals.append(metrics[self.select])
+            vals = [run_metric(self.results[r.rel_dir], r, self.select, "sweep.select") for r in rs]
             scores.append(sum(vals) / len(vals))
         return scores
 
@@ -351,13 +355,7 @@ def run_sweep(recipe: str | Path | Recipe, out: str | Path, *, jobs: int | None 
             ev.run(runs, f"sweep {name}: chosen setting on every seed")
             chosen_runs += runs
             # the search has ended: only now is the report metric read, for the chosen point only
-            values = []
-            for r in runs:
-                metrics = ev.results[r.rel_dir]["metrics"]
-                if spec.report not in metrics:
-                    raise UserError(f"sweep.report: run {r.config} seed {r.seed} reports no metric "
-                                    f"{spec.report!r}; it reports {sorted(metrics)}")
-                values.append(metrics[spec.report])
+            values = [run_metric(ev.results[r.rel_dir], r, spec.report, "sweep.report") for r in runs]
             mean, lo, hi = mean_ci(values)
             methods[name] = {
                 "search": m.search, "start_from": m.start_from, "order": coordinate_order(recipe, name),
